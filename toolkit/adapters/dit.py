@@ -1,0 +1,80 @@
+"""DiT (diffusers ``DiTTransformer2DModel``) as a class-conditional denoiser.
+
+Quirks owned here (METHOD.md traps 1-3):
+- the null class id is read from the model's label table (``num_classes``), never hard-coded as 1000;
+- diffusers keeps one label embedder per block and drops labels in train mode, so the model is put in eval;
+- learned sigma: the network outputs 2 * C channels and only the first C are eps.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import PriorswapError
+from ..denoisers import ModelDenoiser
+
+
+def label_embedders(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every block's ``LabelEmbedding`` (diffusers' DiT has one per block)."""
+    found = [m for m in transformer.modules() if type(m).__name__ == "LabelEmbedding"]
+    if not found:
+        raise PriorswapError(f"{type(transformer).__name__} has no class-label embedding; expected a class-conditional DiT")
+    return found
+
+
+class DiTDenoiser(ModelDenoiser):
+    """Class-conditional DiT. ``cond`` is a (B,) long tensor of labels; ``None`` is the null class."""
+
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        alphas_cumprod: Tensor,
+        prediction_type: str = "epsilon",
+        vae_scaling_factor: float | None = None,
+        vae_latent_channels: int | None = None,
+        name: str = "dit",
+    ):
+        cfg = transformer.config
+        super().__init__(alphas_cumprod, prediction_type, latent_channels=cfg.in_channels)
+        self.transformer = transformer.eval().requires_grad_(False)
+        emb = label_embedders(transformer)[0]
+        self.num_classes: int = int(emb.num_classes)
+        if emb.embedding_table.num_embeddings != self.num_classes + 1:
+            raise PriorswapError(
+                f"{name}: label table has {emb.embedding_table.num_embeddings} rows for {self.num_classes} classes; "
+                "CFG needs the extra null row (num_classes + 1)"
+            )
+        self.null_id: int = self.num_classes  # the extra row (trap 1)
+        self.sample_size: int = int(cfg.sample_size)
+        self.patch_size: int = int(cfg.patch_size)
+        self.vae_scaling_factor = vae_scaling_factor
+        self.vae_latent_channels = vae_latent_channels
+        self.name = name
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.transformer]
+
+    def check_labels(self, labels: Tensor | Sequence[int]) -> Tensor:
+        """Labels as a long tensor, or a one-line error naming the bad value and the valid range."""
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise PriorswapError(
+                f"label {int(bad[0])} is out of range for {self.name}, which has {self.num_classes} classes (0..{self.num_classes - 1})"
+            )
+        return labels
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        if (height, width) != (self.sample_size, self.sample_size):
+            return f"{self.name} has fixed position embeddings for {self.sample_size}x{self.sample_size} inputs, not {height}x{width}"
+        return None
+
+    def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
+        b = x.shape[0] // len(conds)
+        labels = torch.cat(
+            [torch.full((b,), self.null_id, dtype=torch.long) if c is None else torch.as_tensor(c).reshape(-1) for c in conds]
+        ).to(x.device)  # (n*B,)
+        out = self.transformer(x.to(self.dtype), timestep=t, class_labels=labels).sample  # (n*B, C or 2C, H, W)
+        return out

@@ -1,0 +1,116 @@
+"""Text-to-image models used as unconditional priors: SD-family UNets and PixArt-alpha.
+
+Each prior's null condition is *its own* text encoder's embedding of the empty prompt (METHOD.md trap 6),
+computed once by :func:`empty_prompt_embedding` so the encoder can be freed before sampling.
+PixArt is a DiT with learned sigma and a linear schedule; the base class handles both.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..denoisers import ModelDenoiser
+
+
+@torch.no_grad()
+def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """(embedding (1, L, D), attention mask (1, L)) of the prompt "" padded to ``max_length``.
+
+    Mirrors how diffusers' SD and PixArt pipelines encode their negative prompt.
+    """
+    max_length = max_length or tokenizer.model_max_length
+    tok = tokenizer([""], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    mask = tok.attention_mask
+    device = next(text_encoder.parameters()).device
+    use_mask = getattr(text_encoder.config, "use_attention_mask", False) or "T5" in type(text_encoder).__name__
+    out = text_encoder(tok.input_ids.to(device), attention_mask=mask.to(device) if use_mask else None)
+    return out[0].detach().cpu(), mask.cpu()
+
+
+class UNetPrior(ModelDenoiser):
+    """A ``UNet2DConditionModel``; ``cond`` is a (B, L, D) text embedding, ``None`` the empty-prompt one."""
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        null_embedding: Tensor,
+        alphas_cumprod: Tensor,
+        prediction_type: str = "epsilon",
+        vae_scaling_factor: float | None = None,
+        vae_latent_channels: int | None = None,
+        name: str = "unet",
+    ):
+        super().__init__(alphas_cumprod, prediction_type, latent_channels=unet.config.in_channels)
+        self.unet = unet.eval().requires_grad_(False)
+        self.null_embedding = null_embedding  # (1, L, D)
+        self.vae_scaling_factor = vae_scaling_factor
+        self.vae_latent_channels = vae_latent_channels
+        self.name = name
+        self._down = 2 ** (len(unet.config.down_block_types) - 1)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet]
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        if height % self._down or width % self._down:
+            return f"{self.name} needs latent sizes divisible by {self._down}, got {height}x{width}"
+        return None
+
+    def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
+        b = x.shape[0] // len(conds)
+        emb = torch.cat([self.null_embedding.expand(b, -1, -1) if c is None else c for c in conds])
+        emb = emb.to(device=x.device, dtype=self.dtype)
+        return self.unet(x.to(self.dtype), t, encoder_hidden_states=emb).sample
+
+
+class PixArtPrior(ModelDenoiser):
+    """A ``PixArtTransformer2DModel``; ``cond`` is (embedding (B, L, D), mask (B, L)), ``None`` the empty prompt."""
+
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        null_embedding: Tensor,
+        null_mask: Tensor,
+        alphas_cumprod: Tensor,
+        prediction_type: str = "epsilon",
+        vae_scaling_factor: float | None = None,
+        vae_latent_channels: int | None = None,
+        name: str = "pixart",
+    ):
+        super().__init__(alphas_cumprod, prediction_type, latent_channels=transformer.config.in_channels)
+        self.transformer = transformer.eval().requires_grad_(False)
+        self.null_embedding, self.null_mask = null_embedding, null_mask
+        self.vae_scaling_factor = vae_scaling_factor
+        self.vae_latent_channels = vae_latent_channels
+        self.name = name
+        self.patch_size = int(transformer.config.patch_size)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.transformer]
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        if height % self.patch_size or width % self.patch_size:
+            return f"{self.name} needs latent sizes divisible by its patch size {self.patch_size}, got {height}x{width}"
+        return None  # PixArt interpolates its position embeddings (trap 9)
+
+    def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
+        b = x.shape[0] // len(conds)
+        embs, masks = [], []
+        for c in conds:
+            e, m = (self.null_embedding.expand(b, -1, -1), self.null_mask.expand(b, -1)) if c is None else c
+            embs.append(e)
+            masks.append(m)
+        emb = torch.cat(embs).to(device=x.device, dtype=self.dtype)
+        mask = torch.cat(masks).to(device=x.device)
+        added = {"resolution": None, "aspect_ratio": None}
+        if self.transformer.config.sample_size == 128:  # PixArt-1024 micro-conditions, as its pipeline sets them
+            h, w = x.shape[-2] * 8, x.shape[-1] * 8
+            added = {
+                "resolution": torch.tensor([[h, w]], device=x.device, dtype=self.dtype).repeat(x.shape[0], 1),
+                "aspect_ratio": torch.tensor([[h / w]], device=x.device, dtype=self.dtype).repeat(x.shape[0], 1),
+            }
+        return self.transformer(
+            x.to(self.dtype), encoder_hidden_states=emb, encoder_attention_mask=mask, timestep=t, added_cond_kwargs=added
+        ).sample

@@ -1,0 +1,104 @@
+"""The one denoiser protocol every model is wrapped in, and the base class adapters share.
+
+A denoiser is a callable ``(x_t, t, cond) -> eps`` where ``t`` is a timestep of the *sampler's*
+schedule and ``cond=None`` means the model's own null condition. Adapters (``toolkit.adapters``) own
+their model's quirks: null id or null embedding, learned sigma, prediction type, timestep mapping.
+Nothing downstream (guidance, samplers, callbacks) knows which model it holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from .schedules import alpha_bar_at, nearest_timestep, to_eps
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """``(x_t, t, cond) -> eps``; ``predict`` evaluates several conditions at once (batched when it can)."""
+
+    def __call__(self, x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor: ...
+
+    def predict(self, x_t: Tensor, t: Tensor, conds: Sequence[Any]) -> list[Tensor]: ...
+
+
+class ModelDenoiser:
+    """Shared machinery for wrapping a network as a :class:`Denoiser`.
+
+    Subclasses implement :meth:`forward_batch` (the raw network call on a batch that stacks every
+    condition) and set the attributes below. This class then:
+      1. maps the sampler's timestep t to the model's own t' with the nearest alpha_bar (paper Sec. 4.2);
+      2. splits off learned-sigma channels (DiT, PixArt: out_channels = 2 * C);
+      3. converts v / x0 predictions to eps with the model's own alpha_bar(t') (METHOD.md traps 4-5).
+    """
+
+    name: str = "model"
+    latent_channels: int
+    prediction_type: str = "epsilon"
+    vae_scaling_factor: float | None = None  # None: pixel space
+    vae_latent_channels: int | None = None
+
+    def __init__(self, alphas_cumprod: Tensor, prediction_type: str, latent_channels: int):
+        self.alphas_cumprod = alphas_cumprod.detach().to(torch.float64).cpu()
+        self.prediction_type = prediction_type
+        self.latent_channels = latent_channels
+        self.sampling_alphas_cumprod: Tensor | None = None  # set by toolkit.pairing.pair()
+
+    # -- to override ---------------------------------------------------------------------------
+    def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
+        """Raw network output for ``x`` = cat of len(conds) copies of x_t, ``t`` of shape (len(conds) * B,)."""
+        raise NotImplementedError
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why this model cannot denoise a (height, width) latent, or None if it can."""
+        return None
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The networks this denoiser runs (for .to(), offload and eval())."""
+        return []
+
+    # -- protocol ------------------------------------------------------------------------------
+    def model_timesteps(self, t: Tensor) -> Tensor:
+        """Sampler timesteps -> this model's timesteps (identity when the schedules are the same)."""
+        if self.sampling_alphas_cumprod is None or _same_table(self.sampling_alphas_cumprod, self.alphas_cumprod):
+            return t
+        a = alpha_bar_at(self.sampling_alphas_cumprod, t.cpu())
+        return nearest_timestep(self.alphas_cumprod, a).to(t.device)
+
+    def predict(self, x_t: Tensor, t: Tensor, conds: Sequence[Any]) -> list[Tensor]:
+        n, b = len(conds), x_t.shape[0]
+        t = torch.as_tensor(t, device=x_t.device)
+        t = t.reshape(1).expand(b) if t.ndim == 0 else t
+        t_model = self.model_timesteps(t)  # (B,)
+        x_in = x_t.repeat(n, *([1] * (x_t.ndim - 1)))  # (n*B, C, H, W)
+        out = self.forward_batch(x_in, t_model.repeat(n), conds)
+        out = out[:, : self.latent_channels].to(x_t.dtype)  # drop learned-sigma channels
+        a_model = alpha_bar_at(self.alphas_cumprod, t_model.cpu()).repeat(n)
+        eps = to_eps(out, x_in, a_model, self.prediction_type)
+        return list(eps.chunk(n, dim=0))
+
+    def __call__(self, x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        return self.predict(x_t, t, [cond])[0]
+
+    # -- placement -----------------------------------------------------------------------------
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ModelDenoiser":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for m in self.modules():
+            m.to(**kwargs)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        mods = self.modules()
+        return next(mods[0].parameters()).device if mods else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        mods = self.modules()
+        return next(mods[0].parameters()).dtype if mods else torch.float32
+
+
+def _same_table(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.to(torch.float64), b.to(torch.float64), rtol=0, atol=1e-7))
