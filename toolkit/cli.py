@@ -1,0 +1,69 @@
+"""The ``priorswap`` command: maps command names to small modules under ``toolkit/commands``.
+
+- ``fit`` / ``validate`` hand over to LightningCLI (``toolkit.training.cli``), so recipes are plain YAML
+  of typed constructor arguments.
+- every other command is an argparse sub-command; each module exposes ``register(subparsers)`` and sets
+  ``func`` on its parser. User mistakes (:class:`PriorswapError`) become one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import PriorswapError
+
+# sub-command -> module under toolkit.commands exposing register(subparsers)
+COMMANDS = {
+    "sample": "toolkit.commands.sample",
+    "bench": "toolkit.commands.bench",
+    "eval": "toolkit.commands.evaluate",
+    "demo": "toolkit.commands.demo",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line (``priorswap: error: ...``) with exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="priorswap", description="Fine-tune diffusion models and sample them with a swapped unconditional prior.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # command not built yet
+        mod.register(sub)
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"LightningCLI {name} (e.g. priorswap {name} -c recipes/tiny_food101.yaml)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            from .training.cli import run_lightning_cli
+
+            run_lightning_cli(argv)
+            return 0
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except PriorswapError as e:
+        print(f"priorswap: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("priorswap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

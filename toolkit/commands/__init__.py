@@ -1,0 +1,1 @@
+"""One module per ``priorswap`` sub-command; each exposes ``register(subparsers)``."""
