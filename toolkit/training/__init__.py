@@ -1,0 +1,1 @@
+"""Lightning training of DiT with CFG dropout (the only Lightning user in toolkit/, with the CLI)."""

@@ -1,0 +1,233 @@
+"""LightningModule that fine-tunes (or trains from scratch) a diffusers DiT with CFG dropout.
+
+Loss = eps-MSE + learned-variance VLB (DiT's objective), CFG dropout applied once per sample (METHOD.md
+trap 2), AdamW with DiT's defaults, an EMA copy stored in the checkpoint and used for sampling and export.
+All randomness of a step (timesteps, noise, dropout, latent draws) comes from a generator seeded by
+(seed, global step, rank), so a resumed run continues exactly where an uninterrupted one would be.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..errors import PriorswapError
+from ..loading import load_dit, locate
+from ..models import build_dit, dit_scheduler_config
+from .diffusion_loss import DiffusionSchedule, vlb_bits
+from .label_table import disable_block_dropout, drop_labels, replace_label_table
+
+
+def load_vae(ref: str):
+    """An ``AutoencoderKL`` from a VAE folder/hub id, or from the ``vae/`` of a pipeline folder."""
+    from diffusers import AutoencoderKL
+
+    ref = locate(ref, "vae")
+    sub = "vae" if os.path.isdir(os.path.join(ref, "vae")) else None
+    try:
+        vae = AutoencoderKL.from_pretrained(ref, subfolder=sub) if sub else AutoencoderKL.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        raise PriorswapError(f"cannot load VAE {ref!r} ({str(e).splitlines()[0][:160]}); offline, download it and pass the folder") from None
+    return vae.eval().requires_grad_(False)
+
+
+class DiTFineTune(L.LightningModule):
+    """Fine-tune a pretrained DiT on new classes, or train one from random init (``pretrained: null``)."""
+
+    def __init__(
+        self,
+        pretrained: str | None = "facebook/DiT-XL-2-256",
+        vae: str | None = "stabilityai/sd-vae-ft-ema",
+        size: str = "XL/2",
+        in_channels: int = 4,
+        sample_size: int = 32,
+        learned_sigma: bool = True,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        cfg_dropout: float = 0.1,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.9999,
+        vlb_weight: float = 1.0,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        export_dir: str | None = None,
+        export_on_fit_end: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 <= cfg_dropout < 1.0:
+            raise PriorswapError(f"cfg_dropout must lie in [0, 1), got {cfg_dropout}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise PriorswapError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        self.save_hyperparameters()
+        self.strict_loading = False  # the frozen VAE is not stored in checkpoints
+        if pretrained:
+            base = load_dit(pretrained, "pretrained")
+            self.transformer = base.denoiser.transformer
+            sched_cfg = base.scheduler_config
+            self.base_num_classes = base.denoiser.num_classes
+        else:
+            self.transformer = build_dit(size, num_classes or 1, in_channels, sample_size, learned_sigma=learned_sigma)
+            sched_cfg = dit_scheduler_config()
+            self.base_num_classes = None
+        self.transformer.train().requires_grad_(True)
+        disable_block_dropout(self.transformer)
+        self.scheduler_config = {k: v for k, v in dict(sched_cfg).items() if not k.startswith("_")}
+        from diffusers import DDPMScheduler
+
+        self.schedule = DiffusionSchedule.from_betas(DDPMScheduler.from_config(self.scheduler_config).betas)
+        self.vae = load_vae(vae) if vae else None
+        self.ema: AveragedModel | None = None
+        self.num_classes: int | None = None
+        self.class_names = class_names
+        self.split_state: dict[str, Any] = {}
+        self.latent_channels = int(self.transformer.config.in_channels)
+        self.skipped_images = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Size the label table for the data's classes (once), then create the EMA copy."""
+        if self.ema is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        k = self.hparams.num_classes or getattr(dm, "num_classes", None)
+        if not k:
+            raise PriorswapError("num_classes is unknown: set model.num_classes or use a datamodule with num_classes")
+        self.class_names = self.class_names or list(getattr(dm, "class_names", []) or [str(i) for i in range(k)])
+        if self.hparams.pretrained or self.transformer.config.num_embeds_ada_norm != k:
+            replace_label_table(self.transformer, k, seed=self.hparams.seed)
+        self.num_classes = k
+        if self.hparams.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.ema = AveragedModel(
+            self.transformer, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay), use_buffers=True
+        ).requires_grad_(False)
+        if self.hparams.compile:
+            self.transformer.compile()
+
+    @property
+    def null_id(self) -> int:
+        return int(self.num_classes)
+
+    def configure_callbacks(self):
+        """Checkpoints (with ``last.ckpt`` for ``--ckpt_path last``), LR and images/s logging, unless given."""
+        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+
+        have = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
+        wanted = [
+            ModelCheckpoint(save_last=True, every_n_train_steps=500),
+            LearningRateMonitor(logging_interval="step"),
+            ThroughputMonitor(batch_size_fn=_batch_size),
+        ]
+        return [c for c in wanted if type(c) not in have]
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # -- data -> x0 -----------------------------------------------------------------------------
+    def _generator(self, salt: int) -> torch.Generator:
+        rank = self.global_rank if self._trainer is not None else 0
+        return torch.Generator("cpu").manual_seed(
+            (self.hparams.seed * 1_000_003 + self.global_step * 7919 + rank * 104_729 + salt) % (2**63)
+        )
+
+    def _randn(self, shape, gen: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).to(self.device)
+
+    def to_x0(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        """The clean training target x_0: scaled VAE latents (cached or encoded now) or pixels in [-1, 1]."""
+        if "latent_mean" in batch:  # latent cache: draw a fresh latent each time
+            mean, std = batch["latent_mean"], batch["latent_std"]
+            x0 = mean + std * self._randn(mean.shape, gen)
+            return x0 * self.vae_scaling_factor
+        pixels = batch["pixels"]
+        if self.vae is None:
+            if pixels.shape[1] != self.latent_channels:
+                raise PriorswapError(
+                    f"pixel-space model has {self.latent_channels} input channels but images have {pixels.shape[1]}"
+                )
+            return pixels
+        with torch.no_grad():
+            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            x0 = dist.mean + dist.std * self._randn(dist.mean.shape, gen)
+        return x0.float() * self.vae_scaling_factor
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        if self.vae is None:
+            raise PriorswapError("the batch holds VAE latents but the model has no vae; set model.vae")
+        return float(self.vae.config.scaling_factor)
+
+    # -- loss -----------------------------------------------------------------------------------
+    def diffusion_loss(self, batch: dict, salt: int = 0) -> dict[str, torch.Tensor]:
+        """L_simple + vlb_weight * L_vlb on one batch, with CFG dropout (Ho & Salimans 2021, Alg. 1)."""
+        gen = self._generator(salt)
+        x0 = self.to_x0(batch, gen)  # (B, C, H, W)
+        b = x0.shape[0]
+        labels = drop_labels(batch["label"], self.null_id, self.hparams.cfg_dropout if self.training else 0.0, gen)
+        t = torch.randint(0, self.schedule.num_timesteps, (b,), generator=gen).to(self.device)
+        noise = self._randn(x0.shape, gen)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        out = self.transformer(x_t, timestep=t, class_labels=labels).sample  # (B, C or 2C, H, W)
+        c = self.latent_channels
+        mse = ((noise - out[:, :c].float()) ** 2).mean()
+        terms = {"mse": mse, "null_fraction": (labels == self.null_id).float().mean()}
+        loss = mse
+        if out.shape[1] == 2 * c and self.hparams.vlb_weight > 0:
+            vb = vlb_bits(self.schedule, x0, x_t, t, out[:, :c].detach().float(), out[:, c:].float()).mean()
+            terms["vlb"] = vb
+            loss = loss + self.hparams.vlb_weight * vb
+        terms["loss"] = loss
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self.diffusion_loss(batch)
+        b = batch["label"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=b, sync_dist=False)
+        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=b)
+        return terms["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        terms = self.diffusion_loss(batch, salt=1 + batch_idx)
+        self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "null_fraction"}, batch_size=batch["label"].shape[0], sync_dist=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.transformer)
+
+    # -- checkpoints and export -----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vae.")}
+        checkpoint["priorswap"] = {"num_classes": self.num_classes, "class_names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("priorswap", {})
+        self.class_names = meta.get("class_names", self.class_names)
+
+    def ema_transformer(self) -> torch.nn.Module:
+        """The EMA weights as a plain DiT module (what sampling and export use)."""
+        return self.ema.module if self.ema is not None else self.transformer
+
+    def default_export_dir(self) -> str:
+        if self.hparams.export_dir:
+            return self.hparams.export_dir
+        log_dir = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
+        return os.path.join(log_dir, "export")
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_on_fit_end and self.trainer.is_global_zero:
+            path = self.export(self.default_export_dir())
+            print(f"priorswap: exported EMA model to {path}")
+
+    def export(self, path: str) -> str:
+        """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json)."""
+        from .export import export_pipeline
+
+        return export_pipeline(self.ema_transformer(), self.vae, self.scheduler_config, self.class_names or [], path)
+
+
+def _batch_size(batch: dict) -> int:
+    return int(batch["label"].shape[0])
