@@ -1,0 +1,30 @@
+"""Pick a feature extractor by name, so configs say ``inception``/``dinov2``/a file path and nothing more."""
+from __future__ import annotations
+
+import os
+
+from ..errors import PriorswapError
+from .dinov2 import DINOV2_MODEL, DINOv2Extractor
+from .extractor import FeatureExtractor, load_feature_network
+from .inception import InceptionExtractor
+
+EXTRACTORS = ("inception", "dinov2")
+
+
+def build_extractor(
+    name: str,
+    weights: str | None = None,
+    model_name: str | None = None,
+    image_size: int | None = None,
+    allow_download: bool = False,
+) -> FeatureExtractor:
+    """``inception`` (FID/IS), ``dinov2`` (FD-DINOv2; ``model_name``/``image_size`` override the timm network),
+    or the path of a TorchScript feature network. Weights are checked now, before any long run starts."""
+    key = str(name).strip().lower()
+    if key == "inception":
+        return InceptionExtractor(weights, allow_download=allow_download)
+    if key == "dinov2":
+        return DINOv2Extractor(weights, model_name or DINOV2_MODEL, image_size or 224, allow_download=allow_download)
+    if os.path.isfile(os.path.expanduser(str(name))):
+        return load_feature_network(name, image_size=image_size)
+    raise PriorswapError(f"feature extractor {name!r} is unknown; expected one of {', '.join(EXTRACTORS)} or the path of a TorchScript feature network")
