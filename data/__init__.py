@@ -1,0 +1,21 @@
+"""What comes in: datamodules for the paper's datasets and offline ones, plus a VAE latent cache.
+
+Nothing here imports model code; the latent cache takes an encoder callable.
+"""
+
+from data.base import Catalog, ImageDataModule
+from data.fashion_mnist import FashionMNISTDataModule
+from data.hf import HFImageDataModule
+from data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
+from data.robust import collate_drop_none
+from data.skip_report import SkippedImagesReport
+from data.torchvision_sets import (Caltech101DataModule, Food101DataModule, ImageFolderDataModule,
+                                   SUN397DataModule)
+from data.transforms import AdmTransform, adm_center_crop
+
+__all__ = [
+    "AdmTransform", "CachedLatentDataset", "Caltech101DataModule", "Catalog", "FashionMNISTDataModule",
+    "Food101DataModule", "HFImageDataModule", "ImageDataModule", "ImageFolderDataModule", "SUN397DataModule",
+    "SkippedImagesReport", "adm_center_crop", "build_latent_cache", "cache_dir_for", "collate_drop_none",
+    "is_complete",
+]
