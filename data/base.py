@@ -242,7 +242,8 @@ class ImageDataModule(L.LightningDataModule):
                              encoder_id, self.resolution, self.latent_dtype)
 
     def build_latent_cache(self, encode: Callable, encoder_id: str, rank: int | None = None,
-                           world_size: int | None = None, batch_size: int = 32) -> dict[str, Path]:
+                           world_size: int | None = None, batch_size: int = 32, chunk_size: int = 512
+                           ) -> dict[str, Path]:
         """Encode train and val once (each rank its chunks), wait for all ranks, then serve latents.
 
         `encode(pixels (B,3,H,W) in [-1,1], on CPU) -> (mean, std)` of the unscaled latent distribution.
@@ -259,7 +260,8 @@ class ImageDataModule(L.LightningDataModule):
             meta = {"dataset": self.dataset_name, "root": os.path.abspath(self.root), "split": split,
                     "classes": self.classes, "encoder_id": encoder_id, "resolution": self.resolution}
             build_latent_cache(folder, dataset, encode, meta, rank=rank, world_size=world_size,
-                               batch_size=batch_size, num_workers=self.num_workers, dtype=self.latent_dtype)
+                               batch_size=batch_size, chunk_size=chunk_size, num_workers=self.num_workers,
+                               dtype=self.latent_dtype)
             self._latent_dirs[split] = folder
         if trainer is not None and world_size > 1:
             trainer.strategy.barrier("latent_cache")

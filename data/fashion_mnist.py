@@ -74,10 +74,9 @@ class FashionMNISTDataModule(ImageDataModule):
 
     def check_root(self) -> None:
         if self._folder() is None:
-            hint = "apt-get install dataset-fashion-mnist" if self.root == DEBIAN_ROOT else "point root at them"
             raise PriorswapError(
                 f"Fashion-MNIST root {self.root} lacks {{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]; "
-                f"{hint} (or download: true)")
+                f"run `apt-get install dataset-fashion-mnist` (installs them in {DEBIAN_ROOT}) or set download: true")
 
     def _download(self) -> None:
         if self._folder() is None:
