@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import lightning as L
 import torch
@@ -27,6 +27,7 @@ from toolkit.errors import PriorswapError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
+LatentDtype = Literal["float32", "float16", "bfloat16"]
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(self, root: str, resolution: int = 256, batch_size: int = 64, num_workers: int = 4, seed: int = 0,
                  val_fraction: float = 0.05, download: bool = False, flip: bool = True, cache_dir: str | None = None,
                  classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: str = "float32", drop_last: bool = False):
+                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False):
         super().__init__()
         self.root = os.path.expanduser(root)
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
@@ -82,6 +83,7 @@ class ImageDataModule(L.LightningDataModule):
         self._restored: dict | None = None
         self._datasets: dict[str, Dataset] = {}
         self._latent_dirs: dict[str, Path] = {}
+        self._latent_request: dict | None = None  # arguments of the last build_latent_cache, to rebuild on restore
         self._skip_log: SkipLog | None = None
         if not download:
             self.check_root()  # refuse a wrong root now, not after the model has loaded
@@ -207,7 +209,11 @@ class ImageDataModule(L.LightningDataModule):
             return
         self._restored = state_dict
         if self.split:  # Lightning restores after setup: rebuild with the saved split
+            before = {s: list(self.split[s]) for s in SPLITS}
             self.setup()
+            if self.split != before and self._latent_request is not None:
+                log.warning("checkpoint split differs from this config's; re-keying the latent cache")
+                self.build_latent_cache(**self._latent_request)
 
     def _loader(self, split: str) -> DataLoader:
         if not self._datasets and not self._latent_dirs:
@@ -249,6 +255,8 @@ class ImageDataModule(L.LightningDataModule):
         `encode(pixels (B,3,H,W) in [-1,1], on CPU) -> (mean, std)` of the unscaled latent distribution.
         rank/world_size default to the attached trainer's. Returns the cache folders.
         """
+        self._latent_request = dict(encode=encode, encoder_id=encoder_id, rank=rank, world_size=world_size,
+                                    batch_size=batch_size, chunk_size=chunk_size)
         trainer = getattr(self, "trainer", None)
         rank = rank if rank is not None else (trainer.global_rank if trainer is not None else 0)
         world_size = world_size if world_size is not None else (trainer.world_size if trainer is not None else 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Catalog, ImageDataModule
+from data.base import Catalog, ImageDataModule, LatentDtype
 from data.robust import ArrayImages, RobustImageDataset
 from data.transforms import PadTransform
 from toolkit.errors import PriorswapError
@@ -58,7 +58,7 @@ class FashionMNISTDataModule(ImageDataModule):
     def __init__(self, root: str = DEBIAN_ROOT, resolution: int = 32, batch_size: int = 64, num_workers: int = 0,
                  seed: int = 0, val_fraction: float = 0.0, download: bool = False, flip: bool = True,
                  cache_dir: str | None = None, classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: str = "float32", drop_last: bool = False,
+                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False,
                  rgb: bool = False):
         self.rgb = rgb
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from data.base import Catalog, ImageDataModule
+from data.base import Catalog, ImageDataModule, LatentDtype
 from data.robust import RobustImageDataset
 from data.transforms import AdmTransform
 from toolkit.errors import PriorswapError
@@ -48,7 +48,7 @@ class HFImageDataModule(ImageDataModule):
     def __init__(self, root: str, resolution: int = 256, batch_size: int = 64, num_workers: int = 4, seed: int = 0,
                  val_fraction: float = 0.05, download: bool = False, flip: bool = True, cache_dir: str | None = None,
                  classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: str = "float32", drop_last: bool = False,
+                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False,
                  image_column: str = "image", label_column: str = "label", train_split: str = "train",
                  val_split: str | None = None, config_name: str | None = None):
         self.image_column, self.label_column = image_column, label_column

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from data import CachedLatentDataset, Food101DataModule, build_latent_cache, is_complete
+from data import CachedLatentDataset, Food101DataModule, ImageFolderDataModule, build_latent_cache, is_complete
 from toolkit.errors import PriorswapError
 
 try:
-    from tests.fakedata import make_food101
+    from tests.fakedata import make_food101, make_image_folder
 except ImportError:
-    from fakedata import make_food101
+    from fakedata import make_food101, make_image_folder
 
 
 class FakeVAE:
@@ -136,3 +136,25 @@ def test_datamodule_serves_cached_latents_keyed_on_encoder_and_classes(tmp_path)
     assert subset.latent_cache_dir("train", "fake-vae") != folders["train"]
     other_res = Food101DataModule(root, resolution=32, num_workers=0, latent_cache=cache)
     assert other_res.latent_cache_dir("train", "fake-vae") != folders["train"]
+
+
+def test_half_precision_storage(tmp_path):
+    assert build_latent_cache(tmp_path, Pixels(), FakeVAE(), dtype="float16")
+    item = CachedLatentDataset(tmp_path, flip=False)[2]
+    assert item["latent_mean"].dtype == torch.float32  # stored half, served float
+    torch.testing.assert_close(item["latent_mean"], F.avg_pool2d(Pixels().x[2:3], 4)[0], atol=1e-3, rtol=1e-3)
+    with pytest.raises(PriorswapError, match="dtype"):
+        build_latent_cache(tmp_path / "x", Pixels(), FakeVAE(), dtype="int8")
+
+
+def test_restored_split_rekeys_the_cache(tmp_path):
+    root = make_image_folder(tmp_path / "img", classes=2, per_class=6)
+    kwargs = dict(resolution=8, batch_size=16, num_workers=0, val_fraction=0.5, latent_cache=str(tmp_path / "c"))
+    saved = ImageFolderDataModule(root, seed=1, **kwargs).state_dict()
+    dm = ImageFolderDataModule(root, seed=2, **kwargs)
+    dm.setup()
+    before = dm.build_latent_cache(FakeVAE(), "fake-vae")["train"]
+    dm.load_state_dict(saved)  # what Lightning does after setup when resuming
+    assert dm.split == saved["split"] and dm._latent_dirs["train"] != before
+    served = CachedLatentDataset(dm._latent_dirs["train"])
+    assert sorted(served.indices) == list(range(len(saved["split"]["train"])))
