@@ -186,8 +186,10 @@ class ImageDataModule(L.LightningDataModule):
                 trainer.callbacks.append(SkippedImagesReport())
 
     def teardown(self, stage: str | None = None) -> None:
-        if self._skip_log is not None and stage in (None, "fit", "validate", "test", "predict"):
+        if self._skip_log is not None:  # count the last skips, then drop the temp file
             self.pop_skipped()
+            Path(self._skip_log.path).unlink(missing_ok=True)
+            self._skip_log = None
 
     def pop_skipped(self) -> list[str]:
         """Images skipped since the last call (all workers of this process); adds them to skipped_total."""
