@@ -1,0 +1,127 @@
+"""``priorswap bench sample``: cost of one guided prediction, vanilla (one batched pass) vs swapped (two models).
+
+Each (mode, batch) cell runs in its own subprocess so that peak memory is that cell's alone: on CUDA
+``torch.cuda.max_memory_allocated``, on the CPU the process's peak resident set size (ru_maxrss).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+EXTRA_BENCHES = ("toolkit.commands.bench_train", "toolkit.commands.bench_unet", "toolkit.commands.bench_eval")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print figures (tables in the README)")
+    kinds = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
+    s = kinds.add_parser("sample", help="one guided prediction: vanilla vs prior-swapped, batch 1/8/32")
+    s.add_argument("--size", default="S/2", help="random DiT size (default S/2, 40M parameters)")
+    s.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    s.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median reported)")
+    s.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--json", action="store_true", help="print a JSON object as the last line")
+    s.set_defaults(func=run_sample_bench)
+    for module in EXTRA_BENCHES:
+        try:
+            importlib.import_module(module).register(kinds)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: str) -> dict:
+    """One cell, run in a fresh subprocess.
+
+    ``task="time"`` loads both models and alternates vanilla and swapped calls, so that load on the
+    machine hits both modes alike; ``task="mem-vanilla"|"mem-swapped"`` loads only what that mode needs
+    and reports the peak memory of two calls.
+    """
+    import resource
+
+    import torch
+
+    from ..adapters.dit import DiTDenoiser
+    from ..loading import alphas_cumprod
+    from ..models import build_dit, dit_scheduler_config
+    from ..sampling import Guidance, cfg_eps
+    from .common import DTYPES
+
+    torch.manual_seed(0)
+    table = alphas_cumprod(dit_scheduler_config())
+    model = DiTDenoiser(build_dit(size, num_classes=101), table).to(device, DTYPES[dtype])
+    need_prior = task in ("time", "mem-swapped")
+    prior = DiTDenoiser(build_dit(size, num_classes=1000), table).to(device, DTYPES[dtype]) if need_prior else None
+    labels = torch.randint(0, 101, (batch,), device=device)
+    fns = {"vanilla": cfg_eps(model, labels, Guidance(scale=1.5)), "swapped": cfg_eps(model, labels, Guidance(scale=1.5), prior)}
+    modes = ["vanilla", "swapped"] if task == "time" else [task.removeprefix("mem-")]
+    x = torch.randn(batch, 4, model.sample_size, model.sample_size, device=device)
+    t = torch.tensor(500, device=device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with torch.no_grad():
+        for i in range((repeats if task == "time" else 1) + 1):  # round 0 is a warm-up
+            for m in modes:
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fns[m](x, t)
+                if cuda:
+                    torch.cuda.synchronize()
+                if i:
+                    times[m].append(time.perf_counter() - start)
+    if task != "time":
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"task": task, "batch": batch, "peak_mb": peak}
+    return {"task": task, "batch": batch, **{f"{m}_s": statistics.median(v) for m, v in times.items()}}
+
+
+def _worker(task: str, batch: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, "-m", "toolkit.commands.bench", task, str(batch), args.size, str(args.repeats), args.device, args.dtype]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_sample_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    rows = []
+    for batch in args.batch_sizes:
+        timing = _worker("time", batch, args)
+        mem = {m: _worker(f"mem-{m}", batch, args)["peak_mb"] for m in ("vanilla", "swapped")}
+        rows.append({"batch": batch, "vanilla_s": timing["vanilla_s"], "swapped_s": timing["swapped_s"],
+                     "vanilla_peak_mb": mem["vanilla"], "swapped_peak_mb": mem["swapped"]})
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    mem = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+    print(f"one guided prediction, random DiT-{args.size}, {args.dtype}, {device}, median of {args.repeats}")
+    print(f"| batch | vanilla s | swapped s | swapped/vanilla | vanilla {mem} | swapped {mem} |")
+    print("|---|---|---|---|---|---|")
+    ratios = {}
+    for r in rows:
+        ratios[r["batch"]] = r["swapped_s"] / r["vanilla_s"]
+        print(f"| {r['batch']} | {r['vanilla_s']:.3f} | {r['swapped_s']:.3f} | {ratios[r['batch']]:.2f} | {r['vanilla_peak_mb']:.0f} | {r['swapped_peak_mb']:.0f} |")
+    if args.json:
+        key = 8 if 8 in ratios else args.batch_sizes[0]
+        print(json.dumps({"swapped_over_vanilla": round(ratios[key], 4), "batch_for_ratio": key, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":  # worker: python -m toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE
+    task, batch, size, repeats, device, dtype = sys.argv[1:7]
+    print(json.dumps(_cell(task, int(batch), size, int(repeats), device, dtype)))
