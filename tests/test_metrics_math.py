@@ -50,6 +50,16 @@ def test_fd_matches_scipy_sqrtm_on_random_spd(d):
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(scipy_fd(mu1, s1, mu2, s2), rel=1e-6)
 
 
+def test_fd_rank_deficient_covariance_uses_eigh_fallback():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 20))
+    s1 = np.cov(x, rowvar=False)  # rank 5: Cholesky fails, eigh square root used
+    s2 = random_spd(20, rng)  # SPD: Cholesky path
+    mu1, mu2 = rng.standard_normal(20), rng.standard_normal(20)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(frechet_distance(mu2, s2, mu1, s1), rel=1e-7)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(scipy_fd(mu1, s1, mu2, s2), rel=1e-5)
+
+
 def test_fd_of_a_gaussian_with_itself_is_zero_and_accepts_tensors():
     rng = np.random.default_rng(2)
     s = torch.from_numpy(random_spd(20, rng))

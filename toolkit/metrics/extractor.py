@@ -86,6 +86,15 @@ class FeatureExtractor(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def _eval(module: nn.Module) -> nn.Module:
+    """Eval mode where the module allows it (an exported program's module has no train/eval switch)."""
+    try:
+        module.eval()
+    except (NotImplementedError, RuntimeError):
+        pass
+    return module
+
+
 class ModuleExtractor(FeatureExtractor):
     """Wrap a user's network that maps (B, 3, H, W) images in [0, 1] to (B, dim) features.
 
@@ -96,8 +105,10 @@ class ModuleExtractor(FeatureExtractor):
         super().__init__()
         if int(dim) <= 0:
             raise PriorswapError(f"feature dim {dim!r} is not positive; expected the width of the network's output")
-        self.module, self.dim, self.name, self.image_size = module.eval(), int(dim), str(name), image_size
-        self.module.requires_grad_(False)
+        self.module, self.dim, self.name, self.image_size = module, int(dim), str(name), image_size
+        for p in module.parameters():  # not module.requires_grad_: ScriptModules refuse it
+            p.requires_grad_(False)
+        _eval(module)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,22 +133,27 @@ def load_feature_network(
 ) -> ModuleExtractor:
     """A user-provided feature network as an extractor.
 
-    Accepts an ``nn.Module`` or the path of a **TorchScript** file (``torch.jit.save``): TorchScript carries its
-    architecture, so no Python class has to be importable, and loading it runs no pickled code.
+    Accepts an ``nn.Module`` or the path of a file that carries its own architecture, so no Python class has to
+    be importable and loading runs no pickled code: a ``torch.export.save`` program (``.pt2``; export it with a
+    dynamic batch dimension) or a TorchScript file (``torch.jit.save``, any other suffix).
     ``dim`` is inferred from one forward pass on a 2x3x64x64 grey batch when not given.
     """
     if isinstance(path_or_module, nn.Module):
         module, default_name = path_or_module, f"module-{type(path_or_module).__name__}"
     else:
-        path = require_file(path_or_module, "feature network", "expected a TorchScript file written by torch.jit.save, 'inception' or 'dinov2'")
+        expected = "expected a torch.export .pt2 program or a TorchScript file (torch.jit.save)"
+        path = require_file(path_or_module, "feature network", expected)
+        exported = path.endswith(".pt2")
         try:
-            module = torch.jit.load(path, map_location="cpu")
+            module = torch.export.load(path).module() if exported else torch.jit.load(path, map_location="cpu")
         except Exception as e:
-            raise PriorswapError(f"feature network {path!r} is not a TorchScript file ({type(e).__name__}); expected a file written by torch.jit.save") from None
-        default_name = f"torchscript-{os.path.splitext(os.path.basename(path))[0]}-{file_fingerprint(path)}"
+            kind = "torch.export program" if exported else "TorchScript file"
+            raise PriorswapError(f"feature network {path!r} is not a loadable {kind} ({type(e).__name__}); {expected}") from None
+        stem = os.path.splitext(os.path.basename(path))[0]
+        default_name = f"{'exported' if exported else 'torchscript'}-{stem}-{file_fingerprint(path)}"
     if dim is None:
         p = next(iter(module.parameters()), None)
         probe = torch.full((2, 3, image_size or 64, image_size or 64), 0.5, device=p.device if p is not None else "cpu")
         with torch.no_grad():
-            dim = int(module.eval()(probe).flatten(1).shape[1])
+            dim = int(_eval(module)(probe).flatten(1).shape[1])
     return ModuleExtractor(module, dim, name or default_name, image_size)

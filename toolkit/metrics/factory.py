@@ -19,7 +19,7 @@ def build_extractor(
     allow_download: bool = False,
 ) -> FeatureExtractor:
     """``inception`` (FID/IS), ``dinov2`` (FD-DINOv2; ``model_name``/``image_size`` override the timm network),
-    or the path of a TorchScript feature network. Weights are checked now, before any long run starts."""
+    or the path of a feature network (torch.export ``.pt2`` or TorchScript). Weights are checked now, before any long run starts."""
     key = str(name).strip().lower()
     if key == "inception":
         return InceptionExtractor(weights, allow_download=allow_download)
@@ -27,4 +27,4 @@ def build_extractor(
         return DINOv2Extractor(weights, model_name or DINOV2_MODEL, image_size or 224, allow_download=allow_download)
     if os.path.isfile(os.path.expanduser(str(name))):
         return load_feature_network(name, image_size=image_size)
-    raise PriorswapError(f"feature extractor {name!r} is unknown; expected one of {', '.join(EXTRACTORS)} or the path of a TorchScript feature network")
+    raise PriorswapError(f"feature extractor {name!r} is unknown; expected one of {', '.join(EXTRACTORS)} or the path of a feature network (torch.export .pt2 or TorchScript)")

@@ -1,8 +1,10 @@
 """Fréchet distance between Gaussians fitted to features (FID, FD-DINOv2), in float64.
 
 FD = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2})   (Heusel et al. 2017, Eq. 6; Dowson & Landau 1982).
-tr((S1 S2)^{1/2}) is computed as sum sqrt(eig(A S2 A)) with A = S1^{1/2}: A S2 A is symmetric PSD and similar
-to S1 S2, so a symmetric eigensolver replaces scipy's general sqrtm, with no complex parts to drop.
+tr((S1 S2)^{1/2}) is the sum of sqrt of the eigenvalues of a symmetric matrix similar to S1 S2, so a symmetric
+eigensolver replaces scipy's general sqrtm (about 50x slower at D = 2048), with no complex parts to drop.
+The algebra runs in torch, not numpy: right after a torch feature network, numpy's OpenBLAS threads fight
+torch's spinning OpenMP threads, and a 2048-d FD took 7x longer on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -18,16 +20,25 @@ def _f64(x: ArrayLike) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().to("cpu", torch.float64)
 
 
-def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a PSD matrix; tiny negative eigenvalues from round-off are clipped to 0."""
-    w, v = torch.linalg.eigh((sigma + sigma.T) / 2)  # (D,), (D, D)
-    return (v * w.clamp_min(0).sqrt()) @ v.T
+def _similar_symmetric(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """A symmetric PSD matrix with the spectrum of S1 S2.
+
+    S1 = L L^T (Cholesky) gives L^T S2 L, similar to S1 S2 = L (L^T S2 L) L^-1; it costs one Cholesky.
+    Rank-deficient S1 (fewer samples than dims) falls back to A S2 A with A = S1^{1/2} from eigh,
+    clipping round-off negatives to 0.
+    """
+    low, info = torch.linalg.cholesky_ex(s1)  # (D, D)
+    if int(info) == 0:
+        return low.T @ s2 @ low
+    w, v = torch.linalg.eigh(s1)  # (D,), (D, D)
+    a = (v * w.clamp_min(0).sqrt()) @ v.T
+    return a @ s2 @ a
 
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
-    """tr((S1 S2)^{1/2}) for symmetric PSD S1, S2."""
-    a = _psd_sqrt(_f64(sigma1))
-    m = a @ _f64(sigma2) @ a  # (D, D) symmetric, same spectrum as S1 S2
+    """tr((S1 S2)^{1/2}) = sum_i sqrt(lambda_i(S1 S2)) for symmetric PSD S1, S2."""
+    s1, s2 = _f64(sigma1), _f64(sigma2)
+    m = _similar_symmetric((s1 + s1.T) / 2, (s2 + s2.T) / 2)
     return float(torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum())
 
 
