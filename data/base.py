@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
+from data.sampler import ResumableSampler, SeededItems
 from data.robust import FileImages, RobustImageDataset, SkipLog, collate_drop_none
 from data.splits import limit_per_class, select_classes, stratified_split
 from data.transforms import AdmTransform
@@ -49,7 +50,7 @@ class ImageDataModule(L.LightningDataModule):
         resolution: side of the square crop, in pixels.
         batch_size: per-device batch size.
         num_workers: DataLoader worker processes.
-        seed: seeds the train/val split and `limit_per_class`, not the shuffling (use seed_everything).
+        seed: seeds the train/val split, `limit_per_class`, the shuffling order and the flips (see data/sampler.py).
         val_fraction: share of each class held out when the dataset has no split of its own.
         download: let torchvision fetch the dataset (needs internet); otherwise `root` must already hold it.
         flip: random horizontal flips for training (pixels, or a random stored flip of cached latents).
@@ -228,12 +229,20 @@ class ImageDataModule(L.LightningDataModule):
             dataset, collate = CachedLatentDataset(self._latent_dirs[split], flip=self.flip and train), None
         else:
             dataset, collate = self._datasets[split], collate_drop_none
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
+        sampler = ResumableSampler(len(dataset), seed=self.seed, shuffle=train)
+        return DataLoader(SeededItems(dataset, self.seed), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate, drop_last=self.drop_last and train,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        """Seeded per-epoch order; on a resumed run the batches of the interrupted epoch already seen are skipped."""
+        loader = self._loader("train")
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.global_step > 0 and len(loader) > 0:
+            consumed = trainer.global_step * trainer.accumulate_grad_batches - trainer.current_epoch * len(loader)
+            if 0 < consumed < len(loader):
+                loader.sampler.skip_once(consumed * self.batch_size)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -25,4 +25,6 @@ def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
         seed_everything_default=0,
         args=argv,
         auto_configure_optimizers=False,
+        # our datamodules shard and order data themselves (data/sampler.py), resumable mid-epoch
+        trainer_defaults={"use_distributed_sampler": False},
     )

@@ -89,6 +89,23 @@ class DiTFineTune(L.LightningModule):
         self.skipped_images = 0
 
     # -- set-up ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Build (or reuse) the datamodule's VAE latent cache when it asks for one (each rank its chunks)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or getattr(dm, "latent_cache", None) is None:
+            return
+        if self.vae is None:
+            raise PriorswapError("data.latent_cache is set but the model has no VAE (model.vae is null); unset one of them")
+        vae, device = self.vae.to(self.device), self.device
+
+        @torch.no_grad()
+        def encode(pixels: torch.Tensor):
+            dist = vae.encode(pixels.to(device=device, dtype=vae.dtype)).latent_dist
+            return dist.mean.float().cpu(), dist.std.float().cpu()
+
+        vae_id = getattr(vae.config, "_name_or_path", "") or self.hparams.vae
+        dm.build_latent_cache(encode, encoder_id=f"{vae_id}|{vae.dtype}")
+
     def configure_model(self) -> None:
         """Size the label table for the data's classes (once), then create the EMA copy."""
         if self.ema is not None:
@@ -114,10 +131,14 @@ class DiTFineTune(L.LightningModule):
         return int(self.num_classes)
 
     def configure_callbacks(self):
-        """Checkpoints (with ``last.ckpt`` for ``--ckpt_path last``), LR and images/s logging, unless given."""
+        """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), LR and images/s logging, unless given."""
         from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 
-        have = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
+        existing = list(self.trainer.callbacks) if self._trainer is not None else []
+        for cb in existing:
+            if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
+                cb.save_last = True  # Lightning's default checkpoint callback keeps no last.ckpt
+        have = {type(c) for c in existing}
         wanted = [
             ModelCheckpoint(save_last=True, every_n_train_steps=500),
             LearningRateMonitor(logging_interval="step"),
@@ -184,14 +205,18 @@ class DiTFineTune(L.LightningModule):
         terms["loss"] = loss
         return terms
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch was unreadable (reported by the datamodule)
+            return None
         terms = self.diffusion_loss(batch)
         b = batch["label"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=b, sync_dist=False)
         self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=b)
         return terms["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
         terms = self.diffusion_loss(batch, salt=1 + batch_idx)
         self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "null_fraction"}, batch_size=batch["label"].shape[0], sync_dist=True)
 
