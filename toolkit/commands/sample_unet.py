@@ -1,0 +1,312 @@
+"""``priorswap sample ip2p|zero123|vd``: edit, re-view or vary one input image, vanilla and with a swapped prior.
+
+Each run writes, into ``--output-dir``: ``input.png`` (the image as the model saw it), ``vanilla/NNN.png``,
+``swapped/NNN.png`` (with ``--prior``), ``grid.png`` (row 1 vanilla, row 2 swapped, same seeds) and
+``meta.json``. Files are staged in a hidden folder and moved in only when every sample is done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PriorswapError
+from ..sampling import DualGuidance, Guidance
+from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic
+
+DEFAULTS = {  # paper appendix B
+    "ip2p": dict(steps=100, image_guidance=1.5, text_guidance=7.5),
+    "zero123": dict(steps=50, guidance=5.0, size=256),
+    "vd": dict(steps=50, guidance=2.0),
+}
+
+
+def register(kinds) -> None:
+    d = DEFAULTS["ip2p"]
+    p = kinds.add_parser("ip2p", help="InstructPix2Pix edit (dual CFG, Eq. 9; only eps(null, null) is swapped)")
+    _common_args(p, "InstructPix2Pix pipeline folder or hub id (timbrooks/instruct-pix2pix)", d["steps"])
+    p.add_argument("--prompt", required=True, help="the edit instruction")
+    p.add_argument("--image-guidance", type=float, default=d["image_guidance"], help=f"gI (default {d['image_guidance']})")
+    p.add_argument("--text-guidance", type=float, default=d["text_guidance"], help=f"gT (default {d['text_guidance']})")
+    p.add_argument("--width", type=int, help="resize the input to this width (default: its own, rounded down to the model's multiple)")
+    p.add_argument("--height", type=int, help="resize the input to this height (default: as --width)")
+    p.set_defaults(func=run_ip2p)
+
+    d = DEFAULTS["zero123"]
+    p = kinds.add_parser("zero123", help="Zero-1-to-3 novel view (CFG with a swapped unconditional prior)")
+    _common_args(p, "Zero-1-to-3 diffusers folder or hub id (kxic/zero123-xl layout)", d["steps"])
+    p.add_argument("--polar", type=float, default=0.0, help="relative elevation change in degrees")
+    p.add_argument("--azimuth", type=float, default=0.0, help="relative azimuth change in degrees")
+    p.add_argument("--radius", type=float, default=0.0, help="relative camera distance change")
+    p.add_argument("--guidance-scale", type=float, default=d["guidance"], help=f"(default {d['guidance']})")
+    p.add_argument("--size", type=int, default=d["size"], help=f"square image size in pixels (default {d['size']})")
+    p.set_defaults(func=run_zero123)
+
+    d = DEFAULTS["vd"]
+    p = kinds.add_parser("vd", help="Versatile Diffusion image variation (CFG with a swapped unconditional prior)")
+    _common_args(p, "Versatile Diffusion folder or hub id (shi-labs/versatile-diffusion)", d["steps"])
+    p.add_argument("--guidance-scale", type=float, default=d["guidance"], help=f"(default {d['guidance']})")
+    p.add_argument("--size", type=int, help="square output size in pixels (default: the UNet's sample size x VAE factor)")
+    p.set_defaults(func=run_vd)
+
+
+def _common_args(p: argparse.ArgumentParser, model_help: str, steps: int) -> None:
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--image", required=True, help="input image file (any mode/size Pillow reads; converted as needed)")
+    p.add_argument("--output-dir", required=True, help="folder for input.png, vanilla/, swapped/, grid.png, meta.json")
+    p.add_argument("--num-samples", type=int, default=4, help="samples per mode; sample i uses seed + i (default 4)")
+    p.add_argument("--offload", action="store_true", help="keep every network on the CPU except while it runs")
+    add_sampling_args(p, steps=steps)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1):
+    """An input image as RGB PIL at ``size`` (w, h), or its own size rounded down to ``multiple``.
+
+    Transparent images are composited onto white (how Zero-1-to-3's objects were rendered); any other
+    mode is converted to RGB; each conversion or resize is reported on stderr.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise PriorswapError(f"input image {path!r} does not exist")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise PriorswapError(f"cannot read input image {path!r} ({type(e).__name__}); expected a PNG, JPEG or other Pillow format") from None
+    notes, mode = [], img.mode
+    if mode != "RGB":
+        if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, rgba).convert("RGB")
+            notes.append(f"mode {mode} (transparent) composited onto white and converted to RGB")
+        else:
+            notes.append(f"mode {mode} converted to RGB")
+            img = img.convert("RGB")
+    w, h = img.size
+    target = size or (w // multiple * multiple, h // multiple * multiple)
+    if min(target) < multiple or min(target) < 8:
+        raise PriorswapError(f"input image {path!r} is {w}x{h}; it needs at least {max(multiple, 8)} pixels per side")
+    if target != (w, h):
+        img = img.resize(target, Image.BICUBIC)
+        notes.append(f"resized from {w}x{h} to {target[0]}x{target[1]}" + (" (aspect ratio changed)" if w * target[1] != h * target[0] else ""))
+    for n in notes:
+        print(f"priorswap: note: input {path}: {n}", file=sys.stderr)
+    return img
+
+
+def to_tensor(img) -> torch.Tensor:
+    """RGB PIL -> (1, 3, H, W) in [-1, 1] (diffusers' ``VaeImageProcessor`` convention)."""
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    return x * 2 - 1
+
+
+def _check(args: argparse.Namespace) -> None:
+    check_sampling_args(args)
+    if args.no_progress:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    if args.num_samples < 1:
+        raise PriorswapError(f"--num-samples must be at least 1, got {args.num_samples}")
+    parent = os.path.dirname(os.path.abspath(args.output_dir))
+    if not os.path.isdir(parent):
+        raise PriorswapError(f"the folder {parent!r} that should hold --output-dir does not exist")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise PriorswapError(f"--output-dir {args.output_dir!r} is a file")
+    if not os.path.isfile(args.image):
+        raise PriorswapError(f"input image {args.image!r} does not exist")
+
+
+def _load(args, loader):
+    """The fine-tune (conditions are encoded next, on --device) and, later, the prior."""
+    load_device = "cpu" if args.offload else args.device
+    return loader(args.model, DTYPES[args.dtype], load_device)
+
+
+def _prior(args):
+    if not args.prior:
+        return None
+    from ..loading_unet import load_unet_prior
+
+    return load_unet_prior(args.prior, DTYPES[args.dtype], "cpu" if args.offload else args.device)
+
+
+# -- the three commands ----------------------------------------------------------------------------
+def run_ip2p(args: argparse.Namespace) -> int:
+    return sample_and_save(args, prepare_ip2p(args))
+
+
+def prepare_ip2p(args: argparse.Namespace) -> "Job":
+    from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
+    from ..loading_unet import load_ip2p
+
+    _check(args)
+    if not args.prompt.strip():
+        raise PriorswapError("--prompt is empty; InstructPix2Pix needs an edit instruction such as 'make it snowy'")
+    model = _load(args, load_ip2p)
+    f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
+    size = None
+    if args.width or args.height:
+        size = (args.width or args.height, args.height or args.width)
+        if size[0] % f or size[1] % f:
+            raise PriorswapError(f"--width/--height must be multiples of {f} for this model, got {size[0]}x{size[1]}")
+    img = read_image(args.image, size, multiple=f)
+    enc = model.encoders
+    with torch.no_grad():
+        model.vae.to(args.device)
+        enc["text_encoder"].to(args.device)
+        latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (trap 7)
+        text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [args.prompt]).cpu()
+    model.free_encoders()
+    guidance = DualGuidance(
+        image_scale=args.image_guidance, text_scale=args.text_guidance, prior_mix=args.prior_mix,
+        interval=tuple(args.guidance_interval) if args.guidance_interval else None, rescale_phi=args.rescale,
+    )
+    extra = {"image_cond": IP2PCond(image=latent)}  # eps(cI, null text) always comes from IP2P itself
+    meta = {"prompt": args.prompt, "image_guidance": args.image_guidance, "text_guidance": args.text_guidance}
+    return Job(model, IP2PCond(image=latent, text=text), tuple(latent.shape[-2:]), guidance, img, meta, extra)
+
+
+def run_zero123(args: argparse.Namespace) -> int:
+    return sample_and_save(args, prepare_zero123(args))
+
+
+def prepare_zero123(args: argparse.Namespace) -> "Job":
+    from ..adapters.ip2p import image_latents
+    from ..adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding
+    from ..loading_unet import load_zero123
+
+    _check(args)
+    model = _load(args, load_zero123)
+    f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
+    if args.size % f:
+        raise PriorswapError(f"--size must be a multiple of {f} for this model, got {args.size}")
+    img = read_image(args.image, (args.size, args.size))
+    enc, x = model.encoders, to_tensor(img)
+    with torch.no_grad():
+        for m in (model.vae, enc["image_encoder"], enc["cc_projection"]):
+            m.to(args.device)
+        pose = pose_vector(args.polar, args.azimuth, args.radius)
+        emb = zero123_embedding(enc["image_encoder"], enc["cc_projection"], x, pose, enc["mean"], enc["std"]).cpu()
+        latent = image_latents(model.vae, x).cpu()
+    model.free_encoders()
+    meta = {"polar": args.polar, "azimuth": args.azimuth, "radius": args.radius, "guidance_scale": args.guidance_scale}
+    return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), _guidance(args), img, meta)
+
+
+def run_vd(args: argparse.Namespace) -> int:
+    return sample_and_save(args, prepare_vd(args))
+
+
+def prepare_vd(args: argparse.Namespace) -> "Job":
+    from ..adapters.versatile import vd_image_embedding
+    from ..loading_unet import load_vd
+
+    _check(args)
+    model = _load(args, load_vd)
+    f = 2 ** (len(model.vae.config.block_out_channels) - 1)
+    size = args.size or int(model.denoiser.unet.config.sample_size) * f
+    if size % (f * model.denoiser._down):
+        raise PriorswapError(f"--size must be a multiple of {f * model.denoiser._down} for this model, got {size}")
+    img = read_image(args.image)  # the CLIP processor resizes and crops it itself
+    with torch.no_grad():
+        model.encoders["image_encoder"].to(args.device)
+        emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [img]).cpu()
+    model.free_encoders()
+    meta = {"guidance_scale": args.guidance_scale}
+    return Job(model, emb, (size // f, size // f), _guidance(args), img, meta)
+
+
+def _guidance(args) -> Guidance:
+    return Guidance(
+        scale=args.guidance_scale, prior_mix=args.prior_mix,
+        interval=tuple(args.guidance_interval) if args.guidance_interval else None, rescale_phi=args.rescale,
+    )
+
+
+@dataclass
+class Job:
+    """Everything one sampling run needs once the conditions are encoded (and the encoders freed)."""
+
+    model: Any  # toolkit.loading_unet.Conditional
+    cond: Any
+    latent_hw: tuple[int, int]
+    guidance: Any  # Guidance or DualGuidance
+    image: Any  # the input as the model saw it (PIL)
+    meta: dict
+    extra: dict = field(default_factory=dict)  # e.g. IP2P's image-only condition
+
+    def samples(self, args: argparse.Namespace, prior=None, desc: str = "sampling") -> torch.Tensor:
+        from ..loading_unet import conditional_samples
+
+        return conditional_samples(
+            self.model, self.cond, self.latent_hw, self.guidance, prior, steps=args.steps, seed=args.seed,
+            num_samples=args.num_samples, scheduler=args.scheduler, batch_size=args.batch_size, device=args.device,
+            offload=args.offload, progress=not args.no_progress, desc=desc, **self.extra,
+        )
+
+
+def load_paired_prior(args: argparse.Namespace, job: Job):
+    """The --prior (None without one), checked against the model before any sampling (one-line error if not)."""
+    from ..pairing import pair
+
+    if args.offload:
+        job.model.vae.to("cpu")
+    prior = _prior(args)
+    if prior is not None:
+        pair(job.model.denoiser, prior.denoiser, job.latent_hw)
+    return prior
+
+
+def sample_and_save(args: argparse.Namespace, job: Job) -> int:
+    prior = load_paired_prior(args, job)
+    rows = {"vanilla": job.samples(args, None, "vanilla CFG")}
+    if prior is not None:
+        rows["swapped"] = job.samples(args, prior, "swapped CFG")
+    meta = {
+        "kind": job.model.kind, "model": args.model, "prior": args.prior, "steps": args.steps, "seed": args.seed,
+        "scheduler": args.scheduler, "dtype": args.dtype, "prior_mix": args.prior_mix, **job.meta,
+    }
+    write_outputs(args.output_dir, job.image, rows, meta)
+    print(f"wrote {args.num_samples} x {' + '.join(rows)} samples and grid.png to {args.output_dir}")
+    return 0
+
+
+def write_outputs(out_dir: str, img, rows: dict[str, torch.Tensor], meta: dict) -> None:
+    """Stage every file in a hidden sibling folder, then move them in (grid and meta last)."""
+    from PIL import Image
+
+    from ..sampling import to_uint8
+
+    os.makedirs(out_dir, exist_ok=True)
+    stage = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-")
+    try:
+        img.save(os.path.join(stage, "input.png"))
+        for mode, images in rows.items():
+            os.makedirs(os.path.join(stage, mode))
+            for i, a in enumerate(to_uint8(images)):
+                Image.fromarray(a).save(os.path.join(stage, mode, f"{i:03d}.png"))
+        save_grid_atomic(os.path.join(stage, "grid.png"), list(rows.values()))
+        with open(os.path.join(stage, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=2)
+        for mode in rows:
+            os.makedirs(os.path.join(out_dir, mode), exist_ok=True)
+            for name in sorted(os.listdir(os.path.join(stage, mode))):
+                os.replace(os.path.join(stage, mode, name), os.path.join(out_dir, mode, name))
+        for name in ("input.png", "grid.png", "meta.json"):
+            os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
