@@ -135,7 +135,7 @@ def load_feature_network(
 
     Accepts an ``nn.Module`` or the path of a file that carries its own architecture, so no Python class has to
     be importable and loading runs no pickled code: a ``torch.export.save`` program (``.pt2``; export it with a
-    dynamic batch dimension) or a TorchScript file (``torch.jit.save``, any other suffix).
+    dynamic batch dimension) or a TorchScript file (``torch.jit.save``, any other suffix; deprecated by torch, still read).
     ``dim`` is inferred from one forward pass on a 2x3x64x64 grey batch when not given.
     """
     if isinstance(path_or_module, nn.Module):
