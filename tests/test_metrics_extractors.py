@@ -70,6 +70,11 @@ def test_inception_logits_feed_inception_score_and_grey_input(inception):
     assert 1.0 <= mean <= 2.0 and std >= 0
 
 
+def test_extractor_stays_in_eval_mode_under_a_training_parent(inception):
+    parent = nn.Sequential(inception).train()
+    assert not inception.training and not any(m.training for m in inception.modules())
+
+
 def test_inception_name_depends_on_weights(inception, inception_weights, tmp_path):
     from safetensors.torch import save_file
 

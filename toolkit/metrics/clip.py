@@ -62,6 +62,12 @@ class CLIPSimilarity(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def train(self, mode: bool = True) -> "CLIPSimilarity":
+        """Always eval: a parent's ``.train()`` must not turn on the frozen CLIP's dropout."""
+        self.training = False
+        self.model.eval()
+        return self
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> CLIP pixel values: bicubic resize of the short side, centre crop, CLIP normalisation."""
         x = check_images(images).to(self.device)

@@ -61,14 +61,31 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _eval(module: nn.Module) -> nn.Module:
+    """Eval mode where the module allows it (an exported program's module has no train/eval switch)."""
+    try:
+        module.eval()
+    except (NotImplementedError, RuntimeError):
+        pass
+    return module
+
+
 class FeatureExtractor(nn.Module):
     """Images in [0, 1] -> (B, dim) features. Subclasses set ``name`` and ``dim`` and implement ``features``.
 
     ``logits`` is optional (only Inception has class logits, for the Inception Score).
+    It never leaves eval mode: a parent's ``.train()`` (Lightning calls it on every fit) would otherwise
+    switch BatchNorm/dropout inside the frozen network and silently change every feature.
     """
 
     name: str = "abstract"
     dim: int = 0
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        self.training = False
+        for child in self.children():
+            _eval(child)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(check_images(images).to(self.device))  # (B, dim)
@@ -84,15 +101,6 @@ class FeatureExtractor(nn.Module):
     def device(self) -> torch.device:
         p = next(iter(self.parameters()), None)
         return p.device if p is not None else torch.device("cpu")
-
-
-def _eval(module: nn.Module) -> nn.Module:
-    """Eval mode where the module allows it (an exported program's module has no train/eval switch)."""
-    try:
-        module.eval()
-    except (NotImplementedError, RuntimeError):
-        pass
-    return module
 
 
 class ModuleExtractor(FeatureExtractor):
