@@ -238,6 +238,9 @@ class ImageDataModule(L.LightningDataModule):
         """Seeded per-epoch order; on a resumed run the batches of the interrupted epoch already seen are skipped."""
         loader = self._loader("train")
         trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Lightning prefetches the first batch before it calls set_epoch, so set it here for resumed runs
+            loader.sampler.set_epoch(trainer.current_epoch)
         if trainer is not None and trainer.global_step > 0 and len(loader) > 0:
             consumed = trainer.global_step * trainer.accumulate_grad_batches - trainer.current_epoch * len(loader)
             if 0 < consumed < len(loader):

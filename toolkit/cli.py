@@ -53,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             from .training.cli import run_lightning_cli
 
-            run_lightning_cli(argv)
+            try:
+                run_lightning_cli(argv)
+            except Exception as e:  # jsonargparse wraps errors raised while it instantiates classes
+                cause = _user_error_in_chain(e)
+                if cause is None:
+                    raise
+                raise cause from None
             return 0
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -63,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("priorswap: interrupted", file=sys.stderr)
         return 130
+
+
+def _user_error_in_chain(e: BaseException) -> PriorswapError | None:
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, PriorswapError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 if __name__ == "__main__":

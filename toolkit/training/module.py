@@ -115,9 +115,12 @@ class DiTFineTune(L.LightningModule):
         if not k:
             raise PriorswapError("num_classes is unknown: set model.num_classes or use a datamodule with num_classes")
         self.class_names = self.class_names or list(getattr(dm, "class_names", []) or [str(i) for i in range(k)])
-        if self.hparams.pretrained or self.transformer.config.num_embeds_ada_norm != k:
-            replace_label_table(self.transformer, k, seed=self.hparams.seed)
-        self.num_classes = k
+        self._build(k, new_table=bool(self.hparams.pretrained) or self.transformer.config.num_embeds_ada_norm != k)
+
+    def _build(self, num_classes: int, new_table: bool) -> None:
+        if new_table:
+            replace_label_table(self.transformer, num_classes, seed=self.hparams.seed)
+        self.num_classes = num_classes
         if self.hparams.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
         self.ema = AveragedModel(
@@ -125,6 +128,14 @@ class DiTFineTune(L.LightningModule):
         ).requires_grad_(False)
         if self.hparams.compile:
             self.transformer.compile()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Size the label table and EMA from the weights first (load_from_checkpoint, ddp_spawn results)."""
+        key = next((k for k in state_dict if k.startswith("transformer.") and k.endswith("class_embedder.embedding_table.weight")), None)
+        if self.ema is None and key is not None:
+            k = int(state_dict[key].shape[0]) - 1
+            self._build(k, new_table=self.transformer.config.num_embeds_ada_norm != k or bool(self.hparams.pretrained))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
     def null_id(self) -> int:
@@ -139,11 +150,9 @@ class DiTFineTune(L.LightningModule):
             if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
                 cb.save_last = True  # Lightning's default checkpoint callback keeps no last.ckpt
         have = {type(c) for c in existing}
-        wanted = [
-            ModelCheckpoint(save_last=True, every_n_train_steps=500),
-            LearningRateMonitor(logging_interval="step"),
-            ThroughputMonitor(batch_size_fn=_batch_size),
-        ]
+        wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)]
+        if self._trainer is not None and self.trainer.loggers:
+            wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
         return [c for c in wanted if type(c) not in have]
 
     def configure_optimizers(self):
@@ -220,7 +229,9 @@ class DiTFineTune(L.LightningModule):
         terms = self.diffusion_loss(batch, salt=1 + batch_idx)
         self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "null_fraction"}, batch_size=batch["label"].shape[0], sync_dist=True)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Step, then update the EMA inside the step so that a checkpoint taken at this step includes it."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.transformer)
 
     # -- checkpoints and export -----------------------------------------------------------------
