@@ -42,6 +42,10 @@ class DiTFineTune(L.LightningModule):
         pretrained: str | None = "facebook/DiT-XL-2-256",
         vae: str | None = "stabilityai/sd-vae-ft-ema",
         size: str = "XL/2",
+        hidden_size: int | None = None,
+        num_layers: int | None = None,
+        num_heads: int | None = None,
+        patch_size: int | None = None,
         in_channels: int = 4,
         sample_size: int = 32,
         learned_sigma: bool = True,
@@ -50,6 +54,7 @@ class DiTFineTune(L.LightningModule):
         cfg_dropout: float = 0.1,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
+        warmup_steps: int = 0,
         ema_decay: float = 0.9999,
         vlb_weight: float = 1.0,
         gradient_checkpointing: bool = False,
@@ -71,7 +76,10 @@ class DiTFineTune(L.LightningModule):
             sched_cfg = base.scheduler_config
             self.base_num_classes = base.denoiser.num_classes
         else:
-            self.transformer = build_dit(size, num_classes or 1, in_channels, sample_size, learned_sigma=learned_sigma)
+            self.transformer = build_dit(
+                size, num_classes or 1, in_channels, sample_size, patch_size=patch_size, learned_sigma=learned_sigma,
+                hidden=hidden_size, layers=num_layers, heads=num_heads,
+            )
             sched_cfg = dit_scheduler_config()
             self.base_num_classes = None
         self.transformer.train().requires_grad_(True)
@@ -156,7 +164,12 @@ class DiTFineTune(L.LightningModule):
         return [c for c in wanted if type(c) not in have]
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """AdamW (DiT: lr 1e-4, no weight decay), with an optional linear warm-up for from-scratch runs."""
+        opt = torch.optim.AdamW(self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if not self.hparams.warmup_steps:
+            return opt
+        warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.hparams.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
 
     # -- data -> x0 -----------------------------------------------------------------------------
     def _generator(self, salt: int) -> torch.Generator:
