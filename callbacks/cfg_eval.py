@@ -1,0 +1,299 @@
+"""Watch a fine-tune: vanilla vs prior-swapped CFG at checkpoints, with grids and metrics in TensorBoard.
+
+The callback only assembles parts (``toolkit.evaluation`` does the sampling and metric maths): it samples
+from the EMA weights of a :class:`toolkit.training.module.DiTFineTune`, takes the unconditional eps either
+from the fine-tune itself (vanilla, Eq. 6) or from a frozen base (swapped, Eq. 7), on the same labels and
+per-sample seeds, and logs one side-by-side grid per scale plus ``cfg_eval/<metric>_{vanilla,swapped,delta}_g<scale>``
+scalars. Samples are split across ranks and statistics summed, so the numbers do not depend on the GPU count;
+an error on one rank is raised on every rank.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Subset
+
+from toolkit.adapters.dit import DiTDenoiser
+from toolkit.errors import PriorswapError
+from toolkit.evaluation import MODES, EvalSettings, eval_labels, evaluate_local, grid_rows, sample_images, shard, summarise
+from toolkit.loading import load_prior
+from toolkit.metrics import FeatureExtractor, FeatureStats, build_extractor, load_feature_network
+from toolkit.metrics.reference import cache_key, cache_path, load_stats, save_stats
+from toolkit.pairing import pair
+from toolkit.sampling import Guidance, vae_decoder
+
+
+class PriorSwapEval(Callback):
+    """Evaluate vanilla and prior-swapped CFG every N steps, at checkpoints and at the end of fit.
+
+    Args:
+        prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice).
+        guidance_scales: CFG scales to evaluate (paper: 1.5).
+        num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
+        steps, scheduler: sampler (paper: 50 DDIM steps).
+        every_n_steps: evaluate every this many optimiser steps (None: never by step count).
+        on_checkpoint: also evaluate whenever a checkpoint is saved.
+        at_fit_end: also evaluate when fit ends.
+        extractor: "inception" (FID + IS), "dinov2" (FD-DINOv2), a feature-network file, or a FeatureExtractor.
+        extractor_weights: local weights file of the extractor (offline machines).
+        metric_name: name of the Fréchet metric in tags (default: fid for inception, fd_dinov2, fd otherwise).
+        classifier: a network (module or TorchScript / .pt2 file) mapping images in [0, 1] to class logits;
+            adds ``acc_*``: how often it agrees with the requested label.
+        reference_samples: real validation images for the reference statistics (None: the whole split).
+        stats_cache: folder caching reference statistics (keyed by dataset, extractor and resolution).
+        grid_samples: seeds shown in each grid (vanilla row above swapped row).
+        offload_prior: keep the prior on the CPU between evaluations.
+        output: CSV of one row per evaluation (a .jsonl is written next to it); default ``<log dir>/cfg_eval.csv``.
+    """
+
+    def __init__(
+        self,
+        prior: str | None = None,
+        guidance_scales: list[float] = [1.5],
+        num_samples: int = 1000,
+        steps: int = 50,
+        scheduler: str = "ddim",
+        batch_size: int = 32,
+        seed: int = 0,
+        every_n_steps: int | None = 2000,
+        on_checkpoint: bool = False,
+        at_fit_end: bool = True,
+        extractor: str | FeatureExtractor = "inception",
+        extractor_weights: str | None = None,
+        metric_name: str | None = None,
+        classifier: str | torch.nn.Module | None = None,
+        reference_samples: int | None = None,
+        stats_cache: str | None = "~/.cache/priorswap/refstats",
+        grid_samples: int = 8,
+        offload_prior: bool = True,
+        guided_channels: int | None = None,
+        prior_mix: float = 1.0,
+        progress: bool = False,
+        output: str | None = None,
+    ):
+        if num_samples < 1 or grid_samples < 0 or not guidance_scales:
+            raise PriorswapError("PriorSwapEval needs num_samples >= 1, grid_samples >= 0 and at least one guidance scale")
+        self.settings = EvalSettings(tuple(float(g) for g in guidance_scales), num_samples, steps, scheduler, batch_size, seed, guided_channels, prior_mix)
+        self.prior_ref = prior
+        self.every_n_steps, self.on_checkpoint, self.at_fit_end = every_n_steps, on_checkpoint, at_fit_end
+        # built now, so missing weights or an unknown name fail before training starts
+        self.extractor = extractor if isinstance(extractor, torch.nn.Module) else build_extractor(extractor, extractor_weights)
+        self.metric = metric_name or {"inception": "fid", "dinov2": "fd_dinov2"}.get(str(extractor).lower(), "fd")
+        self.classifier = load_feature_network(classifier) if isinstance(classifier, (str, os.PathLike)) else classifier
+        self.reference_samples, self.stats_cache = reference_samples, stats_cache
+        self.grid_samples, self.offload_prior, self.progress, self.output = grid_samples, offload_prior, progress, output
+        self.prior = None
+        self.reference = None
+        self._last_step = -1
+        self.rows: list[dict[str, Any]] = []
+        self.last_values: dict[str, float] = {}
+        self.eval_seconds = 0.0
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.prior is not None:
+            return
+        ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)
+        if not ref:
+            raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder or hub id); the fine-tune was not started from a pretrained model")
+        self.prior = load_prior(ref).denoiser
+        pl_module.configure_model()
+        pair(self._model(pl_module), self.prior, (pl_module.transformer.config.sample_size,) * 2)
+
+    def _model(self, pl_module) -> DiTDenoiser:
+        vae = pl_module.vae
+        return DiTDenoiser(
+            pl_module.ema_transformer(), pl_module.schedule.alphas_cumprod,
+            pl_module.scheduler_config.get("prediction_type", "epsilon"),
+            None if vae is None else float(vae.config.scaling_factor),
+            None if vae is None else int(vae.config.latent_channels), name="fine-tune (EMA)",
+        )
+
+    # -- triggers -------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self.on_checkpoint:
+            self.evaluate(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.at_fit_end:
+            self.evaluate(trainer, pl_module)
+
+    # -- one evaluation -------------------------------------------------------------------------
+    def evaluate(self, trainer: L.Trainer, pl_module) -> dict[str, float]:
+        """Sample both modes at every scale, gather metrics over ranks, log and write one row."""
+        step = trainer.global_step
+        if step == self._last_step:
+            return self.last_values
+        self._last_step = step
+        start = time.perf_counter()
+        device, rank, world = pl_module.device, trainer.global_rank, trainer.world_size
+
+        def all_reduce(t: torch.Tensor) -> torch.Tensor:
+            if world == 1:
+                return t
+            return trainer.strategy.reduce(t.to(device), reduce_op="sum").cpu()
+
+        model = self._model(pl_module)
+        decode = vae_decoder(pl_module.vae) if pl_module.vae is not None else None
+        failure: BaseException | None = None
+        local, grids = {}, {}
+        try:
+            self.prior.to(device)
+            self.extractor.to(device)
+            if self.reference is None:
+                self.reference = self._reference(trainer, pl_module, rank, world)
+            with self._precision(trainer):
+                local = evaluate_local(model, self.prior, pl_module.num_classes, self.settings, pl_module.scheduler_config,
+                                       decode, self.extractor, self._classify(device), rank, world, self.progress)
+                if rank == 0 and self.grid_samples:
+                    grids = self._grids(model, pl_module, decode)
+        except BaseException as e:  # noqa: BLE001 - re-raised below on every rank
+            failure = e
+        failed = all_reduce(torch.tensor([1.0 if failure else 0.0], dtype=torch.float64))
+        if failed.item() > 0:
+            if failure is not None:
+                raise failure
+            raise RuntimeError("PriorSwapEval failed on another rank; see that rank's error")
+        values = summarise(local, self._gathered_reference(all_reduce), self.metric, all_reduce)
+        if self.offload_prior and device.type != "cpu":
+            self.prior.to("cpu")
+        self.eval_seconds += time.perf_counter() - start
+        self.last_values = values
+        if rank == 0:
+            self._log(trainer, step, values, grids)
+        return values
+
+    @contextlib.contextmanager
+    def _precision(self, trainer):
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            yield
+
+    def _classify(self, device):
+        if self.classifier is None:
+            return None
+        clf = self.classifier.to(device)
+        return lambda images: clf(images.to(device))
+
+    def _grids(self, model, pl_module, decode) -> dict[float, torch.Tensor]:
+        k = min(self.grid_samples, self.settings.num_samples)
+        labels = eval_labels(self.settings.num_samples, pl_module.num_classes)
+        out = {}
+        for scale in self.settings.guidance_scales:
+            g = Guidance(scale=scale, prior_mix=self.settings.prior_mix, guided_channels=self.settings.guided_channels)
+            rows = {m: sample_images(model, self.prior if m == "swapped" else None, labels, list(range(k)), g, self.settings,
+                                     pl_module.scheduler_config, decode) for m in MODES}
+            out[scale] = grid_rows(rows)
+        return out
+
+    # -- reference statistics ---------------------------------------------------------------------
+    def _reference(self, trainer, pl_module, rank, world):
+        """This rank's share of the real-image statistics (summed over ranks in _gathered_reference)."""
+        dm = trainer.datamodule
+        if dm is None:
+            raise PriorswapError("PriorSwapEval needs a datamodule with a validation split for its reference statistics")
+        loader = dm.val_dataloader()
+        dataset = loader.dataset
+        n = len(dataset) if self.reference_samples is None else min(self.reference_samples, len(dataset))
+        key = cache_key(self.extractor, n, {
+            "dataset": getattr(dm, "dataset_name", type(dm).__name__), "split": "val", "root": os.path.abspath(str(getattr(dm, "root", ""))),
+            "classes": getattr(dm, "classes", None), "resolution": getattr(dm, "resolution", pl_module.transformer.config.sample_size),
+        })
+        path = cache_path(os.path.expanduser(self.stats_cache), key) if self.stats_cache else None
+        cached = load_stats(path, key) if path else None
+        if cached is not None:
+            return {"cached": cached}
+        subset = Subset(dataset, shard(n, rank, world))
+        batches = (self._to_images(b, pl_module) for b in DataLoader(subset, batch_size=self.settings.batch_size, collate_fn=loader.collate_fn) if b is not None)
+        stats = FeatureStats(self.extractor.dim)
+        for images in batches:
+            stats.add(self.extractor(images.to(self.extractor.device)))
+        return {"local": stats, "path": path, "key": key}
+
+    def _gathered_reference(self, all_reduce):
+        ref = self.reference
+        if "cached" in ref:
+            return ref["cached"]
+        total = FeatureStats.from_state({k: all_reduce(v.clone()) for k, v in ref["local"].state().items()})
+        if ref["path"] and (not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0):
+            save_stats(total, ref["path"], ref["key"])
+        self.reference = {"cached": total}
+        return total
+
+    @torch.no_grad()
+    def _to_images(self, batch: dict, pl_module) -> torch.Tensor:
+        if "pixels" in batch:
+            return (batch["pixels"].float() / 2 + 0.5).clamp(0, 1)
+        # latent cache: decode the latent mean (an approximation of the real image)
+        vae = pl_module.vae
+        mean = batch["latent_mean"].to(device=pl_module.device, dtype=vae.dtype)
+        return (vae.decode(mean).sample.float() / 2 + 0.5).clamp(0, 1).cpu()
+
+    # -- output -----------------------------------------------------------------------------------
+    def _log(self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor]) -> None:
+        from torchvision.utils import make_grid
+
+        metrics = {f"cfg_eval/{k}": v for k, v in values.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            experiment = getattr(logger, "experiment", None)
+            if grids and hasattr(experiment, "add_image"):
+                for scale, images in grids.items():
+                    grid = make_grid(images.float(), nrow=images.shape[0] // 2, padding=2, pad_value=1.0)
+                    experiment.add_image(f"cfg_eval/samples_g{scale:g} (top vanilla, bottom swapped)", grid, global_step=step)
+        row = {"step": step, "epoch": trainer.current_epoch, "metric": self.metric, **values}
+        self.rows.append(row)
+        self._write_rows(trainer)
+
+    def output_path(self, trainer) -> str:
+        if self.output:
+            return os.path.expanduser(self.output)
+        return os.path.join(trainer.log_dir or trainer.default_root_dir, "cfg_eval.csv")
+
+    def _write_rows(self, trainer) -> None:
+        path = self.output_path(trainer)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        previous = _read_jsonl(path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl")
+        steps = {r["step"] for r in self.rows}
+        rows = [r for r in previous if r.get("step") not in steps] + self.rows  # keep rows of earlier (resumed) runs
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        _atomic_write(path, lambda f: _write_csv(f, rows, fields))
+        _atomic_write(path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+def _write_csv(f, rows, fields):
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _atomic_write(path: str, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,194 @@
+"""Vanilla vs prior-swapped CFG, compared on the same labels and seeds: the evaluation both the Lightning
+callback and ``priorswap eval`` run. No Lightning here: work is split by (rank, world) and the caller passes
+``all_reduce`` (a sum over ranks) so that metrics are computed once from gathered statistics.
+
+Sample i of an evaluation has label ``i % num_classes`` and seed ``seed + i``, whatever the world size, so
+results do not depend on the number of GPUs, and vanilla/swapped pairs share their noise (paired randomness).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from .metrics import FeatureExtractor, FeatureStats, inception_score
+from .sampling import Guidance, cfg_eps, generate, make_scheduler
+
+Reduce = Callable[[Tensor], Tensor]
+MODES = ("vanilla", "swapped")
+
+
+@dataclass
+class EvalSettings:
+    """What to sample: guidance scales, sample count per (scale, mode), sampler and seeds."""
+
+    guidance_scales: tuple[float, ...] = (1.5,)
+    num_samples: int = 1000
+    steps: int = 50
+    scheduler: str = "ddim"
+    batch_size: int = 32
+    seed: int = 0
+    guided_channels: int | None = None
+    prior_mix: float = 1.0
+
+
+@dataclass
+class ModeResult:
+    """Per-rank accumulators for one (scale, mode)."""
+
+    stats: FeatureStats
+    correct: float = 0.0
+    count: float = 0.0
+    logits: list[Tensor] = field(default_factory=list)
+
+
+def eval_labels(num_samples: int, num_classes: int) -> Tensor:
+    """Balanced labels: sample i gets class i % num_classes."""
+    return torch.arange(num_samples) % num_classes
+
+
+def shard(n: int, rank: int, world: int) -> list[int]:
+    """This rank's sample indices: i = rank, rank + world, ..."""
+    return list(range(rank, n, world))
+
+
+def sample_images(
+    model,
+    prior,
+    labels: Tensor | None,
+    indices: list[int],
+    guidance: Guidance,
+    settings: EvalSettings,
+    scheduler_config: dict,
+    decode: Callable[[Tensor], Tensor] | None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> Tensor:
+    """Images (len(indices), C, H, W) in [0, 1] for the given sample indices (seed = settings.seed + i).
+
+    ``labels=None`` samples unconditionally (the model's own null, or the prior's when it is given).
+    """
+    sched = make_scheduler(settings.scheduler, scheduler_config)
+    size = model.sample_size
+    shape = (model.latent_channels, size, size)
+    device = model.device
+
+    def make_eps(part: slice):
+        idx = indices[part]
+        if labels is None:
+            den = prior if prior is not None else model
+            return lambda x, t: den(x, t, None)
+        cond = labels[idx].to(device)
+        return cfg_eps(model, cond, guidance, prior, sched.config.num_train_timesteps)
+
+    seeds = [settings.seed + i for i in indices]
+    return generate(make_eps, sched, seeds, shape, settings.steps, settings.batch_size, device, decode, progress, desc)
+
+
+def evaluate_local(
+    model,
+    prior,
+    num_classes: int,
+    settings: EvalSettings,
+    scheduler_config: dict,
+    decode,
+    extractor: FeatureExtractor,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+) -> dict[tuple[float, str], ModeResult]:
+    """This rank's share of every (scale, mode): features, classifier hits and (for IS) logits."""
+    labels = eval_labels(settings.num_samples, num_classes)
+    mine = shard(settings.num_samples, rank, world)
+    out: dict[tuple[float, str], ModeResult] = {}
+    for scale in settings.guidance_scales:
+        g = Guidance(scale=scale, prior_mix=settings.prior_mix, guided_channels=settings.guided_channels)
+        for mode in MODES:
+            res = ModeResult(FeatureStats(extractor.dim))
+            for chunk in _chunks(mine, max(settings.batch_size, 1) * 4):
+                images = sample_images(model, prior if mode == "swapped" else None, labels, chunk, g, settings,
+                                       scheduler_config, decode, progress, f"{mode} g={scale:g}")
+                x = images.to(extractor.device)
+                if has_logits(extractor):  # Inception: one pass gives pool features and IS logits
+                    feats, logits = extractor.features_and_logits(x)
+                    res.logits.append(logits.cpu())
+                else:
+                    feats = extractor(x)
+                res.stats.add(feats)
+                if classifier is not None:
+                    pred = classifier(images).argmax(dim=1).cpu()
+                    res.correct += float((pred == labels[chunk]).sum())
+                res.count += len(chunk)
+            out[(scale, mode)] = res
+    return out
+
+
+def summarise(
+    local: dict[tuple[float, str], ModeResult],
+    reference: FeatureStats,
+    metric: str = "fd",
+    all_reduce: Reduce = lambda t: t,
+) -> dict[str, float]:
+    """Gather statistics over ranks and compute each metric once: ``{metric}_{mode}_g{scale}`` plus deltas.
+
+    Keys: ``fd_*`` (Fréchet distance to ``reference``), ``acc_*`` (classifier agreement with the requested
+    label, when a classifier was given), and ``*_delta_g{scale}`` = swapped - vanilla.
+    """
+    values: dict[str, float] = {}
+    for (scale, mode), res in local.items():
+        state = {k: all_reduce(v.clone()) for k, v in res.stats.state().items()}
+        stats = FeatureStats.from_state(state)
+        tag = f"g{scale:g}"
+        values[f"{metric}_{mode}_{tag}"] = stats.frechet_to(reference)
+        counts = all_reduce(torch.tensor([res.correct, res.count], dtype=torch.float64))
+        if res.correct or any(r.correct for r in local.values()):
+            values[f"acc_{mode}_{tag}"] = float(counts[0] / counts[1])
+        if res.logits:
+            values[f"is_{mode}_{tag}"] = inception_score(torch.cat(res.logits))[0]
+    for key in list(values):
+        if "_vanilla_" in key:
+            other = key.replace("_vanilla_", "_swapped_")
+            if other in values:
+                values[key.replace("_vanilla_", "_delta_")] = values[other] - values[key]
+    return values
+
+
+def reference_from_batches(extractor: FeatureExtractor, batches: Iterable[Tensor], all_reduce: Reduce = lambda t: t) -> FeatureStats:
+    """Real-image statistics: each rank its own batches (images in [0, 1]), summed over ranks."""
+    stats = FeatureStats(extractor.dim)
+    for images in batches:
+        with torch.no_grad():
+            stats.add(extractor(images.to(extractor.device)))
+    return FeatureStats.from_state({k: all_reduce(v.clone()) for k, v in stats.state().items()})
+
+
+def has_logits(extractor: FeatureExtractor) -> bool:
+    """Whether the extractor has class logits (Inception), so the Inception Score can be reported."""
+    return hasattr(extractor, "features_and_logits")
+
+
+def _chunks(items: list[int], size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def grid_rows(images_by_mode: dict[str, Tensor]) -> Tensor:
+    """Vanilla row above swapped row, the same seed in each column: (2k, C, H, W)."""
+    return torch.cat([images_by_mode[m] for m in MODES])
+
+
+def format_table(values: dict[str, float], scales: Iterable[float]) -> list[tuple[str, float, float, float]]:
+    """Rows (metric @ scale, vanilla, swapped, swapped - vanilla) for printing."""
+    rows = []
+    metrics = sorted({k.split("_")[0] for k in values})
+    for scale in scales:
+        tag = f"g{scale:g}"
+        for m in metrics:
+            v, s = values.get(f"{m}_vanilla_{tag}"), values.get(f"{m}_swapped_{tag}")
+            if v is not None and s is not None and not (math.isnan(v) or math.isnan(s)):
+                rows.append((f"{m} @ {scale:g}", v, s, s - v))
+    return rows
