@@ -10,6 +10,7 @@ an error on one rank is raised on every rank.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import os
@@ -20,14 +21,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, Subset
 
 from toolkit.adapters.dit import DiTDenoiser
 from toolkit.errors import PriorswapError
-from toolkit.evaluation import MODES, EvalSettings, eval_labels, evaluate_local, grid_rows, sample_images, shard, summarise
+from toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
 from toolkit.loading import load_prior
-from toolkit.metrics import FeatureExtractor, FeatureStats, build_extractor, load_feature_network
-from toolkit.metrics.reference import cache_key, cache_path, load_stats, save_stats
+from toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
 from toolkit.pairing import pair
 from toolkit.sampling import Guidance, vae_decoder
 
@@ -36,7 +35,8 @@ class PriorSwapEval(Callback):
     """Evaluate vanilla and prior-swapped CFG every N steps, at checkpoints and at the end of fit.
 
     Args:
-        prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice).
+        prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice);
+            "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs).
         guidance_scales: CFG scales to evaluate (paper: 1.5).
         num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
         steps, scheduler: sampler (paper: 50 DDIM steps).
@@ -104,9 +104,14 @@ class PriorSwapEval(Callback):
             return
         ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)
         if not ref:
-            raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder or hub id); the fine-tune was not started from a pretrained model")
-        self.prior = load_prior(ref).denoiser
+            raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder, hub id or 'initial'); the fine-tune was not started from a pretrained model")
         pl_module.configure_model()
+        if ref == "initial":
+            frozen = copy.deepcopy(pl_module.transformer)
+            self.prior = DiTDenoiser(frozen, pl_module.schedule.alphas_cumprod, name="initial weights")
+            self.prior.vae_scaling_factor = self._model(pl_module).vae_scaling_factor
+        else:
+            self.prior = load_prior(ref).denoiser
         pair(self._model(pl_module), self.prior, (pl_module.transformer.config.sample_size,) * 2)
 
     def _model(self, pl_module) -> DiTDenoiser:
@@ -168,7 +173,7 @@ class PriorSwapEval(Callback):
             if failure is not None:
                 raise failure
             raise RuntimeError("PriorSwapEval failed on another rank; see that rank's error")
-        values = summarise(local, self._gathered_reference(all_reduce), self.metric, all_reduce)
+        values = summarise(local, self.reference.gather(all_reduce, rank == 0), self.metric, all_reduce)
         if self.offload_prior and device.type != "cpu":
             self.prior.to("cpu")
         self.eval_seconds += time.perf_counter() - start
@@ -200,38 +205,19 @@ class PriorSwapEval(Callback):
         return out
 
     # -- reference statistics ---------------------------------------------------------------------
-    def _reference(self, trainer, pl_module, rank, world):
-        """This rank's share of the real-image statistics (summed over ranks in _gathered_reference)."""
+    def _reference(self, trainer, pl_module, rank, world) -> PendingReference:
+        """This rank's share of the real validation images' statistics (or the cached total)."""
         dm = trainer.datamodule
         if dm is None:
             raise PriorswapError("PriorSwapEval needs a datamodule with a validation split for its reference statistics")
         loader = dm.val_dataloader()
-        dataset = loader.dataset
-        n = len(dataset) if self.reference_samples is None else min(self.reference_samples, len(dataset))
-        key = cache_key(self.extractor, n, {
-            "dataset": getattr(dm, "dataset_name", type(dm).__name__), "split": "val", "root": os.path.abspath(str(getattr(dm, "root", ""))),
-            "classes": getattr(dm, "classes", None), "resolution": getattr(dm, "resolution", pl_module.transformer.config.sample_size),
-        })
-        path = cache_path(os.path.expanduser(self.stats_cache), key) if self.stats_cache else None
-        cached = load_stats(path, key) if path else None
-        if cached is not None:
-            return {"cached": cached}
-        subset = Subset(dataset, shard(n, rank, world))
-        batches = (self._to_images(b, pl_module) for b in DataLoader(subset, batch_size=self.settings.batch_size, collate_fn=loader.collate_fn) if b is not None)
-        stats = FeatureStats(self.extractor.dim)
-        for images in batches:
-            stats.add(self.extractor(images.to(self.extractor.device)))
-        return {"local": stats, "path": path, "key": key}
-
-    def _gathered_reference(self, all_reduce):
-        ref = self.reference
-        if "cached" in ref:
-            return ref["cached"]
-        total = FeatureStats.from_state({k: all_reduce(v.clone()) for k, v in ref["local"].state().items()})
-        if ref["path"] and (not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0):
-            save_stats(total, ref["path"], ref["key"])
-        self.reference = {"cached": total}
-        return total
+        key = {
+            "dataset": getattr(dm, "dataset_name", type(dm).__name__), "split": "val",
+            "root": os.path.abspath(str(getattr(dm, "root", ""))), "classes": getattr(dm, "classes", None),
+            "resolution": getattr(dm, "resolution", pl_module.transformer.config.sample_size),
+        }
+        return local_reference(self.extractor, loader.dataset, self.reference_samples, key, self.stats_cache,
+                               lambda b: self._to_images(b, pl_module), loader.collate_fn, self.settings.batch_size, rank, world)
 
     @torch.no_grad()
     def _to_images(self, batch: dict, pl_module) -> torch.Tensor:

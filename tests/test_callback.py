@@ -99,3 +99,23 @@ def test_random_init_fine_tune_needs_an_explicit_prior(tmp_path, setup_dirs):
     with pytest.raises(PriorswapError, match="no prior"):
         trainer.fit(model, Food101DataModule(root=food, resolution=16, batch_size=2, num_workers=0))
     assert model.global_step == 0  # refused before any training step
+
+
+def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
+    from toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    net = torch.jit.script(features().module)
+    net.save(str(tmp_path / "feat.pt"))
+    code = main(["eval", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--num-samples", "4",
+                 "--guidance-scale", "1.5", "3", "--steps", "2", "--batch-size", "4", "--extractor", str(tmp_path / "feat.pt"),
+                 "--stats-cache", str(tmp_path / "stats"), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| fd @ 1.5 |" in out and "| fd @ 3 |" in out
+    with open(tmp_path / "out" / "eval.csv") as f:
+        rows = f.read().strip().splitlines()
+    assert rows[0] == "metric,scale,vanilla,swapped,swapped_minus_vanilla" and len(rows) == 3
+    assert main(["eval", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--extractor", "nope",
+                 "--output-dir", str(tmp_path / "o2")]) == 2

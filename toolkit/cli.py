@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": "toolkit.commands.bench",
     "eval": "toolkit.commands.evaluate",
     "demo": "toolkit.commands.demo",
+    "export": "toolkit.commands.export",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

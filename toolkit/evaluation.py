@@ -8,6 +8,7 @@ results do not depend on the number of GPUs, and vanilla/swapped pairs share the
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .metrics import FeatureExtractor, FeatureStats, inception_score
+from .metrics.reference import cache_key, cache_path, load_stats, save_stats
 from .sampling import Guidance, cfg_eps, generate, make_scheduler
 
 Reduce = Callable[[Tensor], Tensor]
@@ -157,13 +159,59 @@ def summarise(
     return values
 
 
-def reference_from_batches(extractor: FeatureExtractor, batches: Iterable[Tensor], all_reduce: Reduce = lambda t: t) -> FeatureStats:
-    """Real-image statistics: each rank its own batches (images in [0, 1]), summed over ranks."""
+@dataclass
+class PendingReference:
+    """Reference statistics in two phases, so a failure on one rank never leaves others in a collective:
+    :func:`local_reference` (no communication) then :meth:`gather` (sum over ranks, rank 0 caches)."""
+
+    stats: FeatureStats
+    complete: bool
+    path: str | None = None
+    key: dict | None = None
+
+    def gather(self, all_reduce: Reduce = lambda t: t, is_rank_zero: bool = True) -> FeatureStats:
+        if self.complete:
+            return self.stats
+        total = FeatureStats.from_state({k: all_reduce(v.clone()) for k, v in self.stats.state().items()})
+        if self.path and is_rank_zero:
+            save_stats(total, self.path, self.key)
+        self.stats, self.complete = total, True
+        return total
+
+
+def local_reference(
+    extractor: FeatureExtractor,
+    dataset,
+    num_samples: int | None,
+    key_parts: dict,
+    cache_dir: str | None,
+    to_images: Callable[[object], Tensor],
+    collate_fn=None,
+    batch_size: int = 64,
+    rank: int = 0,
+    world: int = 1,
+) -> PendingReference:
+    """Real-image statistics of the first ``num_samples`` items of ``dataset`` (all if None): cached on disk
+    (keyed by ``key_parts``, the extractor and the count), else this rank's share i = rank, rank + world, ...
+
+    ``to_images(batch)`` turns a collated batch into images in [0, 1].
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
+    key = cache_key(extractor, n, key_parts)
+    path = cache_path(os.path.expanduser(cache_dir), key) if cache_dir else None
+    cached = load_stats(path, key) if path else None
+    if cached is not None:
+        return PendingReference(cached, True)
     stats = FeatureStats(extractor.dim)
-    for images in batches:
+    loader = DataLoader(Subset(dataset, shard(n, rank, world)), batch_size=batch_size, collate_fn=collate_fn)
+    for batch in loader:
+        if batch is None:
+            continue
         with torch.no_grad():
-            stats.add(extractor(images.to(extractor.device)))
-    return FeatureStats.from_state({k: all_reduce(v.clone()) for k, v in stats.state().items()})
+            stats.add(extractor(to_images(batch).to(extractor.device)))
+    return PendingReference(stats, False, path, key)
 
 
 def has_logits(extractor: FeatureExtractor) -> bool:
