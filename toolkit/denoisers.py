@@ -40,10 +40,19 @@ class ModelDenoiser:
     vae_scaling_factor: float | None = None  # None: pixel space
     vae_latent_channels: int | None = None
 
-    def __init__(self, alphas_cumprod: Tensor, prediction_type: str, latent_channels: int):
+    def __init__(
+        self,
+        alphas_cumprod: Tensor,
+        prediction_type: str,
+        latent_channels: int,
+        vae_scaling_factor: float | None = None,
+        vae_latent_channels: int | None = None,
+        name: str = "model",
+    ):
         self.alphas_cumprod = alphas_cumprod.detach().to(torch.float64).cpu()
         self.prediction_type = prediction_type
         self.latent_channels = latent_channels
+        self.vae_scaling_factor, self.vae_latent_channels, self.name = vae_scaling_factor, vae_latent_channels, name
         self.sampling_alphas_cumprod: Tensor | None = None  # set by toolkit.pairing.pair()
 
     # -- to override ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class DiTDenoiser(ModelDenoiser):
         name: str = "dit",
     ):
         cfg = transformer.config
-        super().__init__(alphas_cumprod, prediction_type, latent_channels=cfg.in_channels)
+        super().__init__(alphas_cumprod, prediction_type, cfg.in_channels, vae_scaling_factor, vae_latent_channels, name)
         self.transformer = transformer.eval().requires_grad_(False)
         emb = label_embedders(transformer)[0]
         self.num_classes: int = int(emb.num_classes)
@@ -49,9 +49,6 @@ class DiTDenoiser(ModelDenoiser):
         self.null_id: int = self.num_classes  # the extra row (trap 1)
         self.sample_size: int = int(cfg.sample_size)
         self.patch_size: int = int(cfg.patch_size)
-        self.vae_scaling_factor = vae_scaling_factor
-        self.vae_latent_channels = vae_latent_channels
-        self.name = name
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.transformer]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import ModelDenoiser
+from .unet import UNetDenoiser
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def batch_to(t: Tensor, b: int) -> Tensor:
     return t.expand(b, *t.shape[1:]) if t.shape[0] == 1 else t
 
 
-class IP2PDenoiser(ModelDenoiser):
+class IP2PDenoiser(UNetDenoiser):
     """``cond`` is an :class:`IP2PCond`; ``None`` means (null image, null text), the term Eq. 9 swaps."""
 
     def __init__(
@@ -64,21 +64,8 @@ class IP2PDenoiser(ModelDenoiser):
         vae_latent_channels: int | None = None,
         name: str = "instruct-pix2pix",
     ):
-        super().__init__(alphas_cumprod, prediction_type, latent_channels=unet.config.out_channels)
-        self.unet = unet.eval().requires_grad_(False)
+        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
         self.null_text = null_text  # (1, L, D)
-        self.vae_scaling_factor = vae_scaling_factor
-        self.vae_latent_channels = vae_latent_channels
-        self.name = name
-        self._down = 2 ** (len(unet.config.down_block_types) - 1)
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet]
-
-    def size_problem(self, height: int, width: int) -> str | None:
-        if height % self._down or width % self._down:
-            return f"{self.name} needs latent sizes divisible by {self._down}, got {height}x{width}"
-        return None
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..denoisers import ModelDenoiser
+from .unet import UNetDenoiser
 
 
 @torch.no_grad()
@@ -29,34 +30,13 @@ def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = Non
     return out[0].detach().cpu(), mask.cpu()
 
 
-class UNetPrior(ModelDenoiser):
+class UNetPrior(UNetDenoiser):
     """A ``UNet2DConditionModel``; ``cond`` is a (B, L, D) text embedding, ``None`` the empty-prompt one."""
 
-    def __init__(
-        self,
-        unet: torch.nn.Module,
-        null_embedding: Tensor,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "unet",
-    ):
-        super().__init__(alphas_cumprod, prediction_type, latent_channels=unet.config.in_channels)
-        self.unet = unet.eval().requires_grad_(False)
+    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, alphas_cumprod: Tensor, prediction_type: str = "epsilon",
+                 vae_scaling_factor: float | None = None, vae_latent_channels: int | None = None, name: str = "unet"):
+        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
         self.null_embedding = null_embedding  # (1, L, D)
-        self.vae_scaling_factor = vae_scaling_factor
-        self.vae_latent_channels = vae_latent_channels
-        self.name = name
-        self._down = 2 ** (len(unet.config.down_block_types) - 1)
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet]
-
-    def size_problem(self, height: int, width: int) -> str | None:
-        if height % self._down or width % self._down:
-            return f"{self.name} needs latent sizes divisible by {self._down}, got {height}x{width}"
-        return None
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)
@@ -79,12 +59,9 @@ class PixArtPrior(ModelDenoiser):
         vae_latent_channels: int | None = None,
         name: str = "pixart",
     ):
-        super().__init__(alphas_cumprod, prediction_type, latent_channels=transformer.config.in_channels)
+        super().__init__(alphas_cumprod, prediction_type, transformer.config.in_channels, vae_scaling_factor, vae_latent_channels, name)
         self.transformer = transformer.eval().requires_grad_(False)
         self.null_embedding, self.null_mask = null_embedding, null_mask
-        self.vae_scaling_factor = vae_scaling_factor
-        self.vae_latent_channels = vae_latent_channels
-        self.name = name
         self.patch_size = int(transformer.config.patch_size)
 
     def modules(self) -> list[torch.nn.Module]:

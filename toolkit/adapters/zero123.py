@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..denoisers import ModelDenoiser
+from .unet import UNetDenoiser
 from .ip2p import batch_to
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -63,7 +63,7 @@ def zero123_embedding(image_encoder, cc_projection, images: Tensor, pose: Tensor
     return cc_projection(torch.cat([embeds.to(q.dtype), pose], dim=-1)).detach()  # (N, 1, 772) -> (N, 1, 768)
 
 
-class Zero123Denoiser(ModelDenoiser):
+class Zero123Denoiser(UNetDenoiser):
     """``cond`` is a :class:`Zero123Cond`; ``None`` is zeros after cc_projection plus zero image latents."""
 
     def __init__(
@@ -75,21 +75,8 @@ class Zero123Denoiser(ModelDenoiser):
         vae_latent_channels: int | None = None,
         name: str = "zero123",
     ):
-        super().__init__(alphas_cumprod, prediction_type, latent_channels=unet.config.out_channels)
-        self.unet = unet.eval().requires_grad_(False)
+        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
         self.embed_dim = int(unet.config.cross_attention_dim)
-        self.vae_scaling_factor = vae_scaling_factor
-        self.vae_latent_channels = vae_latent_channels
-        self.name = name
-        self._down = 2 ** (len(unet.config.down_block_types) - 1)
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet]
-
-    def size_problem(self, height: int, width: int) -> str | None:
-        if height % self._down or width % self._down:
-            return f"{self.name} needs latent sizes divisible by {self._down}, got {height}x{width}"
-        return None
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)

@@ -6,13 +6,14 @@ Each (mode, batch) cell runs in its own subprocess so that peak memory is that c
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from .common import register_optional
 
 EXTRA_BENCHES = ("toolkit.commands.bench_train", "toolkit.commands.bench_unet", "toolkit.commands.bench_eval")
 
@@ -28,12 +29,7 @@ def register(sub) -> None:
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     s.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     s.set_defaults(func=run_sample_bench)
-    for module in EXTRA_BENCHES:
-        try:
-            importlib.import_module(module).register(kinds)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+    register_optional(kinds, EXTRA_BENCHES)
 
 
 def _cuda() -> bool:

@@ -11,6 +11,18 @@ import torch
 from ..errors import PriorswapError
 from ..sampling import SCHEDULERS
 
+def register_optional(kinds, modules: tuple[str, ...]) -> None:
+    """Let each of ``modules`` add its sub-commands to ``kinds``; a module that does not exist is skipped."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module).register(kinds)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

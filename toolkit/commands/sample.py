@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import numpy as np
 import torch
@@ -11,7 +10,7 @@ from ..api import class_conditional_samples
 from ..errors import PriorswapError
 from ..loading import load_dit, load_prior
 from ..sampling import Guidance, to_uint8
-from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic, save_npz_atomic
+from .common import DTYPES, add_sampling_args, register_optional, check_sampling_args, save_grid_atomic, save_npz_atomic
 
 # further `priorswap sample <kind>` commands living in their own modules
 EXTRA_SAMPLE_COMMANDS = ("toolkit.commands.sample_unet",)
@@ -30,12 +29,7 @@ def register(sub) -> None:
     d.add_argument("--compare", action="store_true", help="with --prior: also sample vanilla CFG (npz key 'vanilla', grid row 1)")
     add_sampling_args(d)
     d.set_defaults(func=run_dit)
-    for module in EXTRA_SAMPLE_COMMANDS:
-        try:
-            importlib.import_module(module).register(kinds)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+    register_optional(kinds, EXTRA_SAMPLE_COMMANDS)
 
 
 def run_dit(args: argparse.Namespace) -> int:

@@ -158,7 +158,8 @@ class DiTFineTune(L.LightningModule):
             if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
                 cb.save_last = True  # Lightning's default checkpoint callback keeps no last.ckpt
         have = {type(c) for c in existing}
-        wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)]
+        checkpointing = self._trainer is not None and self.trainer.checkpoint_callback is not None
+        wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
         if self._trainer is not None and self.trainer.loggers:
             wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
         return [c for c in wanted if type(c) not in have]

@@ -1,0 +1,147 @@
+"""``priorswap bench train``: training images/s of the LightningModule against a plain PyTorch loop, with and
+without the VAE latent cache, in one run.
+
+The plain loop is DiT's ``train.py`` shape (encode, loss, backward, AdamW step, EMA update) calling the same
+module's loss on the same batches, so the difference is Lightning's own overhead. A random-init SD-architecture
+VAE (34M-parameter encoder) and a random DiT are used; images are random 64 px JPEGs in an ImageFolder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+
+def register(kinds) -> None:
+    p = kinds.add_parser("train", help="images/s: LightningModule vs plain loop, with and without the latent cache")
+    p.add_argument("--size", default="S/2", help="random DiT size (default S/2)")
+    p.add_argument("--resolution", type=int, default=64, help="image side in pixels (latents are 1/8)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=12, help="timed steps per cell (after 2 warm-up steps)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating repeats of each cell (median reported)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _images(folder: str, n: int, size: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        os.makedirs(os.path.join(folder, f"class{c}"), exist_ok=True)
+        for i in range(n // 2):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(os.path.join(folder, f"class{c}", f"{i}.jpg"))
+
+
+def _vae_folder(folder: str) -> str:
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2).save_pretrained(folder)
+    return folder
+
+
+def run(args: argparse.Namespace) -> int:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from data import ImageFolderDataModule
+    from ..training.module import DiTFineTune
+
+    work = tempfile.mkdtemp(prefix="priorswap-bench-")
+    total = args.batch_size * (args.steps + 2)
+    _images(os.path.join(work, "images"), total, args.resolution)
+    vae_dir = _vae_folder(os.path.join(work, "vae"))
+    latent = args.resolution // 8
+
+    def datamodule(cache: bool):
+        return ImageFolderDataModule(root=os.path.join(work, "images"), resolution=args.resolution, batch_size=args.batch_size,
+                                     num_workers=0, val_fraction=0.0, drop_last=True,
+                                     latent_cache=os.path.join(work, "cache") if cache else None)
+
+    def module():
+        torch.manual_seed(0)
+        return DiTFineTune(pretrained=None, vae=vae_dir, size=args.size, in_channels=4, sample_size=latent, num_classes=2,
+                           export_on_fit_end=False)
+
+    class Clock(Callback):
+        def __init__(self):
+            self.start = self.stop = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.stop = time.perf_counter()  # the last one stays: the end of the final step
+
+    def lightning(cache: bool) -> float:
+        clock = Clock()
+        trainer = L.Trainer(max_steps=args.steps + 2, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                            limit_val_batches=0, callbacks=[clock])
+        trainer.fit(module(), datamodule(cache))
+        return args.steps * args.batch_size / (clock.stop - clock.start)
+
+    def plain(cache: bool) -> float:
+        """DiT train.py's loop around the same module and batches: no Trainer."""
+        dm = datamodule(cache)
+        m = module()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        m.configure_model()
+        m.to(device).train()
+        if cache:
+            m.vae.to(device)
+
+            @torch.no_grad()
+            def encode(pixels):
+                dist = m.vae.encode(pixels.to(device)).latent_dist
+                return dist.mean.float().cpu(), dist.std.float().cpu()
+
+            dm.build_latent_cache(encode, encoder_id=f"{vae_dir}|{m.vae.dtype}", rank=0, world_size=1)
+        dm.setup("fit")
+        opt = m.configure_optimizers()
+        batches = iter(dm.train_dataloader())
+        for step in range(args.steps + 2):
+            if step == 2:
+                start = time.perf_counter()
+            batch = {k: v.to(device) for k, v in next(batches).items()}
+            loss = m.diffusion_loss(batch)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            m.ema.update_parameters(m.transformer)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return args.steps * args.batch_size / (time.perf_counter() - start)
+
+    cells = {(kind, cache): [] for kind in ("plain", "lightning") for cache in (False, True)}
+    plain(True)  # builds the latent cache once, outside the timings
+    for _ in range(args.repeats):
+        for cache in (False, True):
+            for kind, fn in (("plain", plain), ("lightning", lightning)):
+                cells[(kind, cache)].append(fn(cache))
+    med = {k: statistics.median(v) for k, v in cells.items()}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"training images/s, random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), batch {args.batch_size}, "
+          f"SD-architecture VAE, {device}, median of {args.repeats}")
+    print("| data | plain loop img/s | LightningModule img/s | Lightning overhead |")
+    print("|---|---|---|---|")
+    rows = []
+    for cache in (False, True):
+        p, l = med[("plain", cache)], med[("lightning", cache)]
+        overhead = p / l - 1
+        rows.append({"cache": cache, "plain": p, "lightning": l, "overhead": overhead})
+        print(f"| {'latent cache' if cache else 'VAE encode on the fly'} | {p:.2f} | {l:.2f} | {100 * overhead:+.1f}% |")
+    speedup = med[("lightning", True)] / med[("lightning", False)]
+    print(f"latent cache speed-up (LightningModule): {speedup:.2f}x")
+    if args.json:
+        print(json.dumps({"rows": rows, "cache_speedup": speedup}))
+    return 0
