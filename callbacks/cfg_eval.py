@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from toolkit.adapters.dit import DiTDenoiser
+from toolkit.denoisers import ModelDenoiser
 from toolkit.errors import PriorswapError
 from toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
 from toolkit.loading import load_prior
@@ -36,7 +37,8 @@ class PriorSwapEval(Callback):
 
     Args:
         prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice);
-            "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs).
+            "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs);
+            any :class:`toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
         num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
         steps, scheduler: sampler (paper: 50 DDIM steps).
@@ -57,7 +59,7 @@ class PriorSwapEval(Callback):
 
     def __init__(
         self,
-        prior: str | None = None,
+        prior: str | ModelDenoiser | None = None,
         guidance_scales: list[float] = [1.5],
         num_samples: int = 1000,
         steps: int = 50,
@@ -106,7 +108,9 @@ class PriorSwapEval(Callback):
         if not ref:
             raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder, hub id or 'initial'); the fine-tune was not started from a pretrained model")
         pl_module.configure_model()
-        if ref == "initial":
+        if isinstance(ref, ModelDenoiser):
+            self.prior = ref
+        elif ref == "initial":
             frozen = copy.deepcopy(pl_module.transformer)
             self.prior = DiTDenoiser(frozen, pl_module.schedule.alphas_cumprod, name="initial weights")
             self.prior.vae_scaling_factor = self._model(pl_module).vae_scaling_factor
