@@ -180,10 +180,11 @@ class PriorSwapEval(Callback):
         values = summarise(local, self.reference.gather(all_reduce, rank == 0), self.metric, all_reduce)
         if self.offload_prior and device.type != "cpu":
             self.prior.to("cpu")
-        self.eval_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.eval_seconds += seconds
         self.last_values = values
         if rank == 0:
-            self._log(trainer, step, values, grids)
+            self._log(trainer, step, values, grids, seconds)
         return values
 
     @contextlib.contextmanager
@@ -233,7 +234,7 @@ class PriorSwapEval(Callback):
         return (vae.decode(mean).sample.float() / 2 + 0.5).clamp(0, 1).cpu()
 
     # -- output -----------------------------------------------------------------------------------
-    def _log(self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor]) -> None:
+    def _log(self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor], seconds: float) -> None:
         from torchvision.utils import make_grid
 
         metrics = {f"cfg_eval/{k}": v for k, v in values.items()}
@@ -244,7 +245,7 @@ class PriorSwapEval(Callback):
                 for scale, images in grids.items():
                     grid = make_grid(images.float(), nrow=images.shape[0] // 2, padding=2, pad_value=1.0)
                     experiment.add_image(f"cfg_eval/samples_g{scale:g} (top vanilla, bottom swapped)", grid, global_step=step)
-        row = {"step": step, "epoch": trainer.current_epoch, "metric": self.metric, **values}
+        row = {"step": step, "epoch": trainer.current_epoch, "metric": self.metric, "eval_seconds": round(seconds, 3), **values}
         self.rows.append(row)
         self._write_rows(trainer)
 

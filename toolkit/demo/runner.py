@@ -38,12 +38,12 @@ class DemoConfig:
 
     out: str = "runs/demo"
     scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
-    num_samples: int = 200  # per (scale, mode, seed)
-    steps: int = 20  # DDIM steps (paper: 50)
+    num_samples: int = 160  # per (scale, mode, seed)
+    steps: int = 16  # DDIM steps (paper: 50)
     seeds: tuple[int, ...] = (0, 1, 2)
     finetune_steps: int = 300
     limit_per_class: int = 200
-    batch_size: int = 200
+    batch_size: int = 160
     retrain: bool = False
     progress: bool = True
 
@@ -145,7 +145,7 @@ def _evaluate(cfg: DemoConfig, base_ref: str, ft_ref: str, clf_path: str, test_a
     net = load_classifier(clf_path)
     out = {"config": asdict(cfg), "classifier_test_accuracy": accuracy(net, x_all, y_all), "per_seed": []}
     for seed in cfg.seeds:
-        path = os.path.join(cfg.out, "eval", f"seed{seed}.json")
+        path = os.path.join(cfg.out, "eval", cfg.eval_name(seed))
         if os.path.isfile(path):
             with open(path) as f:
                 out["per_seed"].append(json.load(f))
