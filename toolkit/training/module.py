@@ -233,8 +233,10 @@ class DiTFineTune(L.LightningModule):
             return None
         terms = self.diffusion_loss(batch)
         b = batch["label"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=b, sync_dist=False)
-        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=b)
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if (self.global_step + 1) % max(every, 1) == 0:  # log only on the steps the logger writes
+            self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=b)
+        self.log("loss", terms["loss"].detach(), prog_bar=True, logger=False, batch_size=b)
         return terms["loss"]
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
