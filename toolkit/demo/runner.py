@@ -55,6 +55,11 @@ class DemoConfig:
     def tiny(cls, out: str) -> "DemoConfig":  # CI: the whole pipeline on the shipped weights, in seconds
         return cls(out=out, scales=(1.0, 3.0), num_samples=8, steps=2, seeds=(0, 1), finetune_steps=3, limit_per_class=8, batch_size=8, progress=False)
 
+    def eval_name(self, seed: int) -> str:
+        """Cached results are keyed by everything that changes them."""
+        scales = "-".join(f"{s:g}" for s in self.scales)
+        return f"seed{seed}-n{self.num_samples}-steps{self.steps}-g{scales}-ft{self.finetune_steps}.json"
+
 
 def run_demo(cfg: DemoConfig) -> str:
     start = time.perf_counter()
