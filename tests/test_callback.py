@@ -119,3 +119,20 @@ def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
     assert rows[0] == "metric,scale,vanilla,swapped,swapped_minus_vanilla" and len(rows) == 3
     assert main(["eval", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--extractor", "nope",
                  "--output-dir", str(tmp_path / "o2")]) == 2
+
+
+def test_an_error_during_evaluation_is_raised_not_swallowed(tmp_path, setup_dirs):
+    base, food = setup_dirs
+
+    class Broken(ModuleExtractor):
+        def features(self, images):
+            raise RuntimeError("extractor exploded")
+
+    cb = PriorSwapEval(extractor=Broken(torch.nn.Identity(), 4, "broken"), num_samples=2, steps=2, every_n_steps=1,
+                       at_fit_end=False, stats_cache=None, grid_samples=0, output=str(tmp_path / "e.csv"))
+    model = DiTFineTune(pretrained=base, vae=None, export_on_fit_end=False)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, callbacks=[cb], enable_progress_bar=False,
+                        enable_checkpointing=False, use_distributed_sampler=False, limit_val_batches=0)
+    with pytest.raises(RuntimeError, match="extractor exploded"):
+        trainer.fit(model, Food101DataModule(root=food, resolution=16, batch_size=2, num_workers=0))
+    assert not os.path.exists(tmp_path / "e.csv")  # no row written for a failed evaluation

@@ -172,3 +172,10 @@ def test_ddp_two_processes(tmp_path, food):
     t.fit(model, dm)
     exported = load_dit(str(tmp_path / "export"))
     assert exported.denoiser.num_classes == 3
+
+
+def test_gradient_checkpointing_trains(tmp_path, food):
+    dm = Food101DataModule(root=food, resolution=16, batch_size=4, num_workers=0)
+    model = tiny_module(gradient_checkpointing=True)
+    trainer(tmp_path, 2).fit(model, dm)
+    assert model.global_step == 2 and model.transformer.gradient_checkpointing
