@@ -111,9 +111,9 @@ class PriorSwapEval(Callback):
         if isinstance(ref, ModelDenoiser):
             self.prior = ref
         elif ref == "initial":
-            frozen = copy.deepcopy(pl_module.transformer)
-            self.prior = DiTDenoiser(frozen, pl_module.schedule.alphas_cumprod, name="initial weights")
-            self.prior.vae_scaling_factor = self._model(pl_module).vae_scaling_factor
+            current = self._model(pl_module)
+            self.prior = DiTDenoiser(copy.deepcopy(pl_module.transformer), current.alphas_cumprod, current.prediction_type,
+                                     current.vae_scaling_factor, current.vae_latent_channels, name="initial weights")
         else:
             self.prior = load_prior(ref).denoiser
         pair(self._model(pl_module), self.prior, (pl_module.transformer.config.sample_size,) * 2)

@@ -71,7 +71,7 @@ def test_inception_logits_feed_inception_score_and_grey_input(inception):
 
 
 def test_extractor_stays_in_eval_mode_under_a_training_parent(inception):
-    parent = nn.Sequential(inception).train()
+    nn.Sequential(inception).train()  # a training parent calls .train() on its children
     assert not inception.training and not any(m.training for m in inception.modules())
 
 

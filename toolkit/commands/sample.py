@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from ..api import class_conditional_samples
 from ..errors import PriorswapError

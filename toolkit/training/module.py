@@ -8,7 +8,6 @@ All randomness of a step (timesteps, noise, dropout, latent draws) comes from a 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import lightning as L
 import torch
@@ -92,9 +91,7 @@ class DiTFineTune(L.LightningModule):
         self.ema: AveragedModel | None = None
         self.num_classes: int | None = None
         self.class_names = class_names
-        self.split_state: dict[str, Any] = {}
         self.latent_channels = int(self.transformer.config.in_channels)
-        self.skipped_images = 0
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
