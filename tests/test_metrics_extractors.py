@@ -3,13 +3,15 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from unittest import mock
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from toolkit.errors import PriorswapError
+sys.path.insert(0, os.path.dirname(__file__))
+import metric_factories as mf  # noqa: E402
+from toolkit.errors import PriorswapError  # noqa: E402
 from toolkit.metrics import (
     DINOv2Extractor,
     FeatureStats,
@@ -20,26 +22,14 @@ from toolkit.metrics import (
     load_feature_network,
 )
 
-TINY_VIT = "vit_tiny_patch16_224"
+TINY_VIT = mf.TINY_VIT
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")  # TorchScript is still a supported input
 
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory) -> str:
     """Random weights with the FID Inception's exact keys and shapes (the real file is a download)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    torch.manual_seed(0)
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        fe.FeatureExtractorInceptionV3, "load_state_dict", return_value=None
-    ):
-        net = fe.FeatureExtractorInceptionV3("fabricated", ["2048"])
-    for m in net.modules():  # keep activations O(1) through 90 layers, so features are not ~1e-8
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-fabricated.pth"
-    torch.save(net.state_dict(), path)
-    return str(path)
+    return mf.inception_weights(str(tmp_path_factory.mktemp("inception") / "weights-inception-fabricated.pth"))
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +106,7 @@ def test_images_out_of_range_rejected(inception):
 
 @pytest.fixture(scope="module")
 def tiny_vit_weights(tmp_path_factory) -> str:
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    net = timm.create_model(TINY_VIT, pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("vit") / "tiny_vit.safetensors"
-    save_file(net.state_dict(), str(path))
-    return str(path)
+    return mf.tiny_vit_weights(str(tmp_path_factory.mktemp("vit") / "tiny_vit.safetensors"))
 
 
 def test_dinov2_extractor_loads_local_weights(tiny_vit_weights):

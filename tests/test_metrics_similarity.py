@@ -1,12 +1,16 @@
 """Paired-image metrics on tiny inputs: PSNR, SSIM, LPIPS, CLIP-I/T/D and DINOv2 similarity."""
-import json
 import math
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import sys
+
 import pytest
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import metric_factories as mf  # noqa: E402
 
 from toolkit.errors import PriorswapError
 from toolkit.metrics import LPIPS, CLIPSimilarity, DINOv2Extractor, dino_similarity, psnr, ssim
@@ -32,13 +36,7 @@ def test_ssim_identity_and_noise():
 
 @pytest.fixture(scope="module")
 def alexnet_weights(tmp_path_factory) -> str:
-    """Random torchvision AlexNet weights saved as the real backbone file would be (the real one is a download)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lpips") / "alexnet-fabricated.pth"
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
-    return str(path)
+    return mf.alexnet_weights(str(tmp_path_factory.mktemp("lpips") / "alexnet-fabricated.pth"))
 
 
 def test_lpips_ships_lin_weights_and_loads_local_backbone(alexnet_weights):
@@ -66,34 +64,10 @@ def test_lpips_without_backbone_names_url(monkeypatch, tmp_path):
         LPIPS("resnet")
 
 
-def write_tiny_clip(folder: str) -> dict:
-    """A tiny random CLIP and an offline tokenizer (METHOD.md trap 12): printable ASCII vocab, empty merges."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    chars = [chr(i) for i in range(33, 127)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump(vocab, f)
-    with open(os.path.join(folder, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
-    eos = vocab["<|endoftext|>"]
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return vocab
-
-
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory) -> str:
     folder = str(tmp_path_factory.mktemp("clip"))
-    write_tiny_clip(folder)
+    mf.write_tiny_clip(folder)
     return folder
 
 

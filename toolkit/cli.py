@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 raise cause from None
             return 0
+        if len(argv) > 1 and argv[0] == "eval" and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
+            argv.insert(1, "dit")  # issue 4's flag form `priorswap eval --model ...` is `priorswap eval dit ...`
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except PriorswapError as e:

@@ -1,9 +1,11 @@
-"""``priorswap eval``: vanilla vs prior-swapped CFG on any exported DiT, with the callback's metrics.
+"""``priorswap eval dit``: vanilla vs prior-swapped CFG on any exported DiT, with the callback's metrics.
 
-    priorswap eval --model runs/x/export --prior facebook/DiT-XL-2-256 --data food101 --data-root /datasets/food101 \
+    priorswap eval dit --model runs/x/export --prior facebook/DiT-XL-2-256 --data food101 --data-root /datasets/food101 \
         --num-samples 5000 --guidance-scale 1.5 --extractor inception --extractor-weights pt_inception.pth --output-dir out
 
 Prints a table (metric, vanilla, swapped, swapped - vanilla) and writes it as out/eval.md and out/eval.csv.
+``priorswap eval --model ...`` (no kind) is the same command. ``priorswap eval ip2p|zero123|vd`` live in
+``eval_unet.py``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ from ..loading import load_dit, load_prior
 from ..metrics import build_extractor, load_feature_network
 from ..pairing import pair
 from ..sampling import SCHEDULERS, vae_decoder
-from .common import DTYPES
+from .common import DTYPES, register_optional
+
+# further `priorswap eval <kind>` commands living in their own modules
+EXTRA_EVAL_COMMANDS = ("toolkit.commands.eval_unet",)
 
 DATAMODULES = {
     "food101": "Food101DataModule", "sun397": "SUN397DataModule", "caltech101": "Caltech101DataModule",
@@ -29,7 +34,9 @@ DATAMODULES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="compare vanilla and prior-swapped CFG on an exported DiT (FID/FD, IS, accuracy)")
+    e = sub.add_parser("eval", help="compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd")
+    kinds = e.add_subparsers(dest="kind", required=True, parser_class=type(e))
+    p = kinds.add_parser("dit", help="an exported DiT fine-tune (FID/FD, IS, label accuracy); also `priorswap eval --model ...`")
     p.add_argument("--model", required=True, help="fine-tuned DiT pipeline folder or hub id")
     p.add_argument("--prior", required=True, help="base model folder or hub id")
     p.add_argument("--data", required=True, help=f"reference data: {', '.join(DATAMODULES)}")
@@ -53,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+    register_optional(kinds, EXTRA_EVAL_COMMANDS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,15 +10,14 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import PriorswapError
+from ..images import read_image, to_tensor  # noqa: F401 (read_image is part of this module's API)
 from ..sampling import DualGuidance, Guidance
 from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic
 
@@ -65,50 +64,6 @@ def _common_args(p: argparse.ArgumentParser, model_help: str, steps: int) -> Non
     p.add_argument("--num-samples", type=int, default=4, help="samples per mode; sample i uses seed + i (default 4)")
     p.add_argument("--offload", action="store_true", help="keep every network on the CPU except while it runs")
     add_sampling_args(p, steps=steps)
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1):
-    """An input image as RGB PIL at ``size`` (w, h), or its own size rounded down to ``multiple``.
-
-    Transparent images are composited onto white (how Zero-1-to-3's objects were rendered); any other
-    mode is converted to RGB; each conversion or resize is reported on stderr.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise PriorswapError(f"input image {path!r} does not exist")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise PriorswapError(f"cannot read input image {path!r} ({type(e).__name__}); expected a PNG, JPEG or other Pillow format") from None
-    notes, mode = [], img.mode
-    if mode != "RGB":
-        if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, rgba).convert("RGB")
-            notes.append(f"mode {mode} (transparent) composited onto white and converted to RGB")
-        else:
-            notes.append(f"mode {mode} converted to RGB")
-            img = img.convert("RGB")
-    w, h = img.size
-    target = size or (w // multiple * multiple, h // multiple * multiple)
-    if min(target) < multiple or min(target) < 8:
-        raise PriorswapError(f"input image {path!r} is {w}x{h}; it needs at least {max(multiple, 8)} pixels per side")
-    if target != (w, h):
-        img = img.resize(target, Image.BICUBIC)
-        notes.append(f"resized from {w}x{h} to {target[0]}x{target[1]}" + (" (aspect ratio changed)" if w * target[1] != h * target[0] else ""))
-    for n in notes:
-        print(f"priorswap: note: input {path}: {n}", file=sys.stderr)
-    return img
-
-
-def to_tensor(img) -> torch.Tensor:
-    """RGB PIL -> (1, 3, H, W) in [-1, 1] (diffusers' ``VaeImageProcessor`` convention)."""
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    return x * 2 - 1
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -1,0 +1,334 @@
+"""``priorswap eval ip2p|zero123|vd`` on tiny random models and fabricated metric weights, fully offline.
+
+Checked against things this project did not write: Zero-1-to-3 cameras against closed-form spherical
+coordinates, PSNR against numpy, FID against scipy's sqrtm, CLIP metrics against transformers' CLIPModel
+called directly. A fine-tune used as its own prior must give exactly vanilla; a killed run must resume to the
+same table; bad input must be one line and exit code 2 before any sample is written.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+import metric_factories as mf  # noqa: E402
+import unet_factories as uf  # noqa: E402
+
+from toolkit.cli import main  # noqa: E402
+from toolkit.errors import PriorswapError  # noqa: E402
+from toolkit.protocols.items import read_items, relative_pose  # noqa: E402
+
+STEPS = "3"
+
+
+# -- data builders ---------------------------------------------------------------------------------
+def look_at(polar_deg: float, azimuth_deg: float, radius: float) -> np.ndarray:
+    """World-to-camera [R|t] (3x4) of a camera at the given spherical position looking at the origin."""
+    p, a = math.radians(polar_deg), math.radians(azimuth_deg)
+    c = radius * np.array([math.sin(p) * math.cos(a), math.sin(p) * math.sin(a), math.cos(p)])
+    forward = -c / np.linalg.norm(c)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    r = np.stack([right, -up, forward])  # rows: camera axes in world coordinates
+    return np.concatenate([r, (-r @ c)[:, None]], axis=1)
+
+
+def write_objects(root: str, cameras: list[tuple[float, float, float]], n_objects: int = 2) -> str:
+    """``root/obj<k>/NNN.png`` (RGBA renders) + ``NNN.npy`` cameras."""
+    for k in range(n_objects):
+        folder = os.path.join(root, f"obj{k}")
+        os.makedirs(folder, exist_ok=True)
+        for v, cam in enumerate(cameras):
+            uf.save_image(os.path.join(folder, f"{v:03d}.png"), mode="RGBA", seed=10 * k + v)
+            np.save(os.path.join(folder, f"{v:03d}.npy"), look_at(*cam))
+    return root
+
+
+def write_jsonl(path: str, rows: list[dict]) -> str:
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def values(out: str) -> dict[tuple[str, str, str], float]:
+    return {(r["method"], r["setting"], r["metric"]): float(r["value"]) for r in read_csv(os.path.join(out, "eval.csv"))}
+
+
+def assert_same_values(a: dict, b: dict) -> None:
+    """Equal tables up to float batching: the same seeds in a different batch layout round differently (<= 1/255)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), k
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([*argv, "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str) -> str:
+    lines = [l for l in err.strip().splitlines() if l.startswith("priorswap: error")]
+    assert code == 2 and len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocols")
+    cams = [(60.0, 0.0, 1.5), (60.0, 60.0, 1.5), (60.0, 120.0, 1.5)]
+    images = root / "coco"
+    images.mkdir()
+    for i in range(4):
+        uf.save_image(str(images / f"img{i}.png"), size=(40 + 8 * i, 32), seed=100 + i)
+    edits = [
+        {"image": "coco/img0.png", "edit": "make it red", "input_caption": "a photo", "output_caption": "a red photo"},
+        {"image": "coco/img1.png", "edit": "add snow", "input_caption": "a field", "output_caption": "a snowy field"},
+        {"image": "coco/img2.png", "edit": "make it night", "input_caption": "a street", "output_caption": "a street at night"},
+    ]
+    return {
+        "root": root,
+        "zero123": uf.save_zero123(str(root / "zero123")),
+        "ip2p": uf.save_ip2p(str(root / "ip2p")),
+        "vd": uf.save_vd(str(root / "vd")),
+        "sd": uf.save_sd(str(root / "sd")),
+        "sdxl_vae": uf.save_sd(str(root / "sdxl_vae"), vae_scaling=0.13025),
+        "objects": write_objects(str(root / "gso"), cams),
+        "images": str(images),
+        "edits": write_jsonl(str(root / "edits.jsonl"), edits),
+        "clip": (lambda d: (mf.write_tiny_clip(d), d)[1])(str(root / "clip")),
+        "alexnet": mf.alexnet_weights(str(root / "alexnet.pth")),
+        "inception": mf.inception_weights(str(root / "inception.pth")),
+        "vit": mf.tiny_vit_weights(str(root / "vit.safetensors")),
+    }
+
+
+def zero123_args(env, out, *extra):
+    return ["eval", "zero123", "--model", env["zero123"], "--data", env["objects"], "--output-dir", str(out),
+            "--size", "32", "--steps", STEPS, "--lpips-weights", env["alexnet"], "--batch-size", "3", *extra]
+
+
+# -- items -----------------------------------------------------------------------------------------
+def test_relative_pose_matches_closed_form_spherical_offsets():
+    polar, azimuth, radius = relative_pose(look_at(60, 30, 1.5), look_at(45, 300, 2.0))
+    assert polar == pytest.approx(-15.0, abs=1e-6)
+    assert azimuth == pytest.approx(270.0, abs=1e-6)  # (300 - 30) mod 360
+    assert radius == pytest.approx(0.5, abs=1e-9)
+    four = np.vstack([look_at(60, 30, 1.5), [0, 0, 0, 1]])  # 4x4 extrinsics give the same answer
+    assert relative_pose(four, look_at(60, 30, 1.5)) == pytest.approx((0.0, 0.0, 0.0), abs=1e-6)
+
+
+def test_view_folders_give_one_item_per_non_reference_view(env):
+    items = read_items(env["objects"], "zero123")
+    assert [it.id for it in items] == ["obj0_001", "obj0_002", "obj1_001", "obj1_002"]
+    assert all(it.image.endswith("000.png") for it in items)
+    assert items[1].pose == pytest.approx((0.0, 120.0, 0.0), abs=1e-6)
+    with pytest.raises(PriorswapError, match="no reference view 5"):
+        read_items(env["objects"], "zero123", reference_view=5)
+
+
+def test_manifest_problems_are_one_line(tmp_path):
+    bad = write_jsonl(str(tmp_path / "m.jsonl"), [{"image": "a.png", "edit": "x"}, {"image": "b.png"}])
+    with pytest.raises(PriorswapError, match=r"m.jsonl:2 lacks edit"):
+        read_items(bad, "ip2p")
+    with pytest.raises(PriorswapError, match=r"m.jsonl:1 lacks input_caption, output_caption"):
+        read_items(bad, "ip2p", captions=True)
+    (tmp_path / "j.jsonl").write_text('{"image": "a.png"}\nnot json\n')
+    with pytest.raises(PriorswapError, match=r"j.jsonl:2 is not valid JSON"):
+        read_items(str(tmp_path / "j.jsonl"), "vd")
+    with pytest.raises(PriorswapError, match="needs a .jsonl/.csv manifest"):
+        read_items(str(tmp_path), "ip2p")
+    with pytest.raises(PriorswapError, match="does not exist"):
+        read_items(str(tmp_path / "nope"), "vd")
+
+
+# -- Zero-1-to-3 -----------------------------------------------------------------------------------
+def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, capsys, tmp_path):
+    out = tmp_path / "z"
+    code, text, err = run_cli(capsys, *zero123_args(env, out, "--prior", f"own={env['zero123']}", "--prior", f"sd={env['sd']}"))
+    assert code == 0, err
+    assert "| vanilla CFG | g=5 | 4 |" in text and "ours w/ own" in text and "ours w/ sd" in text
+    v = values(str(out))
+    for m in ("lpips", "psnr", "ssim"):
+        # own null = vanilla up to float batching (vanilla runs cond and null in one batch, a prior in two)
+        assert v[("own", "g=5", m)] == pytest.approx(v[("vanilla", "g=5", m)], rel=1e-3)
+        assert math.isfinite(v[("sd", "g=5", m)])
+    assert v[("sd", "g=5", "psnr")] != v[("vanilla", "g=5", "psnr")]
+    sample = out / "samples" / "vanilla" / "g5" / "obj1_002_0.png"
+    own = np.asarray(Image.open(out / "samples" / "own" / "g5" / "obj1_002_0.png"), dtype=np.int16)
+    assert np.abs(np.asarray(Image.open(sample), dtype=np.int16) - own).max() <= 1
+    # PSNR against the ground-truth view composited onto white, recomputed with numpy
+    gen = np.asarray(Image.open(sample), dtype=np.float64) / 255
+    rgba = np.asarray(Image.open(os.path.join(env["objects"], "obj1", "002.png")), dtype=np.float64) / 255
+    target = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+    target = np.round(target * 255) / 255  # PIL's alpha composite rounds to uint8
+    expected = 10 * math.log10(1 / np.mean((gen - target) ** 2))
+    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "obj1_002")
+    assert float(row["psnr"]) == pytest.approx(expected, abs=0.05)
+    assert not list(out.rglob(".tmp-*")) and (out / "eval.md").read_text().startswith("Zero-1-to-3 novel views")
+
+
+def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, monkeypatch):
+    from toolkit.protocols import generate
+
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    args = ("--prior", f"sd={env['sd']}", "--guidance-scale", "2", "5")
+    assert run_cli(capsys, *zero123_args(env, fresh, *args))[0] == 0
+    real_save, saved = generate.SampleStore.save, []
+
+    def dying_save(self, *a):
+        if len(saved) == 5:
+            raise KeyboardInterrupt
+        saved.append(a)
+        real_save(self, *a)
+
+    monkeypatch.setattr(generate.SampleStore, "save", dying_save)
+    code, _, _ = run_cli(capsys, *zero123_args(env, resumed, *args))
+    assert code == 130 and not (resumed / "eval.md").exists()
+    assert len(list((resumed / "samples").rglob("*.png"))) == 5 and not list(resumed.rglob(".tmp-*"))
+    monkeypatch.setattr(generate.SampleStore, "save", real_save)
+    assert run_cli(capsys, *zero123_args(env, resumed, *args))[0] == 0
+    settings = json.loads((resumed / "settings.json").read_text())
+    assert settings["made_this_run"] == 2 * 2 * 4 - 5  # only the missing samples were made
+    assert_same_values(values(str(resumed)), values(str(fresh)))
+    code, _, err = run_cli(capsys, *zero123_args(env, resumed, *args, "--steps", "4"))
+    assert "holds a run with steps=3" in one_line_error(code, err)
+
+
+def test_shards_then_unsharded_scoring_equals_one_process(env, capsys, tmp_path):
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert run_cli(capsys, *zero123_args(env, single, "--batch-size", "4"))[0] == 0
+    for k in range(2):
+        code, text, err = run_cli(capsys, *zero123_args(env, sharded, "--shard", f"{k}/2"))
+        assert code == 0 and "run again without --shard" in text, err
+        assert not (sharded / "eval.md").exists()
+    assert run_cli(capsys, *zero123_args(env, sharded))[0] == 0
+    assert json.loads((sharded / "settings.json").read_text())["made_this_run"] == 0
+    assert_same_values(values(str(sharded)), values(str(single)))  # batch size and sharding do not change samples
+
+
+def test_incompatible_prior_names_both_vaes_before_sampling(env, capsys, tmp_path):
+    out = tmp_path / "bad"
+    code, _, err = run_cli(capsys, *zero123_args(env, out, "--prior", env["sdxl_vae"]))
+    line = one_line_error(code, err)
+    assert "scaling 0.18215" in line and "scaling 0.13025" in line
+    assert not (out / "samples").exists() and not (out / "eval.md").exists()
+
+
+def test_bad_inputs_fail_in_one_line_before_loading(env, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    args = zero123_args(env, tmp_path / "o", "--lpips-weights", str(tmp_path / "missing.pth"))
+    assert "LPIPS backbone weights" in one_line_error(*run_cli(capsys, *args)[::2])
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o2", "--metrics", "fid"))
+    assert "'fid' is not available for zero123" in one_line_error(code, err)
+    corrupt = tmp_path / "corrupt"
+    write_objects(str(corrupt), [(60, 0, 1.5), (60, 60, 1.5)], n_objects=1)
+    (corrupt / "obj0" / "001.png").write_bytes(b"\x89PNG not really")
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o3", "--data", str(corrupt)))
+    assert "001.png" in one_line_error(code, err) and "corrupt" in err
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o4", "--shard", "2/2"))
+    assert "--shard 2/2 is invalid" in one_line_error(code, err)
+
+
+# -- Versatile Diffusion ---------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 8 samples in 2048 dims: singular covariances
+def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path):
+    import scipy.linalg
+    from transformers import CLIPModel
+
+    from toolkit.metrics import InceptionExtractor
+
+    out = tmp_path / "vd"
+    code, text, err = run_cli(
+        capsys, "eval", "vd", "--model", env["vd"], "--data", env["images"], "--output-dir", str(out), "--steps", STEPS,
+        "--prior", f"sd={env['sd']}", "--num-samples", "2", "--clip", env["clip"], "--inception-weights", env["inception"],
+        "--dinov2-weights", env["vit"], "--dinov2-model", mf.TINY_VIT, "--dinov2-size", "32", "--stats-cache", str(tmp_path / "stats"),
+    )
+    assert code == 0, err
+    assert "FID ↓" in text and "FD_DINOv2 ↓" in text and "CLIP-I ↑" in text and "DINOv2 ↑" in text
+    v = values(str(out))
+    # FID of vanilla samples, recomputed: features from the same Inception, Frechet distance with scipy
+    inc = InceptionExtractor(env["inception"])
+    to_t = lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
+    gen = torch.cat([to_t(Image.open(p)) for p in sorted((out / "samples" / "vanilla" / "g2").glob("*.png"))])
+    refs = []
+    for p in sorted(os.listdir(env["images"])):
+        im = Image.open(os.path.join(env["images"], p)).convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        refs.append(to_t(im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((32, 32), Image.BICUBIC)))
+    f1, f2 = inc(gen).double().numpy(), inc(torch.cat(refs)).double().numpy()
+    m1, m2, s1, s2 = f1.mean(0), f2.mean(0), np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    fid = float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    assert v[("vanilla", "g=2", "fid")] == pytest.approx(fid, rel=1e-3, abs=1e-3)
+    # CLIP-I of one sample, recomputed with transformers' CLIPModel and its own image features
+    clip = CLIPModel.from_pretrained(env["clip"]).eval()
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+    def embed(x):  # shortest side to 32 (bicubic, antialiased), centre crop, CLIP normalisation
+        h, w = x.shape[-2:]
+        size = (32, max(32, round(w * 32 / h))) if h <= w else (max(32, round(h * 32 / w)), 32)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        top, left = (x.shape[-2] - 32) // 2, (x.shape[-1] - 32) // 2
+        with torch.no_grad():
+            e = clip.get_image_features(pixel_values=(x[..., top : top + 32, left : left + 32] - mean) / std)
+        e = e if torch.is_tensor(e) else e.pooler_output
+        return torch.nn.functional.normalize(e, dim=-1)[0]
+
+    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "img3" and r["sample"] == "1")
+    expected = float(embed(to_t(Image.open(os.path.join(env["images"], "img3.png")))) @ embed(to_t(Image.open(out / "samples" / "vanilla" / "g2" / "img3_1.png"))))
+    assert float(row["clip_i"]) == pytest.approx(expected, abs=1e-4)
+    assert len(list((tmp_path / "stats").glob("refstats-*.safetensors"))) == 2  # FID and FD-DINOv2 references cached
+
+
+def test_vd_manifest_without_reference_folder_is_refused(env, capsys, tmp_path):
+    manifest = write_jsonl(str(tmp_path / "v.jsonl"), [{"image": os.path.join(env["images"], "img0.png")}])
+    code, _, err = run_cli(capsys, "eval", "vd", "--model", env["vd"], "--data", manifest, "--output-dir", str(tmp_path / "o"))
+    assert "need --reference" in one_line_error(code, err)
+
+
+# -- InstructPix2Pix -------------------------------------------------------------------------------
+def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_path):
+    from toolkit.metrics import CLIPSimilarity
+
+    out = tmp_path / "ip2p"
+    code, text, err = run_cli(
+        capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(out), "--steps", STEPS,
+        "--prior", f"own={env['ip2p']}", "--text-guidance", "3", "7.5", "--clip", env["clip"],
+    )
+    assert code == 0, err
+    assert "gI=1.5, gT=3" in text and "gI=1.5, gT=7.5" in text
+    v = values(str(out))
+    for s in ("gI=1.5, gT=3", "gI=1.5, gT=7.5"):
+        for m in ("clip_i", "clip_t", "clip_d"):
+            assert v[("own", s, m)] == pytest.approx(v[("vanilla", s, m)], rel=1e-3, abs=1e-4)
+    # the inputs have different sizes (40 and 48 px wide): each sample keeps its input's size
+    assert Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000001_0.png").size == (40, 32)
+    assert Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000002_0.png").size == (48, 32)
+    clip = CLIPSimilarity(env["clip"])
+    to_t = lambda p: torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
+    edited = to_t(out / "samples" / "vanilla" / "gI1.5_gT3" / "000002_0.png")
+    source = to_t(os.path.join(env["images"], "img1.png"))
+    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["setting"] == "gI=1.5, gT=3" and r["item"] == "000002")
+    assert float(row["clip_t"]) == pytest.approx(float(clip.clip_t(edited, ["a snowy field"])), abs=1e-5)
+    assert float(row["clip_d"]) == pytest.approx(float(clip.clip_directional(source, edited, ["a field"], ["a snowy field"])), abs=1e-5)
+    assert float(row["clip_i"]) == pytest.approx(float(clip.clip_i(source, edited)), abs=1e-5)

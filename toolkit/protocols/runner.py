@@ -1,0 +1,244 @@
+"""One protocol run: vanilla CFG against each prior on a user's evaluation set, resumable and shardable.
+
+Order of work (every check that can fail runs before the first sample):
+1. read the items and check every image file; build the metric networks (weights checked);
+2. load the fine-tune, then each prior on the CPU, and pair it for every latent size the items need;
+3. reference statistics for FID / FD-DINOv2 (cached on disk);
+4. sample what is missing: vanilla, then each prior (one model on the device at a time);
+5. score everything from the PNGs on disk and write eval.md / eval.csv / items.csv.
+With ``shard=(k, n)`` only items i = k, k + n, ... are sampled and step 5 is left to an unsharded run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..errors import PriorswapError
+from .conditions import CONDITIONS
+from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
+from .items import IMAGE_EXTENSIONS, check_files, read_items, safe_id, subset
+from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, check_metrics, reference_images, table, write_results
+
+KIND_TITLES = {"zero123": "Zero-1-to-3 novel views", "vd": "Versatile Diffusion image variations", "ip2p": "InstructPix2Pix edits"}
+
+
+@dataclass
+class ProtocolRun:
+    """Everything ``priorswap eval ip2p|zero123|vd`` takes, as typed fields (defaults: the paper's appendix B)."""
+
+    kind: str  # "ip2p", "zero123" or "vd"
+    model: str  # hub id or diffusers folder of the fine-tune
+    data: str  # manifest (.jsonl/.csv) or folder, see toolkit.protocols.items
+    output_dir: str
+    priors: list[str] = field(default_factory=list)  # "REF" or "NAME=REF"
+    guidance_scales: list[float] = field(default_factory=list)  # zero123 / vd (default 5.0 / 2.0)
+    image_guidance: list[float] = field(default_factory=lambda: [1.5])  # ip2p gI
+    text_guidance: list[float] = field(default_factory=lambda: [7.5])  # ip2p gT
+    metrics: list[str] | None = None  # default: the paper's metrics for ``kind``
+    num_samples: int = 1  # samples per item
+    limit: int | None = None  # at most this many items, drawn at random with ``seed``
+    size: int | None = None  # pixels per side (zero123 default 256; vd: the UNet's; ip2p: each input's own)
+    reference_view: int = 0  # zero123 folders: the view used as the condition
+    reference: str | None = None  # vd: folder of real images for FID / FD-DINOv2 (default: ``data``)
+    reference_limit: int | None = None
+    steps: int | None = None  # default 100 (ip2p) or 50
+    scheduler: str = "ddim"
+    seed: int = 0
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "fp32"
+    offload: bool = False
+    shard: tuple[int, int] | None = None  # (index, count)
+    clip: str | None = "openai/clip-vit-large-patch14"
+    lpips_net: str = "alex"
+    lpips_weights: str | None = None
+    inception_weights: str | None = None
+    dinov2_weights: str | None = None
+    dinov2_model: str | None = None
+    dinov2_size: int | None = None
+    stats_cache: str | None = "~/.cache/priorswap/refstats"
+    progress: bool = True
+
+
+DEFAULT_STEPS = {"ip2p": 100, "zero123": 50, "vd": 50}
+DEFAULT_SCALE = {"zero123": 5.0, "vd": 2.0}
+
+
+def prior_methods(priors: list[str]) -> list[Method]:
+    """``NAME=REF`` or ``REF`` (named after the folder / hub repo) -> methods with unique names."""
+    methods = []
+    for spec in priors:
+        name, _, ref = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
+        name = safe_id(name or os.path.basename(os.path.normpath(ref)))
+        if name == "vanilla" or name in {m.name for m in methods}:
+            raise PriorswapError(f"prior name {name!r} is taken; name the prior explicitly as NAME=REF")
+        methods.append(Method(name, ref))
+    return methods
+
+
+def settings_of(run: ProtocolRun) -> list[Setting]:
+    if run.kind == "ip2p":
+        return dual_settings(run.image_guidance, run.text_guidance)
+    return single_settings(run.guidance_scales or [DEFAULT_SCALE[run.kind]])
+
+
+def check_run(run: ProtocolRun) -> None:
+    """Cheap argument checks (before reading data or loading anything)."""
+    from ..commands.common import DTYPES
+    from ..sampling import SCHEDULERS
+
+    if run.kind not in CONDITIONS:
+        raise PriorswapError(f"unknown kind {run.kind!r}; expected ip2p, zero123 or vd")
+    if run.scheduler not in SCHEDULERS:
+        raise PriorswapError(f"unknown scheduler {run.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if run.dtype not in DTYPES:
+        raise PriorswapError(f"unknown dtype {run.dtype!r}; choose one of {', '.join(DTYPES)}")
+    for name in ("num_samples", "batch_size"):
+        if getattr(run, name) < 1:
+            raise PriorswapError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(run, name)}")
+    if run.steps is not None and run.steps < 1:
+        raise PriorswapError(f"--steps must be at least 1, got {run.steps}")
+    if run.limit is not None and run.limit < 1:
+        raise PriorswapError(f"--limit must be at least 1, got {run.limit}")
+    if run.shard is not None and not (run.shard[1] >= 1 and 0 <= run.shard[0] < run.shard[1]):
+        raise PriorswapError(f"--shard {run.shard[0]}/{run.shard[1]} is invalid; expected K/N with 0 <= K < N")
+    if run.device.startswith("cuda") and not torch.cuda.is_available():
+        raise PriorswapError(f"--device {run.device} requested but no CUDA device is available; use --device cpu")
+    parent = os.path.dirname(os.path.abspath(run.output_dir))
+    if not os.path.isdir(parent):
+        raise PriorswapError(f"the folder {parent!r} that should hold --output-dir does not exist")
+    if os.path.exists(run.output_dir) and not os.path.isdir(run.output_dir):
+        raise PriorswapError(f"--output-dir {run.output_dir!r} is a file")
+
+
+def run_key(run: ProtocolRun, steps: int, items) -> dict:
+    """What the samples on disk depend on; a resumed run must match it."""
+    digest = hashlib.sha256("\n".join(f"{it.id}|{it.image}|{it.target}|{it.pose}|{it.edit}" for it in items).encode()).hexdigest()[:16]
+    return {"kind": run.kind, "model": run.model, "steps": steps, "scheduler": run.scheduler, "seed": run.seed,
+            "num_samples": run.num_samples, "size": run.size, "dtype": run.dtype, "items": len(items), "items_digest": digest}
+
+
+def claim_output(out_dir: str, key: dict) -> None:
+    """Record ``key`` in out/run.json, or check it against a previous run's (resume only like for like)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "run.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = [k for k in key if old.get(k) != key[k]]
+        if diff:
+            k = diff[0]
+            raise PriorswapError(f"--output-dir {out_dir!r} holds a run with {k}={old.get(k)!r}, this one has {k}={key[k]!r}; "
+                                 f"use another folder to keep both (or delete it)")
+        return
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(key, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _reference_paths(folder: str) -> list[str]:
+    paths = []
+    for d, _, files in os.walk(folder):
+        paths += [os.path.join(d, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not paths:
+        raise PriorswapError(f"--reference {folder!r} holds no images")
+    return sorted(paths)
+
+
+def evaluate_protocol(run: ProtocolRun) -> str | None:
+    """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
+    from ..commands.common import DTYPES
+    from ..loading_unet import LOADERS, Offloaded, load_unet_prior, offloaded_decoder
+    from ..metrics.reference import reference_stats
+    from ..pairing import pair
+    from ..sampling import vae_decoder
+
+    check_run(run)
+    metrics = check_metrics(run.kind, run.metrics)
+    methods = [Method("vanilla")] + prior_methods(run.priors)
+    settings = settings_of(run)
+    steps = run.steps or DEFAULT_STEPS[run.kind]
+    size = run.size or (256 if run.kind == "zero123" else None)
+    if set(metrics) & set(SET_METRICS) and run.reference is None and not os.path.isdir(os.path.expanduser(run.data)):
+        raise PriorswapError("--data is a manifest; FID / FD-DINOv2 need --reference (a folder of real images)")
+    # 1. data and metric networks
+    items = read_items(run.data, run.kind, captions=bool({"clip_t", "clip_d"} & set(metrics)), reference_view=run.reference_view)
+    items = subset(items, run.limit, run.seed)
+    indexed = list(enumerate(items))
+    if run.shard is not None:
+        indexed = [(i, it) for i, it in indexed if i % run.shard[1] == run.shard[0]]
+    check_files([it for _, it in indexed])
+    claim_output(run.output_dir, run_key(run, steps, items))
+    nets = build_metric_nets(metrics, run.clip, run.lpips_net, run.lpips_weights, run.inception_weights,
+                             run.dinov2_weights, run.dinov2_model, run.dinov2_size) if run.shard is None else None
+    # 2. models, paired before any sampling
+    dtype, device = DTYPES[run.dtype], torch.device(run.device)
+    home = "cpu" if run.offload else device
+    model = LOADERS[run.kind](run.model, dtype, home)
+    conditions = CONDITIONS[run.kind](model, device, size, run.offload)
+    sizes = sorted({conditions.latent_hw(it) for it in items})
+    priors = {}
+    for m in methods[1:]:
+        loaded = load_unet_prior(m.prior, dtype, "cpu")
+        for hw in sizes:
+            pair(model.denoiser, loaded.denoiser, hw)
+        loaded.vae = None  # only its denoiser is used
+        priors[m.name] = loaded.denoiser
+    # 3. reference statistics (before sampling, so a bad reference set fails early)
+    reference = {}
+    if nets is not None and set(metrics) & set(SET_METRICS):
+        folder = run.reference or run.data
+        paths = _reference_paths(folder)
+        if run.reference_limit:
+            paths = paths[: run.reference_limit]
+        px = conditions.pixel_size(items[0])[0]
+        for m, net in (("fid", nets.inception), ("fd_dinov2", nets.dinov2)):
+            if m in metrics:
+                key = {"dataset": "folder", "split": "reference", "root": os.path.abspath(folder), "resolution": px, "count": len(paths)}
+                cache = os.path.expanduser(run.stats_cache) if run.stats_cache else None
+                reference[m] = reference_stats(net.to(device), reference_images(paths, px, run.batch_size), None, cache, key)
+                net.to("cpu")
+    # 4. sampling
+    store = SampleStore(run.output_dir)
+    decode = offloaded_decoder(model.vae, device) if run.offload else vae_decoder(model.vae)
+    own = Offloaded(model.denoiser, device) if run.offload else model.denoiser
+    made = 0
+    for m in methods:
+        base = priors.get(m.name)
+        if base is not None:
+            base = Offloaded(base, device) if run.offload else base.to(device)
+        made += generate_missing(store, model, conditions, m, base, settings, indexed, run.num_samples, steps, run.scheduler,
+                                 run.seed, run.batch_size, device, decode, own, run.progress)
+        if base is not None and not run.offload:
+            base.to("cpu")
+    if run.shard is not None:
+        print(f"shard {run.shard[0]}/{run.shard[1]}: made {made} samples in {store.root}; run again without --shard to score")
+        return None
+    # 5. scoring
+    del own, priors
+    model.denoiser.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    scorer = Scorer(run.kind, metrics, nets.to(device), conditions, store, reference, run.batch_size, device)
+    results = {}
+    for m in methods:
+        for s in settings:
+            results[(m.name, s.tag)] = scorer.score(m, s, items, run.num_samples)
+    title = (f"{KIND_TITLES[run.kind]}: {run.model} on {run.data}, {len(items)} items x {run.num_samples} samples, "
+             f"{steps} {run.scheduler} steps, seed {run.seed}")
+    text = table(results, methods, settings, metrics, title)
+    write_results(run.output_dir, text, results, methods, settings, metrics)
+    with open(os.path.join(run.output_dir, "settings.json"), "w") as f:
+        json.dump({**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made}, f, indent=2)
+    print(text)
+    print(f"wrote {os.path.join(run.output_dir, 'eval.md')}, eval.csv and items.csv", file=sys.stderr)
+    return text
+
+
+__all__ = ["ProtocolRun", "evaluate_protocol", "TITLES"]
