@@ -183,6 +183,7 @@ def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, caps
     row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "obj1_002")
     assert float(row["psnr"]) == pytest.approx(expected, abs=0.05)
     assert not list(out.rglob(".tmp-*")) and (out / "eval.md").read_text().startswith("Zero-1-to-3 novel views")
+    assert Image.open(out / "grid.png").size == (4 * 34 + 2, 5 * 34 + 2)  # rows: inputs, true views, 3 methods
 
 
 def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, monkeypatch):

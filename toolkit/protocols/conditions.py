@@ -61,10 +61,14 @@ class Conditions:
         for m in self.modules():
             m.to(self.device)
 
-    def _off(self) -> None:
-        if self.offload:
+    def _off(self, force: bool = False) -> None:
+        if self.offload or force:
             for m in self.modules():
                 m.to("cpu")
+
+    def release(self) -> None:
+        """Move the encoders off the device (scoring needs only ``model_input``)."""
+        self._off(force=True)
 
     @torch.no_grad()
     def encode(self, items: list[Item]) -> tuple[Any, Any]:
@@ -115,6 +119,7 @@ class IP2PConditions(Conditions):
         if size is not None and size % self.multiple:
             raise PriorswapError(f"--size must be a multiple of {self.multiple} for this model, got {size}")
         self.size = size
+        self._sizes: dict[str, tuple[int, int]] = {}
 
     def modules(self):
         return [self.model.vae, self.model.encoders["text_encoder"]]
@@ -122,8 +127,12 @@ class IP2PConditions(Conditions):
     def pixel_size(self, item: Item) -> tuple[int, int]:
         if self.size:
             return self.size, self.size
-        w, h = image_size(item.image)
-        return w // self.multiple * self.multiple, h // self.multiple * self.multiple
+        if item.image not in self._sizes:  # header read once per file
+            w, h = image_size(item.image)
+            if min(w, h) < self.multiple:
+                raise PriorswapError(f"input image {item.image!r} is {w}x{h}; it needs at least {self.multiple} pixels per side")
+            self._sizes[item.image] = (w // self.multiple * self.multiple, h // self.multiple * self.multiple)
+        return self._sizes[item.image]
 
     def model_input(self, item: Item):
         return read_image(item.image, self.pixel_size(item), quiet=True)

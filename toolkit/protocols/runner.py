@@ -151,6 +151,22 @@ def _reference_paths(folder: str) -> list[str]:
     return sorted(paths)
 
 
+def write_grid(path: str, store: SampleStore, conditions, items, methods: list[Method], setting: Setting) -> None:
+    """Side by side, first sample of each item: inputs, true views (Zero-1-to-3), then one row per method."""
+    import torch.nn.functional as F
+
+    from ..commands.common import save_grid_atomic
+    from ..images import read_image, to_unit
+
+    h, w = store.load(methods[0].name, setting.tag, items[0].id, 0).shape[-2:]
+    fit = lambda x: F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)  # noqa: E731
+    rows = [torch.cat([fit(to_unit(conditions.model_input(it))) for it in items])]
+    if all(it.target for it in items):
+        rows.append(torch.cat([fit(to_unit(read_image(it.target, (w, h), quiet=True))) for it in items]))
+    rows += [torch.cat([fit(store.load(m.name, setting.tag, it.id, 0)) for it in items]) for m in methods]
+    save_grid_atomic(path, rows)
+
+
 def evaluate_protocol(run: ProtocolRun) -> str | None:
     """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
     from ..commands.common import DTYPES
@@ -223,6 +239,8 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     # 5. scoring
     del own, priors
     model.denoiser.to("cpu")
+    model.vae.to("cpu")
+    conditions.release()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     scorer = Scorer(run.kind, metrics, nets.to(device), conditions, store, reference, run.batch_size, device)
@@ -234,6 +252,7 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
              f"{steps} {run.scheduler} steps, seed {run.seed}")
     text = table(results, methods, settings, metrics, title)
     write_results(run.output_dir, text, results, methods, settings, metrics)
+    write_grid(os.path.join(run.output_dir, "grid.png"), store, conditions, items[:8], methods, settings[0])
     with open(os.path.join(run.output_dir, "settings.json"), "w") as f:
         json.dump({**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made}, f, indent=2)
     print(text)

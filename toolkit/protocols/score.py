@@ -152,7 +152,10 @@ class Scorer:
             if self.nets.clip is not None:
                 out["clip"] = self.nets.clip.image_embeds(x)[0]  # (P,)
             if self.nets.dinov2 is not None and "dino_sim" in self.metrics:
-                out["dino"] = self.nets.dinov2(x.to(self.device))[0].float()  # (D,)
+                h, w = x.shape[-2:]
+                s = min(h, w)  # centre square, as the CLIP processor crops what VD sees (DINOv2 would squash)
+                square = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+                out["dino"] = self.nets.dinov2(square.to(self.device))[0].float()  # (D,)
             self._inputs[it.id] = out
         return self._inputs[it.id]
 
