@@ -96,8 +96,33 @@ def save_sd_pipeline(path: str, prediction_type: str = "epsilon", vae_scaling: f
     return path
 
 
+T5_CORPUS = ["a photo of a cat", "an empty room at night", "make it snowy", "the quick brown fox jumps over the lazy dog"]
+
+
+def sentencepiece_t5_tokenizer(folder: str, max_length: int = 120):
+    """A real ``T5Tokenizer`` from a sentencepiece model trained here on a few sentences.
+
+    The folder holds what PixArt-alpha's ``tokenizer/`` holds: ``spiece.model`` and a ``tokenizer_config.json``
+    (no ``tokenizer.json``), with T5's ids: pad 0, eos 1, unk 2, no BOS.
+    """
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(T5_CORPUS * 50), model_prefix=os.path.join(folder, "spiece"), vocab_size=36,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
+        unk_piece="<unk>", minloglevel=2, num_threads=1,
+    )
+    os.remove(os.path.join(folder, "spiece.vocab"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "T5Tokenizer", "model_max_length": max_length, "extra_ids": 0,
+                   "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}, f)
+    return T5Tokenizer.from_pretrained(folder)
+
+
 def save_pixart_pipeline(path: str, seed: int = 0) -> str:
-    """A tiny PixArt-alpha folder; a small T5 encoder with the offline CLIP tokenizer standing in for T5's."""
+    """A tiny PixArt-alpha folder: small T5 encoder, real sentencepiece T5 tokenizer (``spiece.model`` only)."""
     from diffusers import DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -106,11 +131,18 @@ def save_pixart_pipeline(path: str, seed: int = 0) -> str:
         num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, cross_attention_dim=16, caption_channels=32, norm_num_groups=8,
     )
-    enc = T5EncoderModel(T5Config(vocab_size=200, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=191))
-    tok = offline_clip_tokenizer(os.path.join(path + "-tok"))
+    enc = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1))
+    tok = sentencepiece_t5_tokenizer(path + "-tok")
     pipe = PixArtAlphaPipeline(
         tokenizer=tok, text_encoder=enc, vae=tiny_vae(seed=seed), transformer=tr,
         scheduler=DDIMScheduler(**{**dit_scheduler_config(), "clip_sample": False}),
     )
     pipe.save_pretrained(path)
+    import shutil
+
+    for name in os.listdir(os.path.join(path, "tokenizer")):  # keep PixArt's own layout: spiece.model, no tokenizer.json
+        if name not in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+            os.remove(os.path.join(path, "tokenizer", name))
+    shutil.copy(os.path.join(path + "-tok", "spiece.model"), os.path.join(path, "tokenizer", "spiece.model"))
+    shutil.copy(os.path.join(path + "-tok", "tokenizer_config.json"), os.path.join(path, "tokenizer", "tokenizer_config.json"))
     return path

@@ -1,4 +1,6 @@
 """UNet and PixArt priors: their own empty-prompt null, schedule bridging, and pairing refusals."""
+import os
+
 import pytest
 import torch
 
@@ -61,6 +63,21 @@ def test_pixart_prior_null_and_learned_sigma(paths):
              added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
     assert out.shape[1] == 8
     assert torch.allclose(prior(x, t, None), out[:, :4], atol=1e-5)
+
+
+def test_pixart_null_equals_its_pipelines_negative_prompt(paths):
+    """The prior's null is what PixArtAlphaPipeline encodes for negative_prompt="" (real sentencepiece T5 tokenizer)."""
+    from diffusers import PixArtAlphaPipeline
+    from transformers import T5Tokenizer
+
+    assert sorted(os.listdir(os.path.join(paths["pixart"], "tokenizer"))) == ["spiece.model", "tokenizer_config.json"]
+    prior = load_prior(paths["pixart"]).denoiser
+    pipe = PixArtAlphaPipeline.from_pretrained(paths["pixart"])
+    assert isinstance(pipe.tokenizer, T5Tokenizer)
+    _, _, neg, neg_mask = pipe.encode_prompt("a photo of a cat", do_classifier_free_guidance=True, negative_prompt="", device="cpu")
+    assert int(prior.null_mask.sum()) == 1 and prior.null_mask[0, 0] == 1  # "" is just </s>
+    torch.testing.assert_close(prior.null_mask.to(neg_mask.dtype), neg_mask)
+    torch.testing.assert_close(prior.null_embedding, neg, atol=1e-6, rtol=1e-5)
 
 
 def test_dit_with_sd_prior_bridges_schedules(paths):
