@@ -333,3 +333,19 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
     assert float(row["clip_t"]) == pytest.approx(float(clip.clip_t(edited, ["a snowy field"])), abs=1e-5)
     assert float(row["clip_d"]) == pytest.approx(float(clip.clip_directional(source, edited, ["a field"], ["a snowy field"])), abs=1e-5)
     assert float(row["clip_i"]) == pytest.approx(float(clip.clip_i(source, edited)), abs=1e-5)
+
+
+def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path):
+    plain, offload = tmp_path / "plain", tmp_path / "offload"
+    common = ("--prior", f"sd={env['sd']}", "--limit", "2")
+    assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0
+    code, text, err = run_cli(capsys, *zero123_args(env, offload, *common, "--offload"))
+    assert code == 0, err
+    assert "| vanilla CFG | g=5 | 2 |" in text  # --limit 2 of the 4 views
+    assert sorted(p.name for p in (plain / "samples" / "sd" / "g5").iterdir()) == sorted(p.name for p in (offload / "samples" / "sd" / "g5").iterdir())
+    assert_same_values(values(str(offload)), values(str(plain)))
+
+
+def test_shard_runs_check_metric_weights_too(env, capsys, tmp_path):
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "s", "--shard", "0/2", "--lpips-weights", str(tmp_path / "nope.pth")))
+    assert "LPIPS backbone weights" in one_line_error(code, err)

@@ -192,7 +192,9 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     check_files([it for _, it in indexed])
     claim_output(run.output_dir, run_key(run, steps, items))
     nets = build_metric_nets(metrics, run.clip, run.lpips_net, run.lpips_weights, run.inception_weights,
-                             run.dinov2_weights, run.dinov2_model, run.dinov2_size) if run.shard is None else None
+                             run.dinov2_weights, run.dinov2_model, run.dinov2_size)  # shards too: the scoring run must not fail
+    if run.shard is not None:
+        nets = None
     # 2. models, paired before any sampling
     dtype, device = DTYPES[run.dtype], torch.device(run.device)
     home = "cpu" if run.offload else device
