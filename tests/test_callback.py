@@ -121,6 +121,41 @@ def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
                  "--output-dir", str(tmp_path / "o2")]) == 2
 
 
+def test_eval_dit_runs_take_the_minimum_fd_over_disjoint_seeds(tmp_path, setup_dirs, capsys):
+    import csv
+
+    from toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    net = torch.jit.script(features().module)
+    net.save(str(tmp_path / "feat.pt"))
+    code = main(["eval", "dit", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--num-samples", "4",
+                 "--steps", "2", "--batch-size", "4", "--extractor", str(tmp_path / "feat.pt"), "--runs", "2", "--seed", "5",
+                 "--stats-cache", str(tmp_path / "stats"), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0 and "2 runs (fd: minimum, others: mean)" in capsys.readouterr().out
+    with open(tmp_path / "out" / "eval_runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert sorted({(r["run"], r["seed"]) for r in runs}) == [("0", "5"), ("1", "9")]  # disjoint: seeds 5-8 and 9-12
+    per_run = [float(r["value"]) for r in runs if r["key"] == "fd_vanilla_g1.5"]
+    assert len(per_run) == 2 and per_run[0] != per_run[1]
+    with open(tmp_path / "out" / "eval.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["metric"] == "fd")
+    assert float(row["vanilla"]) == pytest.approx(min(per_run))
+
+
+def test_table_keeps_metric_names_with_underscores_and_combines_runs():
+    from toolkit.evaluation import combine_runs, format_table
+
+    runs = [{"fd_dinov2_vanilla_g2": 5.0, "fd_dinov2_swapped_g2": 4.0, "acc_vanilla_g2": 0.5, "acc_swapped_g2": 0.7},
+            {"fd_dinov2_vanilla_g2": 3.0, "fd_dinov2_swapped_g2": 6.0, "acc_vanilla_g2": 0.7, "acc_swapped_g2": 0.9}]
+    both = combine_runs(runs, "fd_dinov2")
+    assert both["fd_dinov2_vanilla_g2"] == 3.0 and both["fd_dinov2_swapped_g2"] == 4.0 and both["fd_dinov2_delta_g2"] == 1.0
+    assert both["acc_vanilla_g2"] == pytest.approx(0.6) and both["acc_delta_g2"] == pytest.approx(0.2)
+    rows = format_table(both, [2.0])
+    assert [r[0] for r in rows] == ["acc @ 2", "fd_dinov2 @ 2"]
+
+
 def test_an_error_during_evaluation_is_raised_not_swallowed(tmp_path, setup_dirs):
     base, food = setup_dirs
 

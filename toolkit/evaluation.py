@@ -229,10 +229,25 @@ def grid_rows(images_by_mode: dict[str, Tensor]) -> Tensor:
     return torch.cat([images_by_mode[m] for m in MODES])
 
 
+def combine_runs(runs: list[dict[str, float]], distance: str) -> dict[str, float]:
+    """Several evaluation runs (disjoint seeds) as one: ``distance`` keys take the minimum over runs, as the paper
+    reports FID (the minimum of 3 FID-5k runs, after Karras et al.); every other metric the mean. Deltas are
+    recomputed from the combined vanilla and swapped values."""
+    keys = [k for k in runs[0] if "_delta_" not in k]
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in runs]
+        out[k] = min(vals) if k.startswith(distance + "_") else sum(vals) / len(vals)
+    for k in keys:
+        if "_vanilla_" in k and k.replace("_vanilla_", "_swapped_") in out:
+            out[k.replace("_vanilla_", "_delta_")] = out[k.replace("_vanilla_", "_swapped_")] - out[k]
+    return out
+
+
 def format_table(values: dict[str, float], scales: Iterable[float]) -> list[tuple[str, float, float, float]]:
     """Rows (metric @ scale, vanilla, swapped, swapped - vanilla) for printing."""
     rows = []
-    metrics = sorted({k.split("_")[0] for k in values})
+    metrics = sorted({k.rsplit("_", 2)[0] for k in values})  # keys are {metric}_{mode}_g{scale}; metric may hold "_"
     for scale in scales:
         tag = f"g{scale:g}"
         for m in metrics:

@@ -17,7 +17,7 @@ import os
 import torch
 
 from ..errors import PriorswapError
-from ..evaluation import EvalSettings, evaluate_local, format_table, local_reference, summarise
+from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
 from ..loading import load_dit, load_prior
 from ..metrics import build_extractor, load_feature_network
 from ..pairing import pair
@@ -50,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default="ddim", help=", ".join(SCHEDULERS))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=int, default=1, help="repeat with disjoint seeds; FID/FD is the minimum over runs, other "
+                   "metrics the mean (paper: min of 3 FID-5k runs, --runs 3)")
     p.add_argument("--guide-channels", type=int, help="guide only the first K channels (3 = original DiT code)")
     p.add_argument("--extractor", default="inception", help="inception, dinov2, or a feature-network file")
     p.add_argument("--extractor-weights", help="local weights file of the extractor")
@@ -66,8 +68,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.data not in DATAMODULES:
         raise PriorswapError(f"unknown --data {args.data!r}; choose one of {', '.join(DATAMODULES)}")
-    if args.num_samples < 1 or args.steps < 1:
-        raise PriorswapError("--num-samples and --steps must be at least 1")
+    if args.num_samples < 1 or args.steps < 1 or args.runs < 1:
+        raise PriorswapError("--num-samples, --steps and --runs must be at least 1")
     if args.scheduler not in SCHEDULERS:
         raise PriorswapError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     os.makedirs(args.output_dir, exist_ok=True)
@@ -89,22 +91,41 @@ def run(args: argparse.Namespace) -> int:
     decode = vae_decoder(model.vae) if model.vae is not None else None
     clf = (lambda images: classifier(images.to(args.device))) if classifier is not None else None
     metric = {"inception": "fid", "dinov2": "fd_dinov2"}.get(args.extractor.lower(), "fd")
-    local = evaluate_local(den, prior.denoiser, den.num_classes, settings, model.scheduler_config, decode, extractor, clf, progress=not args.no_progress)
-    values = summarise(local, reference, metric)
+    runs = []
+    for r in range(args.runs):  # run r draws seeds seed + r * N ... seed + (r + 1) * N - 1
+        settings.seed = args.seed + r * args.num_samples
+        local = evaluate_local(den, prior.denoiser, den.num_classes, settings, model.scheduler_config, decode, extractor, clf, progress=not args.no_progress)
+        runs.append(summarise(local, reference, metric))
+    values = combine_runs(runs, metric)
     rows = format_table(values, args.guidance_scale)
+    how = f", {args.runs} runs ({metric}: minimum, others: mean)" if args.runs > 1 else ""
     lines = [f"vanilla vs swapped CFG: model {args.model}, prior {args.prior}, {args.num_samples} samples per cell, "
-             f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}",
+             f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}{how}",
              "", "| metric @ scale | vanilla | swapped | swapped - vanilla |", "|---|---|---|---|"]
     lines += [f"| {name} | {v:.4f} | {s:.4f} | {d:+.4f} |" for name, v, s, d in rows]
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(args.output_dir, "eval.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.output_dir, "eval.csv"), "w", newline="") as f:
+    def atomic(name: str, write) -> None:  # temp file + rename: a killed run never leaves half a table
+        path = os.path.join(args.output_dir, name)
+        with open(path + ".tmp", "w", newline="") as f:
+            write(f)
+        os.replace(path + ".tmp", path)
+
+    def table_csv(f):
         w = csv.writer(f)
         w.writerow(["metric", "scale", "vanilla", "swapped", "swapped_minus_vanilla"])
         for name, v, s, d in rows:
             m, scale = name.split(" @ ")
             w.writerow([m, scale, v, s, d])
-    print(f"wrote {os.path.join(args.output_dir, 'eval.md')} and eval.csv")
+
+    def runs_csv(f):
+        w = csv.writer(f)
+        w.writerow(["run", "seed", "key", "value"])
+        for r, vals in enumerate(runs):
+            w.writerows([r, args.seed + r * args.num_samples, k, v] for k, v in sorted(vals.items()))
+
+    atomic("eval.md", lambda f: f.write(text + "\n"))
+    atomic("eval.csv", table_csv)
+    atomic("eval_runs.csv", runs_csv)
+    print(f"wrote {os.path.join(args.output_dir, 'eval.md')}, eval.csv and eval_runs.csv (every run)")
     return 0
