@@ -349,3 +349,17 @@ def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path):
 def test_shard_runs_check_metric_weights_too(env, capsys, tmp_path):
     code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "s", "--shard", "0/2", "--lpips-weights", str(tmp_path / "nope.pth")))
     assert "LPIPS backbone weights" in one_line_error(code, err)
+
+
+def test_zero123_manifest_with_explicit_poses_equals_object_folders(env, capsys, tmp_path):
+    folder_items = read_items(env["objects"], "zero123")
+    rows = [{"image": it.image, "target": it.target, "polar": it.pose[0], "azimuth": it.pose[1], "radius": it.pose[2]}
+            for it in folder_items[:2]]
+    manifest = write_jsonl(str(tmp_path / "views.jsonl"), rows)
+    a, b = tmp_path / "folder", tmp_path / "manifest"
+    assert run_cli(capsys, *zero123_args(env, a, "--metrics", "psnr"))[0] == 0
+    assert run_cli(capsys, *zero123_args(env, b, "--data", manifest, "--metrics", "psnr"))[0] == 0
+    for k, it in enumerate(folder_items[:2]):  # same index -> same seed, same pose -> same sample
+        x = np.asarray(Image.open(a / "samples" / "vanilla" / "g5" / f"{it.id}_0.png"), dtype=np.int16)
+        y = np.asarray(Image.open(b / "samples" / "vanilla" / "g5" / f"{k + 1:06d}_0.png"), dtype=np.int16)
+        assert np.abs(x - y).max() <= 1
