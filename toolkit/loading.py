@@ -42,13 +42,18 @@ def read_model_index(ref: str, what: str = "model") -> dict:
             return json.load(f)
     from diffusers import DiffusionPipeline
 
+    from .hub import cached, offline_hint, unreachable_reason
+
+    if not cached(ref, "model_index.json"):
+        reason = unreachable_reason()
+        if reason:
+            raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}")
     try:
         return dict(DiffusionPipeline.load_config(ref))
     except Exception as e:  # offline, unknown id, gated repo...
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise PriorswapError(
-            f"{what} {ref!r} is not a local folder and could not be fetched from the hub ({reason}); "
-            f"on an offline machine download it elsewhere (`hf download {ref} --local-dir DIR`) and pass DIR"
+            f"{what} {ref!r} is not a local folder and could not be fetched from the hub ({reason}); {offline_hint(ref)}"
         ) from None
 
 
