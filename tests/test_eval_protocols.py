@@ -153,6 +153,9 @@ def test_manifest_problems_are_one_line(tmp_path):
     (tmp_path / "j.jsonl").write_text('{"image": "a.png"}\nnot json\n')
     with pytest.raises(PriorswapError, match=r"j.jsonl:2 is not valid JSON"):
         read_items(str(tmp_path / "j.jsonl"), "vd")
+    (tmp_path / "e.csv").write_text("image,Instruction,Source Prompt,Target Prompt\na.png,add snow,a field,a snowy field\n")
+    it = read_items(str(tmp_path / "e.csv"), "ip2p", captions=True)[0]  # benchmark column names are understood
+    assert (it.edit, it.input_caption, it.output_caption, it.id) == ("add snow", "a field", "a snowy field", "000002")
     with pytest.raises(PriorswapError, match="needs a .jsonl/.csv manifest"):
         read_items(str(tmp_path), "ip2p")
     with pytest.raises(PriorswapError, match="does not exist"):

@@ -27,6 +27,9 @@ from ..errors import PriorswapError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # fields each kind needs in a manifest row (captions only when CLIP-T / CLIP-D are asked for)
 REQUIRED = {"ip2p": ("image", "edit"), "zero123": ("image", "target", "polar", "azimuth", "radius"), "vd": ("image",)}
+# other names editing benchmarks use for the same columns (matched after lower-casing, spaces -> "_")
+ALIASES = {"instruction": "edit", "edit_prompt": "edit", "source_prompt": "input_caption", "target_prompt": "output_caption",
+           "source_caption": "input_caption", "target_caption": "output_caption"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,11 @@ def read_manifest(path: str, kind: str, captions: bool = False) -> list[Item]:
     required = REQUIRED[kind] + (("input_caption", "output_caption") if captions else ())
     folder = os.path.dirname(os.path.abspath(path))
     items = []
-    for n, row in _rows(path):
+    for n, raw in _rows(path):
+        row = {}
+        for k, v in raw.items():
+            key = str(k).strip().lower().replace(" ", "_")
+            row.setdefault(ALIASES.get(key, key), v)
         missing = [k for k in required if row.get(k) in (None, "")]
         if missing:
             raise PriorswapError(f"{path}:{n} lacks {', '.join(missing)}; a {kind} manifest row needs {', '.join(required)}")
