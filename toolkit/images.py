@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -65,3 +66,25 @@ def to_tensor(img) -> torch.Tensor:
 def to_unit(img) -> torch.Tensor:
     """RGB PIL -> (1, 3, H, W) in [0, 1] (what the metrics take)."""
     return to_tensor(img) / 2 + 0.5
+
+
+def save_grid_atomic(path: str, rows: list[torch.Tensor]) -> None:
+    """Save rows of (N, C, H, W) images in [0, 1] as one PNG grid (one row per tensor)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    images = torch.cat(rows)
+    grid = make_grid(images, nrow=rows[0].shape[0], padding=2, pad_value=1.0)
+    array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    if array.shape[2] == 1:
+        array = array[:, :, 0]
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

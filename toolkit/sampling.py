@@ -23,6 +23,8 @@ from .guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype names
+
 SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler", "euler_a")
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..errors import PriorswapError
-from ..sampling import SCHEDULERS
+from ..images import save_grid_atomic  # noqa: F401 (re-exported for the commands)
+from ..sampling import DTYPES, SCHEDULERS  # noqa: F401 (DTYPES re-exported for the commands)
 
 def register_optional(kinds, modules: tuple[str, ...]) -> None:
     """Let each of ``modules`` add its sub-commands to ``kinds``; a module that does not exist is skipped."""
@@ -23,7 +24,6 @@ def register_optional(kinds, modules: tuple[str, ...]) -> None:
                 raise
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def add_sampling_args(p: argparse.ArgumentParser, steps: int = 50, scheduler: str = "ddim") -> None:
@@ -69,28 +69,6 @@ def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_grid_atomic(path: str, rows: list[torch.Tensor]) -> None:
-    """Save rows of (N, C, H, W) images in [0, 1] as one PNG grid (one row per tensor)."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    images = torch.cat(rows)
-    grid = make_grid(images, nrow=rows[0].shape[0], padding=2, pad_value=1.0)
-    array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    if array.shape[2] == 1:
-        array = array[:, :, 0]
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

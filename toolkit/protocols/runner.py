@@ -89,8 +89,7 @@ def settings_of(run: ProtocolRun) -> list[Setting]:
 
 def check_run(run: ProtocolRun) -> None:
     """Cheap argument checks (before reading data or loading anything)."""
-    from ..commands.common import DTYPES
-    from ..sampling import SCHEDULERS
+    from ..sampling import DTYPES, SCHEDULERS
 
     if run.kind not in CONDITIONS:
         raise PriorswapError(f"unknown kind {run.kind!r}; expected ip2p, zero123 or vd")
@@ -155,8 +154,7 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
     """Side by side, first sample of each item: inputs, true views (Zero-1-to-3), then one row per method."""
     import torch.nn.functional as F
 
-    from ..commands.common import save_grid_atomic
-    from ..images import read_image, to_unit
+    from ..images import read_image, save_grid_atomic, to_unit
 
     h, w = store.load(methods[0].name, setting.tag, items[0].id, 0).shape[-2:]
     fit = lambda x: F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)  # noqa: E731
@@ -169,7 +167,7 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
 
 def evaluate_protocol(run: ProtocolRun) -> str | None:
     """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
-    from ..commands.common import DTYPES
+    from ..sampling import DTYPES
     from ..loading_unet import LOADERS, Offloaded, load_unet_prior, offloaded_decoder
     from ..metrics.reference import reference_stats
     from ..pairing import pair
