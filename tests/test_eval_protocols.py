@@ -125,6 +125,38 @@ def zero123_args(env, out, *extra):
             "--size", "32", "--steps", STEPS, "--lpips-weights", env["alexnet"], "--batch-size", "3", *extra]
 
 
+def to_t(im) -> torch.Tensor:
+    """PIL (any mode) -> (1, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def reference_clip(folder: str):
+    """Unit CLIP image / text embeddings straight from transformers' CLIPModel and CLIPTokenizer (an independent check)."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    clip, tok = CLIPModel.from_pretrained(folder).eval(), CLIPTokenizer.from_pretrained(folder)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    s = clip.config.vision_config.image_size
+
+    def pooled(e):
+        return torch.nn.functional.normalize(e if torch.is_tensor(e) else e.pooler_output, dim=-1)[0]
+
+    def image(x):  # shortest side to s (bicubic, antialiased), centre crop, CLIP normalisation
+        h, w = x.shape[-2:]
+        size = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        top, left = (x.shape[-2] - s) // 2, (x.shape[-1] - s) // 2
+        with torch.no_grad():
+            return pooled(clip.get_image_features(pixel_values=(x[..., top : top + s, left : left + s] - mean) / std))
+
+    def text(t):
+        with torch.no_grad():
+            return pooled(clip.get_text_features(**tok([t], return_tensors="pt")))
+
+    return image, text
+
+
 # -- items -----------------------------------------------------------------------------------------
 def test_relative_pose_matches_closed_form_spherical_offsets():
     polar, azimuth, radius = relative_pose(look_at(60, 30, 1.5), look_at(45, 300, 2.0))
@@ -156,6 +188,12 @@ def test_manifest_problems_are_one_line(tmp_path):
     (tmp_path / "e.csv").write_text("image,Instruction,Source Prompt,Target Prompt\na.png,add snow,a field,a snowy field\n")
     it = read_items(str(tmp_path / "e.csv"), "ip2p", captions=True)[0]  # benchmark column names are understood
     assert (it.edit, it.input_caption, it.output_caption, it.id) == ("add snow", "a field", "a snowy field", "000002")
+    caption = write_jsonl(str(tmp_path / "c.jsonl"), [{"image": "a.png", "edit": "x", "input_caption": 5, "output_caption": "y"}])
+    with pytest.raises(PriorswapError, match=r"c.jsonl:1 has a non-text input_caption \(5\)"):
+        read_items(caption, "ip2p", captions=True)
+    (tmp_path / "latin1.csv").write_bytes("image,edit\na.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PriorswapError, match="is not UTF-8 text"):
+        read_items(str(tmp_path / "latin1.csv"), "ip2p")
     with pytest.raises(PriorswapError, match="needs a .jsonl/.csv manifest"):
         read_items(str(tmp_path), "ip2p")
     with pytest.raises(PriorswapError, match="does not exist"):
@@ -190,30 +228,37 @@ def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, caps
 
 
 def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, monkeypatch):
-    from toolkit.protocols import generate
-
     fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
     args = ("--prior", f"sd={env['sd']}", "--guidance-scale", "2", "5")
     assert run_cli(capsys, *zero123_args(env, fresh, *args))[0] == 0
-    real_save, saved = generate.SampleStore.save, []
+    real_save, saved = Image.Image.save, []
 
-    def dying_save(self, *a):
+    def dying_save(self, fp, *a, **k):  # the 6th PNG dies half-written, inside the atomic write
         if len(saved) == 5:
+            with open(fp, "wb") as f:
+                f.write(b"\x89PNG half")
             raise KeyboardInterrupt
-        saved.append(a)
-        real_save(self, *a)
+        saved.append(fp)
+        real_save(self, fp, *a, **k)
 
-    monkeypatch.setattr(generate.SampleStore, "save", dying_save)
+    monkeypatch.setattr(Image.Image, "save", dying_save)
     code, _, _ = run_cli(capsys, *zero123_args(env, resumed, *args))
     assert code == 130 and not (resumed / "eval.md").exists()
-    assert len(list((resumed / "samples").rglob("*.png"))) == 5 and not list(resumed.rglob(".tmp-*"))
-    monkeypatch.setattr(generate.SampleStore, "save", real_save)
+    pngs = list((resumed / "samples").rglob("*.png"))
+    assert len(pngs) == 5 and not list(resumed.rglob(".tmp-*"))  # the half-written file was removed
+    assert all(Image.open(p).size == (32, 32) for p in pngs)
+    monkeypatch.setattr(Image.Image, "save", real_save)
     assert run_cli(capsys, *zero123_args(env, resumed, *args))[0] == 0
     settings = json.loads((resumed / "settings.json").read_text())
     assert settings["made_this_run"] == 2 * 2 * 4 - 5  # only the missing samples were made
     assert_same_values(values(str(resumed)), values(str(fresh)))
     code, _, err = run_cli(capsys, *zero123_args(env, resumed, *args, "--steps", "4"))
     assert "holds a run with steps=3" in one_line_error(code, err)
+    code, _, err = run_cli(capsys, *zero123_args(env, resumed, "--prior", f"sd={env['zero123']}", "--guidance-scale", "2", "5"))
+    assert "holds samples of prior 'sd'" in one_line_error(code, err)  # a name keeps its prior
+    code, text, err = run_cli(capsys, *zero123_args(env, resumed, *args, "--prior", f"own={env['zero123']}"))
+    assert code == 0 and "ours w/ own" in text, err  # a new prior is added next to the old samples
+    assert json.loads((resumed / "settings.json").read_text())["made_this_run"] == 2 * 4
 
 
 def test_shards_then_unsharded_scoring_equals_one_process(env, capsys, tmp_path):
@@ -249,13 +294,18 @@ def test_bad_inputs_fail_in_one_line_before_loading(env, capsys, tmp_path, monke
     assert "001.png" in one_line_error(code, err) and "corrupt" in err
     code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o4", "--shard", "2/2"))
     assert "--shard 2/2 is invalid" in one_line_error(code, err)
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o5", "--size", "0"))
+    assert "--size must be at least 1" in one_line_error(code, err)
+    np.save(corrupt / "obj0" / "001.npy", np.zeros((2, 2)))
+    (corrupt / "obj0" / "001.png").write_bytes((corrupt / "obj0" / "000.png").read_bytes())
+    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "o6", "--data", str(corrupt)))
+    assert "001.npy' has shape (2, 2)" in one_line_error(code, err)
 
 
 # -- Versatile Diffusion ---------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 8 samples in 2048 dims: singular covariances
 def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path):
     import scipy.linalg
-    from transformers import CLIPModel
 
     from toolkit.metrics import InceptionExtractor
 
@@ -270,7 +320,6 @@ def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path
     v = values(str(out))
     # FID of vanilla samples, recomputed: features from the same Inception, Frechet distance with scipy
     inc = InceptionExtractor(env["inception"])
-    to_t = lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
     gen = torch.cat([to_t(Image.open(p)) for p in sorted((out / "samples" / "vanilla" / "g2").glob("*.png"))])
     refs = []
     for p in sorted(os.listdir(env["images"])):
@@ -284,20 +333,7 @@ def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path
     fid = float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
     assert v[("vanilla", "g=2", "fid")] == pytest.approx(fid, rel=1e-3, abs=1e-3)
     # CLIP-I of one sample, recomputed with transformers' CLIPModel and its own image features
-    clip = CLIPModel.from_pretrained(env["clip"]).eval()
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-
-    def embed(x):  # shortest side to 32 (bicubic, antialiased), centre crop, CLIP normalisation
-        h, w = x.shape[-2:]
-        size = (32, max(32, round(w * 32 / h))) if h <= w else (max(32, round(h * 32 / w)), 32)
-        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (x.shape[-2] - 32) // 2, (x.shape[-1] - 32) // 2
-        with torch.no_grad():
-            e = clip.get_image_features(pixel_values=(x[..., top : top + 32, left : left + 32] - mean) / std)
-        e = e if torch.is_tensor(e) else e.pooler_output
-        return torch.nn.functional.normalize(e, dim=-1)[0]
-
+    embed, _ = reference_clip(env["clip"])
     row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "img3" and r["sample"] == "1")
     expected = float(embed(to_t(Image.open(os.path.join(env["images"], "img3.png")))) @ embed(to_t(Image.open(out / "samples" / "vanilla" / "g2" / "img3_1.png"))))
     assert float(row["clip_i"]) == pytest.approx(expected, abs=1e-4)
@@ -312,8 +348,6 @@ def test_vd_manifest_without_reference_folder_is_refused(env, capsys, tmp_path):
 
 # -- InstructPix2Pix -------------------------------------------------------------------------------
 def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_path):
-    from toolkit.metrics import CLIPSimilarity
-
     out = tmp_path / "ip2p"
     code, text, err = run_cli(
         capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(out), "--steps", STEPS,
@@ -328,22 +362,29 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
     # the inputs have different sizes (40 and 48 px wide): each sample keeps its input's size
     assert Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000001_0.png").size == (40, 32)
     assert Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000002_0.png").size == (48, 32)
-    clip = CLIPSimilarity(env["clip"])
-    to_t = lambda p: torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
-    edited = to_t(out / "samples" / "vanilla" / "gI1.5_gT3" / "000002_0.png")
-    source = to_t(os.path.join(env["images"], "img1.png"))
+    image, text = reference_clip(env["clip"])
+    edited = image(to_t(Image.open(out / "samples" / "vanilla" / "gI1.5_gT3" / "000002_0.png")))
+    source = image(to_t(Image.open(os.path.join(env["images"], "img1.png"))))
+    t_in, t_out = text("a field"), text("a snowy field")
     row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["setting"] == "gI=1.5, gT=3" and r["item"] == "000002")
-    assert float(row["clip_t"]) == pytest.approx(float(clip.clip_t(edited, ["a snowy field"])), abs=1e-5)
-    assert float(row["clip_d"]) == pytest.approx(float(clip.clip_directional(source, edited, ["a field"], ["a snowy field"])), abs=1e-5)
-    assert float(row["clip_i"]) == pytest.approx(float(clip.clip_i(source, edited)), abs=1e-5)
+    assert float(row["clip_t"]) == pytest.approx(float(edited @ t_out), abs=1e-4)
+    assert float(row["clip_i"]) == pytest.approx(float(source @ edited), abs=1e-4)
+    d_img, d_txt = edited - source, t_out - t_in  # InstructPix2Pix's directional similarity
+    assert float(row["clip_d"]) == pytest.approx(float(d_img @ d_txt / (d_img.norm() * d_txt.norm())), abs=1e-4)
 
 
-def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path):
+def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypatch):
     plain, offload = tmp_path / "plain", tmp_path / "offload"
+    from toolkit.loading_unet import Offloaded
+
     common = ("--prior", f"sd={env['sd']}", "--limit", "2")
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0
+    calls = []
+    real = Offloaded.predict
+    monkeypatch.setattr(Offloaded, "predict", lambda self, *a: calls.append(self.inner.name) or real(self, *a))
     code, text, err = run_cli(capsys, *zero123_args(env, offload, *common, "--offload"))
     assert code == 0, err
+    assert {"zero123", "sd"} <= set(calls)  # both models ran through the offloading wrapper
     assert "| vanilla CFG | g=5 | 2 |" in text  # --limit 2 of the 4 views
     assert sorted(p.name for p in (plain / "samples" / "sd" / "g5").iterdir()) == sorted(p.name for p in (offload / "samples" / "sd" / "g5").iterdir())
     assert_same_values(values(str(offload)), values(str(plain)))
@@ -366,3 +407,12 @@ def test_zero123_manifest_with_explicit_poses_equals_object_folders(env, capsys,
         x = np.asarray(Image.open(a / "samples" / "vanilla" / "g5" / f"{it.id}_0.png"), dtype=np.int16)
         y = np.asarray(Image.open(b / "samples" / "vanilla" / "g5" / f"{k + 1:06d}_0.png"), dtype=np.int16)
         assert np.abs(x - y).max() <= 1
+
+
+def test_ip2p_shard_with_a_missing_image_elsewhere_is_one_line(env, capsys, tmp_path):
+    rows = [{**json.loads(line), "image": os.path.join(env["images"], f"img{i}.png")} for i, line in enumerate(open(env["edits"]))]
+    rows[2]["image"] = os.path.join(env["images"], "missing.png")  # item 2 belongs to shard 0/2; this run is shard 1/2
+    manifest = write_jsonl(str(tmp_path / "edits.jsonl"), rows)
+    code, _, err = run_cli(capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", manifest, "--output-dir", str(tmp_path / "o"),
+                           "--steps", STEPS, "--clip", env["clip"], "--shard", "1/2")
+    assert "missing.png" in one_line_error(code, err) and not (tmp_path / "o" / "samples").exists()

@@ -51,10 +51,13 @@ def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1
 
 def image_size(path: str) -> tuple[int, int]:
     """(w, h) from the file header, without decoding the pixels."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        return img.size
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise PriorswapError(f"cannot read input image {path!r} ({type(e).__name__})") from None
 
 
 def to_tensor(img) -> torch.Tensor:

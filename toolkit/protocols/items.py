@@ -51,11 +51,14 @@ def safe_id(text: str) -> str:
 
 
 # -- cameras (Zero-1-to-3) -----------------------------------------------------------------------
-def camera_position(rt: np.ndarray) -> np.ndarray:
+def camera_position(rt: np.ndarray, source: str = "camera matrix") -> np.ndarray:
     """World position of a camera with world-to-camera extrinsics [R|t]: C = -R^T t."""
-    rt = np.asarray(rt, dtype=np.float64)
+    try:
+        rt = np.asarray(rt, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PriorswapError(f"{source} is not numeric; expected a 3x4 or 4x4 world-to-camera [R|t]") from None
     if rt.shape not in ((3, 4), (4, 4)):
-        raise PriorswapError(f"camera matrix has shape {rt.shape}; expected 3x4 or 4x4 world-to-camera [R|t]")
+        raise PriorswapError(f"{source} has shape {rt.shape}; expected 3x4 or 4x4 world-to-camera [R|t]")
     r, t = rt[:3, :3], rt[:3, 3]
     return -r.T @ t
 
@@ -66,14 +69,14 @@ def spherical(p: np.ndarray) -> tuple[float, float, float]:
     return math.atan2(math.hypot(x, y), z), math.atan2(y, x), math.sqrt(x * x + y * y + z * z)
 
 
-def relative_pose(reference_rt: np.ndarray, target_rt: np.ndarray) -> tuple[float, float, float]:
+def relative_pose(reference_rt: np.ndarray, target_rt: np.ndarray, sources: tuple[str, str] = ("reference camera", "target camera")) -> tuple[float, float, float]:
     """Zero-1-to-3's relative camera (Liu et al. 2023, Sec. 3.1): target minus reference in spherical coordinates.
 
     Returns (polar change in degrees, azimuth change in degrees in [0, 360), radius change), the arguments of
     :func:`toolkit.adapters.zero123.pose_vector`.
     """
-    th_r, az_r, r_r = spherical(camera_position(reference_rt))
-    th_t, az_t, r_t = spherical(camera_position(target_rt))
+    th_r, az_r, r_r = spherical(camera_position(reference_rt, sources[0]))
+    th_t, az_t, r_t = spherical(camera_position(target_rt, sources[1]))
     d_az = (az_t - az_r) % (2 * math.pi)
     return math.degrees(th_t - th_r), math.degrees(d_az), r_t - r_r
 
@@ -88,6 +91,13 @@ def _load_camera(path: str) -> np.ndarray:
 # -- readers ---------------------------------------------------------------------------------------
 def _rows(path: str) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a .jsonl or .csv manifest."""
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError:
+        raise PriorswapError(f"manifest {path!r} is not UTF-8 text") from None
+
+
+def _read_rows(path: str) -> list[tuple[int, dict]]:
     rows = []
     if path.lower().endswith(".jsonl"):
         with open(path, encoding="utf-8") as f:
@@ -129,8 +139,11 @@ def read_manifest(path: str, kind: str, captions: bool = False) -> list[Item]:
         if kind == "zero123":
             try:
                 pose = (float(row["polar"]), float(row["azimuth"]), float(row["radius"]))
-            except ValueError:
+            except (TypeError, ValueError):
                 raise PriorswapError(f"{path}:{n} has a non-numeric polar/azimuth/radius") from None
+        texts = [k for k in ("edit", "input_caption", "output_caption") if row.get(k) is not None and not isinstance(row[k], str)]
+        if texts:
+            raise PriorswapError(f"{path}:{n} has a non-text {texts[0]} ({row[texts[0]]!r}); expected a string")
         items.append(Item(
             id=safe_id(str(row.get("id") or f"{n:06d}")),
             image=resolve(row["image"]),
@@ -160,11 +173,13 @@ def read_view_folders(root: str, reference_view: int = 0) -> list[Item]:
         png = names.__getitem__
         if reference_view not in views:
             raise PriorswapError(f"object folder {folder!r} has no reference view {reference_view} (png + npy); it has views {views[:8]}")
-        ref_rt = _load_camera(png(reference_view)[:-4] + ".npy")
+        ref_cam = png(reference_view)[:-4] + ".npy"
+        ref_rt = _load_camera(ref_cam)
         for v in views:
             if v == reference_view:
                 continue
-            pose = relative_pose(ref_rt, _load_camera(png(v)[:-4] + ".npy"))
+            cam = png(v)[:-4] + ".npy"
+            pose = relative_pose(ref_rt, _load_camera(cam), (f"camera file {ref_cam!r}", f"camera file {cam!r}"))
             items.append(Item(id=safe_id(f"{name}_{v:03d}"), image=png(reference_view), target=png(v), pose=pose))
     if not items:
         raise PriorswapError(f"{root!r} holds no rendered views; expected object folders with NNN.png views and NNN.npy cameras")

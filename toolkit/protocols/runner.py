@@ -102,8 +102,10 @@ def check_run(run: ProtocolRun) -> None:
             raise PriorswapError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(run, name)}")
     if run.steps is not None and run.steps < 1:
         raise PriorswapError(f"--steps must be at least 1, got {run.steps}")
-    if run.limit is not None and run.limit < 1:
-        raise PriorswapError(f"--limit must be at least 1, got {run.limit}")
+    for name in ("limit", "size", "reference_limit"):
+        value = getattr(run, name)
+        if value is not None and value < 1:
+            raise PriorswapError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if run.shard is not None and not (run.shard[1] >= 1 and 0 <= run.shard[0] < run.shard[1]):
         raise PriorswapError(f"--shard {run.shard[0]}/{run.shard[1]} is invalid; expected K/N with 0 <= K < N")
     if run.device.startswith("cuda") and not torch.cuda.is_available():
@@ -115,30 +117,47 @@ def check_run(run: ProtocolRun) -> None:
         raise PriorswapError(f"--output-dir {run.output_dir!r} is a file")
 
 
-def run_key(run: ProtocolRun, steps: int, items) -> dict:
+def run_key(run: ProtocolRun, steps: int, size: int | None, items) -> dict:
     """What the samples on disk depend on; a resumed run must match it."""
     digest = hashlib.sha256("\n".join(f"{it.id}|{it.image}|{it.target}|{it.pose}|{it.edit}" for it in items).encode()).hexdigest()[:16]
     return {"kind": run.kind, "model": run.model, "steps": steps, "scheduler": run.scheduler, "seed": run.seed,
-            "num_samples": run.num_samples, "size": run.size, "dtype": run.dtype, "items": len(items), "items_digest": digest}
+            "num_samples": run.num_samples, "size": size, "dtype": run.dtype, "items": len(items), "items_digest": digest}
 
 
-def claim_output(out_dir: str, key: dict) -> None:
-    """Record ``key`` in out/run.json, or check it against a previous run's (resume only like for like)."""
+def write_json_atomic(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
+    """Record ``key`` and each method's prior in out/run.json, or check them against a previous run's: samples are
+    reused only like for like, and a prior name keeps its prior (new priors may be added)."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "run.json")
+    priors = {m.name: m.prior for m in methods}
     if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            raise PriorswapError(f"{path!r} is unreadable; it records what the samples in {out_dir!r} were made with "
+                                 f"(delete the folder or use another)") from None
         diff = [k for k in key if old.get(k) != key[k]]
         if diff:
             k = diff[0]
             raise PriorswapError(f"--output-dir {out_dir!r} holds a run with {k}={old.get(k)!r}, this one has {k}={key[k]!r}; "
                                  f"use another folder to keep both (or delete it)")
-        return
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(key, f, indent=2)
-    os.replace(tmp, path)
+        known = old.get("priors", {})
+        for name, ref in priors.items():
+            if name in known and known[name] != ref:
+                raise PriorswapError(f"--output-dir {out_dir!r} holds samples of prior {name!r} = {known[name]!r}, not {ref!r}; "
+                                     f"give this prior another name (NAME=REF) or use another folder")
+        if all(name in known for name in priors):
+            return
+        priors = {**known, **priors}
+    write_json_atomic(path, {**key, "priors": priors})
 
 
 def _reference_paths(folder: str) -> list[str]:
@@ -178,17 +197,24 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     methods = [Method("vanilla")] + prior_methods(run.priors)
     settings = settings_of(run)
     steps = run.steps or DEFAULT_STEPS[run.kind]
-    size = run.size or (256 if run.kind == "zero123" else None)
+    size = run.size or (256 if run.kind == "zero123" else None)  # vd: the UNet's own, ip2p: each input's own
     if set(metrics) & set(SET_METRICS) and run.reference is None and not os.path.isdir(os.path.expanduser(run.data)):
         raise PriorswapError("--data is a manifest; FID / FD-DINOv2 need --reference (a folder of real images)")
     # 1. data and metric networks
     items = read_items(run.data, run.kind, captions=bool({"clip_t", "clip_d"} & set(metrics)), reference_view=run.reference_view)
     items = subset(items, run.limit, run.seed)
+    check_files(items)  # all of them, shards too: a shard reads every header to learn the latent sizes
     indexed = list(enumerate(items))
     if run.shard is not None:
         indexed = [(i, it) for i, it in indexed if i % run.shard[1] == run.shard[0]]
-    check_files([it for _, it in indexed])
-    claim_output(run.output_dir, run_key(run, steps, items))
+    ref_paths = []
+    if set(metrics) & set(SET_METRICS):
+        if len(items) * run.num_samples < 2:
+            raise PriorswapError(f"FID / FD-DINOv2 need at least 2 samples per row; {len(items)} items x {run.num_samples} samples given")
+        ref_paths = _reference_paths(os.path.expanduser(run.reference or run.data))[: run.reference_limit]
+        if len(ref_paths) < 2:
+            raise PriorswapError(f"FID / FD-DINOv2 need at least 2 reference images; {run.reference or run.data!r} gives {len(ref_paths)}")
+    claim_output(run.output_dir, run_key(run, steps, size, items), methods)
     nets = build_metric_nets(metrics, run.clip, run.lpips_net, run.lpips_weights, run.inception_weights,
                              run.dinov2_weights, run.dinov2_model, run.dinov2_size)  # shards too: the scoring run must not fail
     if run.shard is not None:
@@ -208,11 +234,8 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         priors[m.name] = loaded.denoiser
     # 3. reference statistics (before sampling, so a bad reference set fails early)
     reference = {}
-    if nets is not None and set(metrics) & set(SET_METRICS):
-        folder = run.reference or run.data
-        paths = _reference_paths(folder)
-        if run.reference_limit:
-            paths = paths[: run.reference_limit]
+    if nets is not None and ref_paths:
+        folder, paths = os.path.expanduser(run.reference or run.data), ref_paths
         px = conditions.pixel_size(items[0])[0]
         for m, net in (("fid", nets.inception), ("fd_dinov2", nets.dinov2)):
             if m in metrics:
@@ -253,8 +276,8 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     text = table(results, methods, settings, metrics, title)
     write_results(run.output_dir, text, results, methods, settings, metrics)
     write_grid(os.path.join(run.output_dir, "grid.png"), store, conditions, items[:8], methods, settings[0])
-    with open(os.path.join(run.output_dir, "settings.json"), "w") as f:
-        json.dump({**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made}, f, indent=2)
+    write_json_atomic(os.path.join(run.output_dir, "settings.json"),
+                      {**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made})
     print(text)
     print(f"wrote {os.path.join(run.output_dir, 'eval.md')}, eval.csv and items.csv", file=sys.stderr)
     return text

@@ -116,6 +116,13 @@ def reference_images(paths: list[str], size: int, batch_size: int):
         print(f"priorswap: note: skipped {skipped} unreadable reference images", file=sys.stderr)
 
 
+def centre_square(x: torch.Tensor) -> torch.Tensor:
+    """The central square of (B, C, H, W) images: DINOv2 similarity compares crops alike (the extractor would squash)."""
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    return x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+
+
 @dataclass
 class Scored:
     """Results of one (method, setting): the mean of each per-sample metric, set metrics, and the rows."""
@@ -142,20 +149,18 @@ class Scorer:
         return to_unit(read_image(it.target, size, quiet=True))
 
     def _input(self, it: Item) -> torch.Tensor:
-        """The input image: as the model saw it (IP2P, Zero-1-to-3) or as stored (VD, any size)."""
-        return to_unit(self.conditions.model_input(it))
+        """What CLIP-I / DINOv2 similarity compare a sample with: the true view (Zero-1-to-3), the input as the
+        model saw it (IP2P) or as stored (VD, any size)."""
+        return self._target(it) if self.kind == "zero123" else to_unit(self.conditions.model_input(it))
 
     def _input_embeds(self, it: Item) -> dict[str, torch.Tensor]:
-        """CLIP / DINOv2 embeddings of an item's input image, computed once per item (inputs differ in size)."""
+        """CLIP / DINOv2 embeddings of an item's reference image, computed once per item (inputs differ in size)."""
         if it.id not in self._inputs:
             x, out = self._input(it), {}
             if self.nets.clip is not None:
                 out["clip"] = self.nets.clip.image_embeds(x)[0]  # (P,)
             if self.nets.dinov2 is not None and "dino_sim" in self.metrics:
-                h, w = x.shape[-2:]
-                s = min(h, w)  # centre square, as the CLIP processor crops what VD sees (DINOv2 would squash)
-                square = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-                out["dino"] = self.nets.dinov2(square.to(self.device))[0].float()  # (D,)
+                out["dino"] = self.nets.dinov2(centre_square(x).to(self.device))[0].float()  # (D,)
             self._inputs[it.id] = out
         return self._inputs[it.id]
 
@@ -179,7 +184,8 @@ class Scorer:
             feats = self._set_features(gen, stats)
             if "dino_sim" in per:
                 inp = torch.stack([self._input_embeds(it)["dino"] for it, _ in chunk])  # (B, D)
-                values["dino_sim"] = torch.nn.functional.cosine_similarity(feats["dino"], inp, dim=-1, eps=1e-8)
+                g = feats["dino"] if gen.shape[-1] == gen.shape[-2] else self.nets.dinov2(centre_square(gen)).float()
+                values["dino_sim"] = torch.nn.functional.cosine_similarity(g, inp, dim=-1, eps=1e-8)
             for m in per:
                 per[m] += values[m].float().cpu().tolist()
             for j, (it, k) in enumerate(chunk):
@@ -263,7 +269,7 @@ def write_results(out_dir: str, text: str, results: dict[tuple[str, str], Scored
     """eval.md (the table), eval.csv (method, prior, setting, metric, value, n) and items.csv (per sample), atomically."""
     def atomic(name: str, write) -> None:
         path = os.path.join(out_dir, name)
-        tmp = path + ".tmp"
+        tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             write(f)
         os.replace(tmp, path)
