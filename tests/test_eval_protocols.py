@@ -416,3 +416,20 @@ def test_ip2p_shard_with_a_missing_image_elsewhere_is_one_line(env, capsys, tmp_
     code, _, err = run_cli(capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", manifest, "--output-dir", str(tmp_path / "o"),
                            "--steps", STEPS, "--clip", env["clip"], "--shard", "1/2")
     assert "missing.png" in one_line_error(code, err) and not (tmp_path / "o" / "samples").exists()
+
+
+def test_two_runs_claiming_one_folder_at_once_are_checked_against_each_other(tmp_path, monkeypatch):
+    from toolkit.protocols.generate import Method
+    from toolkit.protocols.runner import claim_output
+
+    real_link = os.link
+
+    def other_process_wins(src, dst):  # another shard links its claim in between our check and our link
+        (tmp_path / "other.json").write_text(json.dumps({"steps": 50, "priors": {"vanilla": None}}))
+        real_link(tmp_path / "other.json", dst)
+        real_link(src, dst)  # raises FileExistsError, as the real race would
+
+    monkeypatch.setattr(os, "link", other_process_wins)
+    with pytest.raises(PriorswapError, match="holds a run with steps=50, this one has steps=20"):
+        claim_output(str(tmp_path / "out"), {"steps": 20}, [Method("vanilla")])
+    assert not list((tmp_path / "out").glob("run.json.tmp*"))

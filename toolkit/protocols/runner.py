@@ -137,6 +137,21 @@ def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "run.json")
     priors = {m.name: m.prior for m in methods}
+    if not os.path.isfile(path):  # first claim: link the file into place, so of two shards starting at once one wins
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({**key, "priors": priors}, f, indent=2)
+        try:
+            os.link(tmp, path)
+            return
+        except FileExistsError:
+            pass  # another process claimed it first: check against its claim below
+        except OSError:  # a filesystem without hard links
+            os.replace(tmp, path)
+            return
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     if os.path.isfile(path):
         try:
             with open(path) as f:
