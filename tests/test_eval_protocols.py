@@ -433,3 +433,15 @@ def test_two_runs_claiming_one_folder_at_once_are_checked_against_each_other(tmp
     with pytest.raises(PriorswapError, match="holds a run with steps=50, this one has steps=20"):
         claim_output(str(tmp_path / "out"), {"steps": 20}, [Method("vanilla")])
     assert not list((tmp_path / "out").glob("run.json.tmp*"))
+
+
+def test_conditions_are_encoded_once_per_batch_for_all_guidance_scales(env, capsys, tmp_path, monkeypatch):
+    from toolkit.protocols.conditions import Zero123Conditions
+
+    calls = []
+    real = Zero123Conditions.encode
+    monkeypatch.setattr(Zero123Conditions, "encode", lambda self, items: calls.append(len(items)) or real(self, items))
+    args = zero123_args(env, tmp_path / "o", "--guidance-scale", "2", "5", "7", "--metrics", "psnr")
+    assert run_cli(capsys, *args)[0] == 0
+    assert calls == [3, 1]  # 4 items in batches of 3, each encoded once for the 3 scales
+    assert len(list((tmp_path / "o" / "samples" / "vanilla").rglob("*.png"))) == 3 * 4

@@ -26,6 +26,15 @@ def register_optional(kinds, modules: tuple[str, ...]) -> None:
 
 
 
+def hide_library_progress() -> None:
+    """Silence diffusers' and transformers' own progress bars (``--no-progress``)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def add_sampling_args(p: argparse.ArgumentParser, steps: int = 50, scheduler: str = "ddim") -> None:
     """--prior/--steps/--seed/--scheduler/--batch-size/--device/--dtype and the guidance extras."""
     p.add_argument("--prior", help="base model whose unconditional eps replaces the fine-tune's (Eq. 7); omit for vanilla CFG")

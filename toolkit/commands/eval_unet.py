@@ -15,6 +15,7 @@ import torch
 from ..errors import PriorswapError
 from ..protocols.runner import DEFAULT_SCALE, DEFAULT_STEPS, ProtocolRun, evaluate_protocol
 from ..protocols.score import ALLOWED, DEFAULT_METRICS
+from .common import hide_library_progress
 
 DATA_HELP = {
     "ip2p": ".jsonl/.csv edit manifest: image, edit, input_caption, output_caption (EditEval-style)",
@@ -85,11 +86,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.no_progress:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+        hide_library_progress()
     kind = args.protocol
     run_ = ProtocolRun(
         kind=kind, model=args.model, data=args.data, output_dir=args.output_dir, priors=args.prior,

@@ -17,6 +17,7 @@ import os
 import torch
 
 from ..errors import PriorswapError
+from ..files import write_text_atomic
 from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
 from ..loading import load_dit, load_prior
 from ..metrics import build_extractor, load_feature_network
@@ -106,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join(lines)
     print(text)
     def atomic(name: str, write) -> None:  # temp file + rename: a killed run never leaves half a table
-        path = os.path.join(args.output_dir, name)
-        with open(path + ".tmp", "w", newline="") as f:
-            write(f)
-        os.replace(path + ".tmp", path)
+        write_text_atomic(os.path.join(args.output_dir, name), write)
 
     def table_csv(f):
         w = csv.writer(f)

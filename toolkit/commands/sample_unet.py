@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from ..errors import PriorswapError
-from ..images import read_image, to_tensor  # noqa: F401 (read_image is part of this module's API)
+from ..files import check_output_dir
+from ..images import read_image, to_tensor
 from ..sampling import DualGuidance, Guidance
-from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic
+from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress, save_grid_atomic
 
 DEFAULTS = {  # paper appendix B
     "ip2p": dict(steps=100, image_guidance=1.5, text_guidance=7.5),
@@ -69,18 +70,10 @@ def _common_args(p: argparse.ArgumentParser, model_help: str, steps: int) -> Non
 def _check(args: argparse.Namespace) -> None:
     check_sampling_args(args)
     if args.no_progress:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+        hide_library_progress()
     if args.num_samples < 1:
         raise PriorswapError(f"--num-samples must be at least 1, got {args.num_samples}")
-    parent = os.path.dirname(os.path.abspath(args.output_dir))
-    if not os.path.isdir(parent):
-        raise PriorswapError(f"the folder {parent!r} that should hold --output-dir does not exist")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise PriorswapError(f"--output-dir {args.output_dir!r} is a file")
+    check_output_dir(args.output_dir)
     if not os.path.isfile(args.image):
         raise PriorswapError(f"input image {args.image!r} does not exist")
 

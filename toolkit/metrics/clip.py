@@ -24,12 +24,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _load(loader, ref: str, what: str):
     if not os.path.isdir(ref):
-        from ..hub import cached, unreachable_reason
+        from ..hub import cached, offline_hint, unreachable_reason
 
         reason = None if cached(ref, "config.json") else unreachable_reason()
         if reason:
-            raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; "
-                                 f"`hf download {ref} --local-dir DIR` elsewhere and pass DIR")
+            raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}")
     try:
         return loader.from_pretrained(ref)
     except Exception as e:

@@ -16,8 +16,9 @@ from ..images import image_size, read_image, to_tensor
 from .items import Item
 
 
-def slice_cond(cond: Any, part: slice) -> Any:
-    """Rows ``part`` of a batched condition: a tensor, or a dataclass of tensors (None fields stay None)."""
+def slice_cond(cond: Any, part: slice | torch.Tensor) -> Any:
+    """Rows ``part`` (a slice or an index tensor) of a batched condition: a tensor, or a dataclass of tensors
+    (None fields stay None)."""
     if cond is None:
         return None
     if torch.is_tensor(cond):

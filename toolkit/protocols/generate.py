@@ -128,36 +128,39 @@ def generate_missing(
     den = denoiser or model.denoiser
     sched = make_scheduler(scheduler, model.scheduler_config)
     t_max = sched.config.num_train_timesteps
+    todo = {s.tag: {(i, k) for i, _, k in missing(store, method, s, items, num_samples)} for s in settings}
+    needed = [(i, it, k) for i, it in items for k in range(num_samples) if any((i, k) in t for t in todo.values())]
+    bar = tqdm(total=sum(map(len, todo.values())), desc=method.name, unit="img", disable=not progress or not needed)
     made = 0
-    for setting in settings:
-        todo = missing(store, method, setting, items, num_samples)
-        if not todo:
-            continue
-        bar = tqdm(total=len(todo), desc=f"{method.name} {setting.label}", unit="img", disable=not progress)
-        for hw, chunk in batches(todo, conditions, batch_size):
-            unique: list[Item] = []
-            counts: list[int] = []
-            for _, it, _ in chunk:  # chunk entries of one item are adjacent (missing() yields k innermost)
-                if unique and unique[-1] is it:
-                    counts[-1] += 1
-                else:
-                    unique.append(it)
-                    counts.append(1)
-            cond, image_cond = conditions.encode(unique)
-            cond, image_cond = repeat_cond(cond, counts), repeat_cond(image_cond, counts)
-            g = setting.guidance
+    for hw, chunk in batches(needed, conditions, batch_size):
+        unique: list[Item] = []
+        counts: list[int] = []
+        for _, it, _ in chunk:  # chunk entries of one item are adjacent (k innermost)
+            if unique and unique[-1] is it:
+                counts[-1] += 1
+            else:
+                unique.append(it)
+                counts.append(1)
+        cond, image_cond = conditions.encode(unique)  # once per chunk, for every setting
+        cond, image_cond = repeat_cond(cond, counts), repeat_cond(image_cond, counts)
+        for setting in settings:
+            rows = [j for j, (i, _, k) in enumerate(chunk) if (i, k) in todo[setting.tag]]
+            if not rows:
+                continue
+            sub, idx = [chunk[j] for j in rows], torch.tensor(rows)
+            c_sub, ic_sub, g = slice_cond(cond, idx), slice_cond(image_cond, idx), setting.guidance
 
             def make_eps(part: slice):
-                c = slice_cond(cond, part)
+                c = slice_cond(c_sub, part)
                 if isinstance(g, DualGuidance):
-                    return dual_cfg_eps(den, c, slice_cond(image_cond, part), g, prior_denoiser, t_max)
+                    return dual_cfg_eps(den, c, slice_cond(ic_sub, part), g, prior_denoiser, t_max)
                 return cfg_eps(den, c, g, prior_denoiser, t_max)
 
-            seeds = [seed + i * num_samples + k for i, _, k in chunk]
-            images = generate(make_eps, sched, seeds, (den.latent_channels, *hw), steps, len(chunk), device, decode, progress=False)
-            for (_, it, k), a in zip(chunk, to_uint8(images)):
+            seeds = [seed + i * num_samples + k for i, _, k in sub]
+            images = generate(make_eps, sched, seeds, (den.latent_channels, *hw), steps, len(sub), device, decode, progress=False)
+            for (_, it, k), a in zip(sub, to_uint8(images)):
                 store.save(method.name, setting.tag, it.id, k, a)
-            made += len(chunk)
-            bar.update(len(chunk))
-        bar.close()
+            made += len(sub)
+            bar.update(len(sub))
+    bar.close()
     return made

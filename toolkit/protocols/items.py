@@ -186,14 +186,19 @@ def read_view_folders(root: str, reference_view: int = 0) -> list[Item]:
     return items
 
 
-def read_image_folder(root: str) -> list[Item]:
-    """Every image under ``root`` (recursively, sorted), id = its relative path."""
+def image_paths(root: str) -> list[str]:
+    """Every image file under ``root``, recursively, sorted; a one-line error if there is none."""
     paths = []
     for d, _, files in os.walk(root):
         paths += [os.path.join(d, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not paths:
         raise PriorswapError(f"{root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return [Item(id=safe_id(os.path.splitext(os.path.relpath(p, root))[0]), image=p) for p in sorted(paths)]
+    return sorted(paths)
+
+
+def read_image_folder(root: str) -> list[Item]:
+    """Every image under ``root``, id = its relative path."""
+    return [Item(id=safe_id(os.path.splitext(os.path.relpath(p, root))[0]), image=p) for p in image_paths(root)]
 
 
 def read_items(data: str, kind: str, captions: bool = False, reference_view: int = 0) -> list[Item]:

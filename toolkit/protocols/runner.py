@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import PriorswapError
+from ..files import check_output_dir, write_text_atomic
 from .conditions import CONDITIONS
 from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
-from .items import IMAGE_EXTENSIONS, check_files, read_items, safe_id, subset
+from .items import check_files, image_paths, read_items, safe_id, subset
 from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, check_metrics, reference_images, table, write_results
 
 KIND_TITLES = {"zero123": "Zero-1-to-3 novel views", "vd": "Versatile Diffusion image variations", "ip2p": "InstructPix2Pix edits"}
@@ -110,11 +111,7 @@ def check_run(run: ProtocolRun) -> None:
         raise PriorswapError(f"--shard {run.shard[0]}/{run.shard[1]} is invalid; expected K/N with 0 <= K < N")
     if run.device.startswith("cuda") and not torch.cuda.is_available():
         raise PriorswapError(f"--device {run.device} requested but no CUDA device is available; use --device cpu")
-    parent = os.path.dirname(os.path.abspath(run.output_dir))
-    if not os.path.isdir(parent):
-        raise PriorswapError(f"the folder {parent!r} that should hold --output-dir does not exist")
-    if os.path.exists(run.output_dir) and not os.path.isdir(run.output_dir):
-        raise PriorswapError(f"--output-dir {run.output_dir!r} is a file")
+    check_output_dir(run.output_dir)
 
 
 def run_key(run: ProtocolRun, steps: int, size: int | None, items) -> dict:
@@ -125,10 +122,7 @@ def run_key(run: ProtocolRun, steps: int, size: int | None, items) -> dict:
 
 
 def write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, lambda f: json.dump(obj, f, indent=2))
 
 
 def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
@@ -175,15 +169,6 @@ def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
     write_json_atomic(path, {**key, "priors": priors})
 
 
-def _reference_paths(folder: str) -> list[str]:
-    paths = []
-    for d, _, files in os.walk(folder):
-        paths += [os.path.join(d, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not paths:
-        raise PriorswapError(f"--reference {folder!r} holds no images")
-    return sorted(paths)
-
-
 def write_grid(path: str, store: SampleStore, conditions, items, methods: list[Method], setting: Setting) -> None:
     """Side by side, first sample of each item: inputs, true views (Zero-1-to-3), then one row per method."""
     import torch.nn.functional as F
@@ -201,11 +186,10 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
 
 def evaluate_protocol(run: ProtocolRun) -> str | None:
     """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
-    from ..sampling import DTYPES
     from ..loading_unet import LOADERS, Offloaded, load_unet_prior, offloaded_decoder
     from ..metrics.reference import reference_stats
     from ..pairing import pair
-    from ..sampling import vae_decoder
+    from ..sampling import DTYPES, vae_decoder
 
     check_run(run)
     metrics = check_metrics(run.kind, run.metrics)
@@ -226,7 +210,7 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     if set(metrics) & set(SET_METRICS):
         if len(items) * run.num_samples < 2:
             raise PriorswapError(f"FID / FD-DINOv2 need at least 2 samples per row; {len(items)} items x {run.num_samples} samples given")
-        ref_paths = _reference_paths(os.path.expanduser(run.reference or run.data))[: run.reference_limit]
+        ref_paths = image_paths(os.path.expanduser(run.reference or run.data))[: run.reference_limit]
         if len(ref_paths) < 2:
             raise PriorswapError(f"FID / FD-DINOv2 need at least 2 reference images; {run.reference or run.data!r} gives {len(ref_paths)}")
     claim_output(run.output_dir, run_key(run, steps, size, items), methods)

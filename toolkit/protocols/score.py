@@ -184,8 +184,7 @@ class Scorer:
             feats = self._set_features(gen, stats)
             if "dino_sim" in per:
                 inp = torch.stack([self._input_embeds(it)["dino"] for it, _ in chunk])  # (B, D)
-                g = feats["dino"] if gen.shape[-1] == gen.shape[-2] else self.nets.dinov2(centre_square(gen)).float()
-                values["dino_sim"] = torch.nn.functional.cosine_similarity(g, inp, dim=-1, eps=1e-8)
+                values["dino_sim"] = torch.nn.functional.cosine_similarity(feats["dino"], inp, dim=-1, eps=1e-8)
             for m in per:
                 per[m] += values[m].float().cpu().tolist()
             for j, (it, k) in enumerate(chunk):
@@ -234,7 +233,7 @@ class Scorer:
             f = self.nets.inception(gen)
             stats["fid"] = (stats["fid"] or FeatureStats(f.shape[-1])).add(f)
         if self.nets.dinov2 is not None:
-            feats["dino"] = self.nets.dinov2(gen).float()  # (B, D)
+            feats["dino"] = self.nets.dinov2(centre_square(gen)).float()  # (B, D); samples are square but for IP2P
             if "fd_dinov2" in stats:
                 stats["fd_dinov2"] = (stats["fd_dinov2"] or FeatureStats(feats["dino"].shape[-1])).add(feats["dino"])
         return feats
@@ -267,12 +266,10 @@ def table(results: dict[tuple[str, str], Scored], methods: list[Method], setting
 def write_results(out_dir: str, text: str, results: dict[tuple[str, str], Scored], methods: list[Method],
                   settings: list[Setting], metrics: tuple[str, ...]) -> None:
     """eval.md (the table), eval.csv (method, prior, setting, metric, value, n) and items.csv (per sample), atomically."""
+    from ..files import write_text_atomic
+
     def atomic(name: str, write) -> None:
-        path = os.path.join(out_dir, name)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
+        write_text_atomic(os.path.join(out_dir, name), write)
 
     atomic("eval.md", lambda f: f.write(text + "\n"))
 
