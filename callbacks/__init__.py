@@ -1,4 +1,4 @@
 """What runs during training: the vanilla-vs-swapped CFG evaluation callback."""
-from callbacks.cfg_eval import PriorSwapEval
+from priorswap.callbacks.cfg_eval import PriorSwapEval
 
 __all__ = ["PriorSwapEval"]

@@ -1,7 +1,7 @@
 """Watch a fine-tune: vanilla vs prior-swapped CFG at checkpoints, with grids and metrics in TensorBoard.
 
-The callback only assembles parts (``toolkit.evaluation`` does the sampling and metric maths): it samples
-from the EMA weights of a :class:`toolkit.training.module.DiTFineTune`, takes the unconditional eps either
+The callback only assembles parts (``priorswap.toolkit.evaluation`` does the sampling and metric maths): it samples
+from the EMA weights of a :class:`priorswap.toolkit.training.module.DiTFineTune`, takes the unconditional eps either
 from the fine-tune itself (vanilla, Eq. 6) or from a frozen base (swapped, Eq. 7), on the same labels and
 per-sample seeds, and logs one side-by-side grid per scale plus ``cfg_eval/<metric>_{vanilla,swapped,delta}_g<scale>``
 scalars. Samples are split across ranks and statistics summed, so the numbers do not depend on the GPU count;
@@ -22,14 +22,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from toolkit.adapters.dit import DiTDenoiser
-from toolkit.denoisers import ModelDenoiser
-from toolkit.errors import PriorswapError
-from toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
-from toolkit.loading import load_prior
-from toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
-from toolkit.pairing import pair
-from toolkit.sampling import Guidance, vae_decoder
+from priorswap.toolkit.adapters.dit import DiTDenoiser
+from priorswap.toolkit.denoisers import ModelDenoiser
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
+from priorswap.toolkit.loading import load_prior
+from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
+from priorswap.toolkit.pairing import pair
+from priorswap.toolkit.sampling import Guidance, vae_decoder
 
 
 class PriorSwapEval(Callback):
@@ -38,7 +38,7 @@ class PriorSwapEval(Callback):
     Args:
         prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice);
             "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs);
-            any :class:`toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
+            any :class:`priorswap.toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
         num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
         steps, scheduler: sampler (paper: 50 DDIM steps).

@@ -3,15 +3,15 @@
 Nothing here imports model code; the latent cache takes an encoder callable.
 """
 
-from data.base import Catalog, ImageDataModule
-from data.fashion_mnist import FashionMNISTDataModule
-from data.hf import HFImageDataModule
-from data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
-from data.robust import collate_drop_none
-from data.skip_report import SkippedImagesReport
-from data.torchvision_sets import (Caltech101DataModule, Food101DataModule, ImageFolderDataModule,
+from priorswap.data.base import Catalog, ImageDataModule
+from priorswap.data.fashion_mnist import FashionMNISTDataModule
+from priorswap.data.hf import HFImageDataModule
+from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
+from priorswap.data.robust import collate_drop_none
+from priorswap.data.skip_report import SkippedImagesReport
+from priorswap.data.torchvision_sets import (Caltech101DataModule, Food101DataModule, ImageFolderDataModule,
                                    SUN397DataModule)
-from data.transforms import AdmTransform, adm_center_crop
+from priorswap.data.transforms import AdmTransform, adm_center_crop
 
 __all__ = [
     "AdmTransform", "CachedLatentDataset", "Caltech101DataModule", "Catalog", "FashionMNISTDataModule",

@@ -19,12 +19,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
-from data.sampler import ResumableSampler, SeededItems
-from data.robust import FileImages, RobustImageDataset, SkipLog, collate_drop_none
-from data.splits import limit_per_class, select_classes, stratified_split
-from data.transforms import AdmTransform
-from toolkit.errors import PriorswapError
+from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
+from priorswap.data.sampler import ResumableSampler, SeededItems
+from priorswap.data.robust import FileImages, RobustImageDataset, SkipLog, collate_drop_none
+from priorswap.data.splits import limit_per_class, select_classes, stratified_split
+from priorswap.data.transforms import AdmTransform
+from priorswap.toolkit.errors import PriorswapError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -181,7 +181,7 @@ class ImageDataModule(L.LightningDataModule):
         self._datasets = {s: self._pixel_dataset(self.split[s], self._labels[s], train=s == "train") for s in SPLITS}
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            from data.skip_report import SkippedImagesReport
+            from priorswap.data.skip_report import SkippedImagesReport
 
             if not any(isinstance(c, SkippedImagesReport) for c in trainer.callbacks):
                 trainer.callbacks.append(SkippedImagesReport())

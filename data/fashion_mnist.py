@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.base import Catalog, ImageDataModule, LatentDtype
-from data.robust import ArrayImages, RobustImageDataset
-from data.transforms import PadTransform
-from toolkit.errors import PriorswapError
+from priorswap.data.base import Catalog, ImageDataModule, LatentDtype
+from priorswap.data.robust import ArrayImages, RobustImageDataset
+from priorswap.data.transforms import PadTransform
+from priorswap.toolkit.errors import PriorswapError
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

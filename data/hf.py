@@ -10,10 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from data.base import Catalog, ImageDataModule, LatentDtype
-from data.robust import RobustImageDataset
-from data.transforms import AdmTransform
-from toolkit.errors import PriorswapError
+from priorswap.data.base import Catalog, ImageDataModule, LatentDtype
+from priorswap.data.robust import RobustImageDataset
+from priorswap.data.transforms import AdmTransform
+from priorswap.toolkit.errors import PriorswapError
 
 
 class HFImages(RobustImageDataset):

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
-from toolkit.errors import PriorswapError
+from priorswap.toolkit.errors import PriorswapError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from toolkit.errors import PriorswapError
+from priorswap.toolkit.errors import PriorswapError
 
 _SPLIT, _LIMIT = 0, 1
 

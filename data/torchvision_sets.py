@@ -11,8 +11,8 @@ from pathlib import Path
 
 from torchvision import datasets as tvd
 
-from data.base import Catalog, ImageDataModule
-from toolkit.errors import PriorswapError
+from priorswap.data.base import Catalog, ImageDataModule
+from priorswap.toolkit.errors import PriorswapError
 
 
 def _relative(paths: list, root: str) -> list[str]:

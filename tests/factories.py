@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from toolkit.models import build_dit, dit_scheduler_config
+from priorswap.toolkit.models import build_dit, dit_scheduler_config
 
 SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 
@@ -40,7 +40,7 @@ def save_dit_pipeline(path: str, num_classes: int = 10, sample_size: int = 8, la
     if latent:
         DiTPipeline(transformer=tr, vae=tiny_vae(vae_scaling, seed), scheduler=sched).save_pretrained(path)
     else:
-        from toolkit.training.export import export_pipeline
+        from priorswap.toolkit.training.export import export_pipeline
 
         export_pipeline(tr, None, dict(sched.config), [str(i) for i in range(num_classes)], path)
     return path

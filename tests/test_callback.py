@@ -8,11 +8,11 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks import PriorSwapEval
-from data import Food101DataModule
-from toolkit.errors import PriorswapError
-from toolkit.metrics import ModuleExtractor
-from toolkit.training.module import DiTFineTune
+from priorswap.callbacks import PriorSwapEval
+from priorswap.data import Food101DataModule
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.metrics import ModuleExtractor
+from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
@@ -102,7 +102,7 @@ def test_random_init_fine_tune_needs_an_explicit_prior(tmp_path, setup_dirs):
 
 
 def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
-    from toolkit.cli import main
+    from priorswap.toolkit.cli import main
 
     base, food = setup_dirs
     ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
@@ -124,7 +124,7 @@ def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
 def test_eval_dit_runs_take_the_minimum_fd_over_disjoint_seeds(tmp_path, setup_dirs, capsys):
     import csv
 
-    from toolkit.cli import main
+    from priorswap.toolkit.cli import main
 
     base, food = setup_dirs
     ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
@@ -145,7 +145,7 @@ def test_eval_dit_runs_take_the_minimum_fd_over_disjoint_seeds(tmp_path, setup_d
 
 
 def test_table_keeps_metric_names_with_underscores_and_combines_runs():
-    from toolkit.evaluation import combine_runs, format_table
+    from priorswap.toolkit.evaluation import combine_runs, format_table
 
     runs = [{"fd_dinov2_vanilla_g2": 5.0, "fd_dinov2_swapped_g2": 4.0, "acc_vanilla_g2": 0.5, "acc_swapped_g2": 0.7},
             {"fd_dinov2_vanilla_g2": 3.0, "fd_dinov2_swapped_g2": 6.0, "acc_vanilla_g2": 0.7, "acc_swapped_g2": 0.9}]

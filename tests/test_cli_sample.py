@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from toolkit.cli import main
+from priorswap.toolkit.cli import main
 
 from factories import save_dit_pipeline, save_pixart_pipeline
 
@@ -80,7 +80,7 @@ def test_bad_input_is_one_line_exit_2(dit, tmp_path, capsys, args, needle):
 
 def test_console_script_runs_as_subprocess(dit, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    bad = subprocess.run([sys.executable, "-m", "toolkit", "sample", "dit", "--model", dit, "--labels", "99", "--output", str(tmp_path / "x.npz")], capture_output=True, text=True, env=env)
+    bad = subprocess.run([sys.executable, "-m", "priorswap.toolkit", "sample", "dit", "--model", dit, "--labels", "99", "--output", str(tmp_path / "x.npz")], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("priorswap: error: label 99")
     assert "Traceback" not in bad.stderr

@@ -8,8 +8,8 @@ import datasets
 import pytest
 import torch
 
-from data import HFImageDataModule
-from toolkit.errors import PriorswapError
+from priorswap.data import HFImageDataModule
+from priorswap.toolkit.errors import PriorswapError
 
 try:
     from tests.fakedata import make_image_folder

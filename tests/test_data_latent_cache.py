@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from data import CachedLatentDataset, Food101DataModule, ImageFolderDataModule, build_latent_cache, is_complete
-from toolkit.errors import PriorswapError
+from priorswap.data import CachedLatentDataset, Food101DataModule, ImageFolderDataModule, build_latent_cache, is_complete
+from priorswap.toolkit.errors import PriorswapError
 
 try:
     from tests.fakedata import make_food101, make_image_folder

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from data import (Caltech101DataModule, FashionMNISTDataModule, Food101DataModule, ImageFolderDataModule,
+from priorswap.data import (Caltech101DataModule, FashionMNISTDataModule, Food101DataModule, ImageFolderDataModule,
                   SUN397DataModule)
-from data.fashion_mnist import DEBIAN_ROOT
-from toolkit.errors import PriorswapError
+from priorswap.data.fashion_mnist import DEBIAN_ROOT
+from priorswap.toolkit.errors import PriorswapError
 
 try:
     from tests.fakedata import make_caltech101, make_food101, make_image_folder, make_sun397

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from data.splits import limit_per_class, select_classes, stratified_split
-from data.transforms import AdmTransform, PadTransform, adm_center_crop
-from toolkit.errors import PriorswapError
+from priorswap.data.splits import limit_per_class, select_classes, stratified_split
+from priorswap.data.transforms import AdmTransform, PadTransform, adm_center_crop
+from priorswap.toolkit.errors import PriorswapError
 
 
 def test_adm_crop_box_halves_twice_then_center_crops():

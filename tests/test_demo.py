@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from toolkit.cli import main
-from toolkit.demo.fmnist import load_split
-from toolkit.errors import PriorswapError
+from priorswap.toolkit.cli import main
+from priorswap.toolkit.demo.fmnist import load_split
+from priorswap.toolkit.errors import PriorswapError
 
 DEBIAN = "/usr/share/datasets/fashion-mnist"
 

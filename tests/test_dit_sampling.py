@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.api import class_conditional_samples, sample_dit
-from toolkit.loading import load_dit, load_prior
-from toolkit.sampling import Guidance, initial_noise, to_uint8
+from priorswap.toolkit.api import class_conditional_samples, sample_dit
+from priorswap.toolkit.loading import load_dit, load_prior
+from priorswap.toolkit.sampling import Guidance, initial_noise, to_uint8
 
 from factories import save_dit_pipeline
 

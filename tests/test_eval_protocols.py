@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import metric_factories as mf  # noqa: E402
 import unet_factories as uf  # noqa: E402
 
-from toolkit.cli import main  # noqa: E402
-from toolkit.errors import PriorswapError  # noqa: E402
-from toolkit.protocols.items import read_items, relative_pose  # noqa: E402
+from priorswap.toolkit.cli import main  # noqa: E402
+from priorswap.toolkit.errors import PriorswapError  # noqa: E402
+from priorswap.toolkit.protocols.items import read_items, relative_pose  # noqa: E402
 
 STEPS = "3"
 
@@ -307,7 +307,7 @@ def test_bad_inputs_fail_in_one_line_before_loading(env, capsys, tmp_path, monke
 def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path):
     import scipy.linalg
 
-    from toolkit.metrics import InceptionExtractor
+    from priorswap.toolkit.metrics import InceptionExtractor
 
     out = tmp_path / "vd"
     code, text, err = run_cli(
@@ -375,7 +375,7 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
 
 def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypatch):
     plain, offload = tmp_path / "plain", tmp_path / "offload"
-    from toolkit.loading_unet import Offloaded
+    from priorswap.toolkit.loading_unet import Offloaded
 
     common = ("--prior", f"sd={env['sd']}", "--limit", "2")
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0
@@ -419,8 +419,8 @@ def test_ip2p_shard_with_a_missing_image_elsewhere_is_one_line(env, capsys, tmp_
 
 
 def test_two_runs_claiming_one_folder_at_once_are_checked_against_each_other(tmp_path, monkeypatch):
-    from toolkit.protocols.generate import Method
-    from toolkit.protocols.runner import claim_output
+    from priorswap.toolkit.protocols.generate import Method
+    from priorswap.toolkit.protocols.runner import claim_output
 
     real_link = os.link
 
@@ -436,7 +436,7 @@ def test_two_runs_claiming_one_folder_at_once_are_checked_against_each_other(tmp
 
 
 def test_conditions_are_encoded_once_per_batch_for_all_guidance_scales(env, capsys, tmp_path, monkeypatch):
-    from toolkit.protocols.conditions import Zero123Conditions
+    from priorswap.toolkit.protocols.conditions import Zero123Conditions
 
     calls = []
     real = Zero123Conditions.encode

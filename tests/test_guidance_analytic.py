@@ -7,13 +7,13 @@ schedule) must give exactly the expected guided eps.
 import pytest
 import torch
 
-from toolkit.denoisers import ModelDenoiser
-from toolkit.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
-from toolkit.loading import alphas_cumprod
-from toolkit.models import dit_scheduler_config
-from toolkit.pairing import schedule_mismatch
-from toolkit.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps
-from toolkit.schedules import alpha_bar_at, from_eps, nearest_timestep, to_eps
+from priorswap.toolkit.denoisers import ModelDenoiser
+from priorswap.toolkit.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
+from priorswap.toolkit.loading import alphas_cumprod
+from priorswap.toolkit.models import dit_scheduler_config
+from priorswap.toolkit.pairing import schedule_mismatch
+from priorswap.toolkit.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps
+from priorswap.toolkit.schedules import alpha_bar_at, from_eps, nearest_timestep, to_eps
 
 from factories import SD_SCHEDULE
 

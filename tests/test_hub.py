@@ -3,9 +3,9 @@ import socket
 
 import pytest
 
-from toolkit import hub
-from toolkit.errors import PriorswapError
-from toolkit.loading import read_model_index
+from priorswap.toolkit import hub
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.loading import read_model_index
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_probe_is_skipped_behind_a_proxy_or_when_offline(online_mode_without_net
 
 
 def test_clip_metric_hub_id_offline_is_one_line(online_mode_without_network):
-    from toolkit.metrics import CLIPSimilarity
+    from priorswap.toolkit.metrics import CLIPSimilarity
 
     with pytest.raises(PriorswapError, match="openai/clip-vit-large-patch14' is not a local folder, not in the hub cache"):
         CLIPSimilarity("openai/clip-vit-large-patch14")

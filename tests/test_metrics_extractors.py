@@ -11,8 +11,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 import metric_factories as mf  # noqa: E402
-from toolkit.errors import PriorswapError  # noqa: E402
-from toolkit.metrics import (
+from priorswap.toolkit.errors import PriorswapError  # noqa: E402
+from priorswap.toolkit.metrics import (
     DINOv2Extractor,
     FeatureStats,
     InceptionExtractor,

@@ -8,9 +8,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from toolkit.errors import PriorswapError
-from toolkit.metrics import FeatureStats, feature_stats, frechet_distance, inception_score, reference_stats
-from toolkit.metrics.extractor import FeatureExtractor
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.metrics import FeatureStats, feature_stats, frechet_distance, inception_score, reference_stats
+from priorswap.toolkit.metrics.extractor import FeatureExtractor
 
 
 def random_spd(d: int, rng: np.random.Generator) -> np.ndarray:

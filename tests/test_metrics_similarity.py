@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import metric_factories as mf  # noqa: E402
 
-from toolkit.errors import PriorswapError
-from toolkit.metrics import LPIPS, CLIPSimilarity, DINOv2Extractor, dino_similarity, psnr, ssim
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.metrics import LPIPS, CLIPSimilarity, DINOv2Extractor, dino_similarity, psnr, ssim
 
 
 def test_psnr_matches_mse_formula():

@@ -4,10 +4,10 @@ import os
 import pytest
 import torch
 
-from toolkit.api import sample_dit
-from toolkit.errors import PriorswapError
-from toolkit.loading import load_dit, load_prior
-from toolkit.pairing import pair, schedule_mismatch
+from priorswap.toolkit.api import sample_dit
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.loading import load_dit, load_prior
+from priorswap.toolkit.pairing import pair, schedule_mismatch
 
 from factories import save_dit_pipeline, save_pixart_pipeline, save_sd_pipeline
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from toolkit.training.cli import PriorswapCLI
-from toolkit.training.module import DiTFineTune
+from priorswap.toolkit.training.cli import PriorswapCLI
+from priorswap.toolkit.training.module import DiTFineTune
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "*.yaml")))
 
@@ -27,7 +27,7 @@ def test_recipe_parses(recipe):
 
     cli = ParseOnly(DiTFineTune, L.LightningDataModule, subclass_mode_data=True, run=False, args=["-c", recipe])
     cfg = cli.config
-    assert cfg.data.class_path.startswith("data.")
+    assert cfg.data.class_path.startswith("priorswap.data.")
     assert cfg.trainer.max_steps > 0
     if "xl2" in recipe:  # the paper's settings (appendix B)
         assert cfg.model.pretrained == "facebook/DiT-XL-2-256" and cfg.model.vae == "stabilityai/sd-vae-ft-ema"

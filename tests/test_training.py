@@ -6,12 +6,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from data import Caltech101DataModule, Food101DataModule, SUN397DataModule
-from toolkit.adapters.dit import label_embedders
-from toolkit.cli import main
-from toolkit.loading import load_dit
-from toolkit.training.label_table import drop_labels
-from toolkit.training.module import DiTFineTune
+from priorswap.data import Caltech101DataModule, Food101DataModule, SUN397DataModule
+from priorswap.toolkit.adapters.dit import label_embedders
+from priorswap.toolkit.cli import main
+from priorswap.toolkit.loading import load_dit
+from priorswap.toolkit.training.label_table import drop_labels
+from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_caltech101, make_food101, make_sun397
@@ -63,7 +63,7 @@ def test_fine_tune_replaces_label_table_in_every_block(tmp_path, food):
         assert emb.embedding_table.num_embeddings == 4 and emb.num_classes == 3 and emb.dropout_prob == 0.0
     fresh = DiTFineTune(pretrained=base, vae=None)
     fresh.num_classes = None
-    from toolkit.training.label_table import replace_label_table
+    from priorswap.toolkit.training.label_table import replace_label_table
 
     replace_label_table(fresh.transformer, 3)
     for emb, old in zip(label_embedders(fresh.transformer), base_tables):

@@ -1,6 +1,6 @@
 """High-level Python API: load, pair and sample in one call.
 
-    from toolkit.api import sample_dit
+    from priorswap.toolkit.api import sample_dit
     vanilla = sample_dit("my-food101-dit", labels=[0, 3, 7], guidance_scale=1.5)
     swapped = sample_dit("my-food101-dit", labels=[0, 3, 7], guidance_scale=1.5, prior="facebook/DiT-XL-2-256")
 

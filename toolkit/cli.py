@@ -1,6 +1,6 @@
 """The ``priorswap`` command: maps command names to small modules under ``toolkit/commands``.
 
-- ``fit`` / ``validate`` hand over to LightningCLI (``toolkit.training.cli``), so recipes are plain YAML
+- ``fit`` / ``validate`` hand over to LightningCLI (``priorswap.toolkit.training.cli``), so recipes are plain YAML
   of typed constructor arguments.
 - every other command is an argparse sub-command; each module exposes ``register(subparsers)`` and sets
   ``func`` on its parser. User mistakes (:class:`PriorswapError`) become one line on stderr and exit 2.
@@ -13,13 +13,13 @@ import sys
 
 from .errors import PriorswapError
 
-# sub-command -> module under toolkit.commands exposing register(subparsers)
+# sub-command -> module under priorswap.toolkit.commands exposing register(subparsers)
 COMMANDS = {
-    "sample": "toolkit.commands.sample",
-    "bench": "toolkit.commands.bench",
-    "eval": "toolkit.commands.evaluate",
-    "demo": "toolkit.commands.demo",
-    "export": "toolkit.commands.export",
+    "sample": "priorswap.toolkit.commands.sample",
+    "bench": "priorswap.toolkit.commands.bench",
+    "eval": "priorswap.toolkit.commands.evaluate",
+    "demo": "priorswap.toolkit.commands.demo",
+    "export": "priorswap.toolkit.commands.export",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

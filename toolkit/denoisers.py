@@ -1,7 +1,7 @@
 """The one denoiser protocol every model is wrapped in, and the base class adapters share.
 
 A denoiser is a callable ``(x_t, t, cond) -> eps`` where ``t`` is a timestep of the *sampler's*
-schedule and ``cond=None`` means the model's own null condition. Adapters (``toolkit.adapters``) own
+schedule and ``cond=None`` means the model's own null condition. Adapters (``priorswap.toolkit.adapters``) own
 their model's quirks: null id or null embedding, learned sigma, prediction type, timestep mapping.
 Nothing downstream (guidance, samplers, callbacks) knows which model it holds.
 """
@@ -53,7 +53,7 @@ class ModelDenoiser:
         self.prediction_type = prediction_type
         self.latent_channels = latent_channels
         self.vae_scaling_factor, self.vae_latent_channels, self.name = vae_scaling_factor, vae_latent_channels, name
-        self.sampling_alphas_cumprod: Tensor | None = None  # set by toolkit.pairing.pair()
+        self.sampling_alphas_cumprod: Tensor | None = None  # set by priorswap.toolkit.pairing.pair()
 
     # -- to override ---------------------------------------------------------------------------
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:

@@ -3,7 +3,7 @@
 - ``load_ip2p`` / ``load_zero123`` / ``load_vd``: a hub id or a local diffusers folder -> a :class:`Conditional`
   (the wrapped denoiser, its VAE and the encoders that turn user inputs into conditions). Each null condition
   (trap 6) is computed here once; call :meth:`Conditional.free_encoders` once the conditions are built.
-- ``load_unet_prior``: any prior ``toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
+- ``load_unet_prior``: any prior ``priorswap.toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
   own null (which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
 - :func:`conditional_samples`: the shared sampling glue (paired seeds, vanilla or swapped, single or dual CFG).
@@ -33,7 +33,7 @@ COMPONENTS = {
 
 @dataclass
 class Conditional(Loaded):
-    """A fine-tuned conditional model: :class:`toolkit.loading.Loaded` plus the encoders for its conditions."""
+    """A fine-tuned conditional model: :class:`priorswap.toolkit.loading.Loaded` plus the encoders for its conditions."""
 
     kind: str = ""
     encoders: dict[str, Any] = field(default_factory=dict)
@@ -222,7 +222,7 @@ class Offloaded:
 
 
 def offloaded_decoder(vae: torch.nn.Module, device) -> Callable[[Tensor], Tensor]:
-    """``toolkit.sampling.vae_decoder`` that moves the VAE to ``device`` only while decoding."""
+    """``priorswap.toolkit.sampling.vae_decoder`` that moves the VAE to ``device`` only while decoding."""
     from .sampling import vae_decoder
 
     decode = vae_decoder(vae)
@@ -257,8 +257,8 @@ def conditional_samples(
 ) -> Tensor:
     """Images (N, 3, H, W) in [0, 1]; sample i starts from seed + i, so vanilla and swapped runs pair up.
 
-    ``guidance`` is a :class:`toolkit.sampling.Guidance` (Eq. 6/7, Zero-1-to-3, VD) or a
-    :class:`toolkit.sampling.DualGuidance` (Eq. 9, IP2P; then ``image_cond`` is the (image, null text) condition).
+    ``guidance`` is a :class:`priorswap.toolkit.sampling.Guidance` (Eq. 6/7, Zero-1-to-3, VD) or a
+    :class:`priorswap.toolkit.sampling.DualGuidance` (Eq. 9, IP2P; then ``image_cond`` is the (image, null text) condition).
     """
     from .pairing import pair
     from .sampling import DualGuidance, cfg_eps, dual_cfg_eps, generate, make_scheduler, vae_decoder

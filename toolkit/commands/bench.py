@@ -15,7 +15,7 @@ import time
 
 from .common import register_optional
 
-EXTRA_BENCHES = ("toolkit.commands.bench_train", "toolkit.commands.bench_unet", "toolkit.commands.bench_eval")
+EXTRA_BENCHES = ("priorswap.toolkit.commands.bench_train", "priorswap.toolkit.commands.bench_unet", "priorswap.toolkit.commands.bench_eval")
 
 
 def register(sub) -> None:
@@ -87,7 +87,7 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
 
 
 def _worker(task: str, batch: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "toolkit.commands.bench", task, str(batch), args.size, str(args.repeats), args.device, args.dtype]
+    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench", task, str(batch), args.size, str(args.repeats), args.device, args.dtype]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode != 0:
         raise RuntimeError(f"benchmark worker failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
@@ -118,6 +118,6 @@ def run_sample_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # worker: python -m toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE
+if __name__ == "__main__":  # worker: python -m priorswap.toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE
     task, batch, size, repeats, device, dtype = sys.argv[1:7]
     print(json.dumps(_cell(task, int(batch), size, int(repeats), device, dtype)))

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from data import ImageFolderDataModule
+    from priorswap.data import ImageFolderDataModule
     from ..training.module import DiTFineTune
 
     work = tempfile.mkdtemp(prefix="priorswap-bench-")

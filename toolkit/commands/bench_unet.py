@@ -96,7 +96,7 @@ def bench_unet(args: argparse.Namespace) -> int:
 
 def _run_worker(job: dict, tmp: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run([sys.executable, "-m", "toolkit.commands.bench_unet", json.dumps(job)], capture_output=True, text=True, env=env, cwd=tmp)
+    out = subprocess.run([sys.executable, "-m", "priorswap.toolkit.commands.bench_unet", json.dumps(job)], capture_output=True, text=True, env=env, cwd=tmp)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         err = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]

@@ -26,7 +26,7 @@ from ..sampling import SCHEDULERS, vae_decoder
 from .common import DTYPES, register_optional
 
 # further `priorswap eval <kind>` commands living in their own modules
-EXTRA_EVAL_COMMANDS = ("toolkit.commands.eval_unet",)
+EXTRA_EVAL_COMMANDS = ("priorswap.toolkit.commands.eval_unet",)
 
 DATAMODULES = {
     "food101": "Food101DataModule", "sun397": "SUN397DataModule", "caltech101": "Caltech101DataModule",

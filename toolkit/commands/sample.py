@@ -12,7 +12,7 @@ from ..sampling import Guidance, to_uint8
 from .common import DTYPES, add_sampling_args, register_optional, check_sampling_args, save_grid_atomic, save_npz_atomic
 
 # further `priorswap sample <kind>` commands living in their own modules
-EXTRA_SAMPLE_COMMANDS = ("toolkit.commands.sample_unet",)
+EXTRA_SAMPLE_COMMANDS = ("priorswap.toolkit.commands.sample_unet",)
 
 
 def register(sub) -> None:

@@ -189,7 +189,7 @@ def _guidance(args) -> Guidance:
 class Job:
     """Everything one sampling run needs once the conditions are encoded (and the encoders freed)."""
 
-    model: Any  # toolkit.loading_unet.Conditional
+    model: Any  # priorswap.toolkit.loading_unet.Conditional
     cond: Any
     latent_hw: tuple[int, int]
     guidance: Any  # Guidance or DualGuidance

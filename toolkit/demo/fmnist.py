@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from data.fashion_mnist import DEBIAN_ROOT, FILES, find_idx, read_idx
-from toolkit.errors import PriorswapError
+from priorswap.data.fashion_mnist import DEBIAN_ROOT, FILES, find_idx, read_idx
+from priorswap.toolkit.errors import PriorswapError
 
 
 def load_split(split: str, root: str = DEBIAN_ROOT, classes: list[int] | None = None) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """The paper's evaluation protocols for the UNet fine-tunes (Tables 1, 2 and 5): vanilla CFG against each prior.
 
-    from toolkit.protocols import ProtocolRun, evaluate_protocol
+    from priorswap.toolkit.protocols import ProtocolRun, evaluate_protocol
     evaluate_protocol(ProtocolRun(kind="zero123", model="kxic/zero123-xl", data="gso_renders/", output_dir="out",
                                   priors=["sd14=CompVis/stable-diffusion-v1-4"], lpips_weights="alexnet-owt-7be5be79.pth"))
 

@@ -34,7 +34,7 @@ class ProtocolRun:
 
     kind: str  # "ip2p", "zero123" or "vd"
     model: str  # hub id or diffusers folder of the fine-tune
-    data: str  # manifest (.jsonl/.csv) or folder, see toolkit.protocols.items
+    data: str  # manifest (.jsonl/.csv) or folder, see priorswap.toolkit.protocols.items
     output_dir: str
     priors: list[str] = field(default_factory=list)  # "REF" or "NAME=REF"
     guidance_scales: list[float] = field(default_factory=list)  # zero123 / vd (default 5.0 / 2.0)

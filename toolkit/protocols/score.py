@@ -48,10 +48,10 @@ def check_metrics(kind: str, metrics: list[str] | None) -> tuple[str, ...]:
 class MetricNets:
     """The pretrained networks the chosen metrics need (None where unused). Built before any sampling."""
 
-    clip: Any = None  # toolkit.metrics.CLIPSimilarity
-    lpips: Any = None  # toolkit.metrics.LPIPS
-    inception: Any = None  # toolkit.metrics.InceptionExtractor
-    dinov2: Any = None  # toolkit.metrics.DINOv2Extractor
+    clip: Any = None  # priorswap.toolkit.metrics.CLIPSimilarity
+    lpips: Any = None  # priorswap.toolkit.metrics.LPIPS
+    inception: Any = None  # priorswap.toolkit.metrics.InceptionExtractor
+    dinov2: Any = None  # priorswap.toolkit.metrics.DINOv2Extractor
 
     def to(self, device) -> "MetricNets":
         for name in ("clip", "lpips", "inception", "dinov2"):

@@ -15,7 +15,7 @@ def export_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module | None, s
 
     Written into a temporary sibling folder and renamed into place, so an interrupted export never leaves
     a folder that looks complete. A pixel-space model (no VAE) is saved with ``vae: null``, which
-    ``DiTPipeline`` cannot run but :func:`toolkit.loading.load_dit` can.
+    ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.loading.load_dit` can.
     """
     from diffusers import DDIMScheduler, DiTPipeline
 
