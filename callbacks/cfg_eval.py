@@ -14,7 +14,6 @@ import copy
 import csv
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -235,7 +234,7 @@ class PriorSwapEval(Callback):
 
     # -- output -----------------------------------------------------------------------------------
     def _log(self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor], seconds: float) -> None:
-        from torchvision.utils import make_grid
+        from priorswap.toolkit.images import make_grid
 
         metrics = {f"cfg_eval/{k}": v for k, v in values.items()}
         for logger in trainer.loggers:
@@ -243,7 +242,7 @@ class PriorSwapEval(Callback):
             experiment = getattr(logger, "experiment", None)
             if grids and hasattr(experiment, "add_image"):
                 for scale, images in grids.items():
-                    grid = make_grid(images.float(), nrow=images.shape[0] // 2, padding=2, pad_value=1.0)
+                    grid = make_grid(list(images.float().chunk(2)), row_labels=list(MODES))
                     experiment.add_image(f"cfg_eval/samples_g{scale:g} (top vanilla, bottom swapped)", grid, global_step=step)
         row = {"step": step, "epoch": trainer.current_epoch, "metric": self.metric, "eval_seconds": round(seconds, 3), **values}
         self.rows.append(row)
@@ -261,8 +260,10 @@ class PriorSwapEval(Callback):
         steps = {r["step"] for r in self.rows}
         rows = [r for r in previous if r.get("step") not in steps] + self.rows  # keep rows of earlier (resumed) runs
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        _atomic_write(path, lambda f: _write_csv(f, rows, fields))
-        _atomic_write(path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
+        from priorswap.toolkit.files import write_text_atomic
+
+        write_text_atomic(path, lambda f: _write_csv(f, rows, fields))
+        write_text_atomic(path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def _write_csv(f, rows, fields):
@@ -276,15 +277,3 @@ def _read_jsonl(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def _atomic_write(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -9,7 +9,8 @@ Layout of one cache folder (named by `cache_dir_for`):
     chunk-000000.safetensors ...   items [j*chunk_size, (j+1)*chunk_size): indices, labels, mean, std
     complete.json                  written last, only once every chunk exists
 Chunk j is encoded by rank j % world_size, so the files do not depend on the number of ranks and a
-killed run resumes from its finished chunks. Every file is written to a temp name and os.replace'd.
+killed run resumes from its finished chunks. Every file is written through `atomic_write` (a hidden
+`.<name>.<random>.tmp` next to it, then os.replace'd).
 This module never imports model code: `encode(pixels (B,3,H,W) in [-1,1]) -> (mean, std)` is passed in.
 """
 
@@ -19,9 +20,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +30,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,13 @@ def cache_dir_for(cache_root: str, dataset_name: str, split: str, identity: str,
 
 
 def _atomic_write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(payload, indent=1, sort_keys=True))
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(str(path), "wb") as f:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, f.name, metadata=metadata)
 
 
 def is_complete(folder: str | Path) -> bool:

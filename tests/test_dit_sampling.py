@@ -5,7 +5,8 @@ import torch
 
 from priorswap.toolkit.api import class_conditional_samples, sample_dit
 from priorswap.toolkit.loading import load_dit, load_prior
-from priorswap.toolkit.sampling import Guidance, initial_noise, to_uint8
+from priorswap.toolkit.images import to_uint8
+from priorswap.toolkit.sampling import Guidance, initial_noise
 
 from factories import save_dit_pipeline
 

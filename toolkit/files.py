@@ -1,22 +1,101 @@
-"""Output files: whole or absent (temp file, then an atomic rename), and output folders checked up front."""
+"""Output files: whole or absent (temp file, then an atomic rename), and output folders checked up front.
+
+Every writer in the package goes through :func:`atomic_write` (one file) or :func:`atomic_dir` (one folder).
+The temp file or folder sits next to its final path, named ``.<name>.<random>.tmp``, so the rename never
+crosses a filesystem and a killed writer's leftovers are recognisable. Both are created the way ``open()`` and
+``mkdir`` create anything (mode 0o666 / 0o777 less the umask), so outputs are as readable as any other file
+the user writes; ``tempfile.mkstemp``/``mkdtemp`` would make them 0600/0700.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable, TextIO
+import secrets
+import shutil
+from typing import IO, Callable, Iterator, TextIO
 
 from .errors import PriorswapError
 
 
+def _temp_name(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = "",
+                 exclusive: bool = False) -> Iterator[IO]:
+    """``with atomic_write(path, "w"|"wb") as f: ...`` writes ``f`` to a temp file next to ``path`` and renames it in.
+
+    On any exception in the block the temp file is removed and an existing ``path`` is left as it was. The file
+    honours the umask (it is created by ``open``). ``f.name`` is the temp path, for writers that only take a path
+    (``safetensors.torch.save_file(t, f.name)``): write there before the block ends. With ``exclusive`` the file
+    is hard-linked into place instead, so of two writers only the first wins and the second gets
+    ``FileExistsError`` (a filesystem without hard links falls back to the rename).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    tmp = _temp_name(path)
+    text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
+    try:
+        with open(tmp, mode.replace("w", "x"), **text) as f:
+            yield f
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here: a plain rename
+                os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """``with atomic_dir(path) as tmp: ...`` fills the temp folder ``tmp`` next to ``path``, then moves it into place.
+
+    An existing folder at ``path`` is replaced only once the new one is complete (moved aside, the new one
+    renamed in, the old one deleted); on any exception the temp folder is deleted and ``path`` is untouched.
+    The folder honours the umask (it is created by ``mkdir``).
+    """
+    path = os.path.abspath(path)
+    tmp = _temp_name(path)
+    os.mkdir(tmp)
+    old = None
+    try:
+        yield tmp
+        if os.path.isdir(path) and not os.path.islink(path):
+            old = _temp_name(path)
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                old = None
+                raise
+        else:
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+        if old is not None:
+            _remove(old)
+
+
 def write_text_atomic(path: str, write: Callable[[TextIO], object]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, then rename it in; a killed run leaves no half file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w") as f:
+        write(f)
 
 
 def check_output_dir(path: str, flag: str = "--output-dir") -> None:

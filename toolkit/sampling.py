@@ -208,8 +208,3 @@ def vae_decoder(vae: torch.nn.Module) -> Callable[[Tensor], Tensor]:
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     return decode
-
-
-def to_uint8(images: Tensor):
-    """(N, C, H, W) in [0, 1] -> uint8 numpy NHWC, rounded like diffusers' ``numpy_to_pil``."""
-    return (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 import torch
 
 from ..errors import PriorswapError
-from ..images import save_grid_atomic  # noqa: F401 (re-exported for the commands)
+from ..files import atomic_write
+from ..images import save_grid, save_grid_atomic  # noqa: F401 (re-exported for the commands)
 from ..sampling import DTYPES, SCHEDULERS  # noqa: F401 (DTYPES re-exported for the commands)
 
 def register_optional(kinds, modules: tuple[str, ...]) -> None:
@@ -73,13 +73,5 @@ def check_sampling_args(args: argparse.Namespace) -> None:
 
 def save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     """Write an .npz next to its final path and rename it in, so a killed run never leaves half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)

@@ -7,8 +7,9 @@ import numpy as np
 
 from ..api import class_conditional_samples
 from ..errors import PriorswapError
+from ..images import to_uint8
 from ..loading import load_dit, load_prior
-from ..sampling import Guidance, to_uint8
+from ..sampling import Guidance
 from .common import DTYPES, add_sampling_args, register_optional, check_sampling_args, save_grid_atomic, save_npz_atomic
 
 # further `priorswap sample <kind>` commands living in their own modules

@@ -2,15 +2,13 @@
 
 Each run writes, into ``--output-dir``: ``input.png`` (the image as the model saw it), ``vanilla/NNN.png``,
 ``swapped/NNN.png`` (with ``--prior``), ``grid.png`` (row 1 vanilla, row 2 swapped, same seeds) and
-``meta.json``. Files are staged in a hidden folder and moved in only when every sample is done.
+``meta.json``. Each file is written whole (temp file, then rename) once every sample is done.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +18,7 @@ from ..errors import PriorswapError
 from ..files import check_output_dir
 from ..images import read_image, to_tensor
 from ..sampling import DualGuidance, Guidance
-from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress, save_grid_atomic
+from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress, save_grid
 
 DEFAULTS = {  # paper appendix B
     "ip2p": dict(steps=100, image_guidance=1.5, text_guidance=7.5),
@@ -234,27 +232,20 @@ def sample_and_save(args: argparse.Namespace, job: Job) -> int:
 
 
 def write_outputs(out_dir: str, img, rows: dict[str, torch.Tensor], meta: dict) -> None:
-    """Stage every file in a hidden sibling folder, then move them in (grid and meta last)."""
+    """Write every file atomically, once all samples exist: input and samples first, then grid and meta."""
     from PIL import Image
 
-    from ..sampling import to_uint8
+    from ..files import atomic_write
+    from ..images import to_uint8
 
     os.makedirs(out_dir, exist_ok=True)
-    stage = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-")
-    try:
-        img.save(os.path.join(stage, "input.png"))
-        for mode, images in rows.items():
-            os.makedirs(os.path.join(stage, mode))
-            for i, a in enumerate(to_uint8(images)):
-                Image.fromarray(a).save(os.path.join(stage, mode, f"{i:03d}.png"))
-        save_grid_atomic(os.path.join(stage, "grid.png"), list(rows.values()))
-        with open(os.path.join(stage, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-        for mode in rows:
-            os.makedirs(os.path.join(out_dir, mode), exist_ok=True)
-            for name in sorted(os.listdir(os.path.join(stage, mode))):
-                os.replace(os.path.join(stage, mode, name), os.path.join(out_dir, mode, name))
-        for name in ("input.png", "grid.png", "meta.json"):
-            os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with atomic_write(os.path.join(out_dir, "input.png"), "wb") as f:
+        img.save(f, format="PNG")
+    for mode, images in rows.items():
+        os.makedirs(os.path.join(out_dir, mode), exist_ok=True)
+        for i, a in enumerate(to_uint8(images)):
+            with atomic_write(os.path.join(out_dir, mode, f"{i:03d}.png"), "wb") as f:
+                Image.fromarray(a).save(f, format="PNG")
+    save_grid(os.path.join(out_dir, "grid.png"), list(rows.values()), row_labels=list(rows))
+    with atomic_write(os.path.join(out_dir, "meta.json")) as f:
+        json.dump(meta, f, indent=2)

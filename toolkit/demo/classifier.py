@@ -7,11 +7,11 @@ label accuracy (does the sample look like the class that was asked for?).
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 from torch import Tensor, nn
 
+from ..files import atomic_write
 from ..metrics import ModuleExtractor
 
 
@@ -120,16 +120,9 @@ def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], 
             loss.backward()
             opt.step()
     acc = accuracy(net.eval(), *test)
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp, metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(epochs)})
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with atomic_write(out_path, "wb") as f:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, f.name, metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(epochs)})
     return acc
 
 

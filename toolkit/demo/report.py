@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import statistics
 
-import torch
+from ..files import atomic_write
+from ..images import save_grid
 
 MODES = ("vanilla", "swapped")
 
@@ -28,7 +29,7 @@ def write_report(cfg, results: dict) -> str:
     best_at = {m: [min(scales, key=lambda s: r["values"][f"fd_{m}_g{s:g}"]) for r in seeds] for m in MODES}
     unc = {k: [r["uncond"][k] for r in seeds] for k in seeds[0]["uncond"]}
     _plot(os.path.join(out, "fd_vs_scale.png"), scales, fd)
-    _grid(os.path.join(out, "grid.png"), results["grid"])
+    save_grid(os.path.join(out, "grid.png"), list(results["grid"].values()), row_labels=list(results["grid"]))
 
     lines = [
         "# priorswap demo: vanilla vs prior-swapped CFG on Fashion-MNIST",
@@ -88,10 +89,8 @@ def write_report(cfg, results: dict) -> str:
         f"Run time: {results['seconds'] / 60:.1f} minutes (this run, including any reuse of earlier stages).",
     ]
     path = os.path.join(out, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -145,25 +144,7 @@ def _plot(path: str, scales: list[float], fd: dict) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
-
-def _grid(path: str, rows: dict[str, torch.Tensor]) -> None:
-    from PIL import Image, ImageDraw
-    from torchvision.utils import make_grid
-
-    images = torch.cat(list(rows.values()))
-    n = next(iter(rows.values())).shape[0]
-    grid = make_grid(images, nrow=n, padding=2, pad_value=1.0)  # (C, H, W)
-    arr = (grid.clamp(0, 1) * 255).round().to(torch.uint8)
-    arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-    body = Image.fromarray(arr).convert("RGB").resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST)
-    label_w = 110
-    canvas = Image.new("RGB", (body.width + label_w, body.height), "white")
-    canvas.paste(body, (label_w, 0))
-    draw = ImageDraw.Draw(canvas)
-    row_h = body.height / len(rows)
-    for i, name in enumerate(rows):
-        draw.text((4, int(i * row_h + row_h / 2 - 5)), name, fill="black")
-    canvas.save(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ import torch
 
 from ..errors import PriorswapError
 from ..evaluation import EvalSettings, evaluate_local, sample_images, summarise
+from ..files import atomic_write
 from ..loading import load_dit, load_prior
 from ..metrics import FeatureStats
 from ..pairing import pair
@@ -198,7 +198,5 @@ def _stats(extractor, images: torch.Tensor) -> FeatureStats:
 
 def _atomic_json(path: str, obj) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path) as f:
         json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

@@ -12,6 +12,7 @@ import os
 import torch
 
 from ..errors import PriorswapError
+from ..images import quantize
 from .extractor import FeatureExtractor, check_images, file_fingerprint, load_state_dict_file, require_file
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -63,7 +64,7 @@ class InceptionExtractor(FeatureExtractor):
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            x = (images * 255).round().to(torch.uint8)  # (B, 3, H, W)
+            x = quantize(images)  # (B, 3, H, W) uint8, rounded as a saved PNG is
             pool, logits = self.net(x)  # (B, 2048), (B, 1008)
         return pool.float(), logits.float()
 

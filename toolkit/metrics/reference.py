@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from typing import Any, Iterable
 
 from ..errors import PriorswapError
@@ -36,16 +35,11 @@ def save_stats(stats: FeatureStats, path: str, metadata: dict[str, str]) -> None
     """Write ``stats`` to ``path`` atomically: temp file in the same folder, then ``os.replace``."""
     from safetensors.torch import save_file
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in stats.state().items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from ..files import atomic_write
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        save_file({k: v.contiguous() for k, v in stats.state().items()}, f.name, metadata=metadata)
 
 
 def load_stats(path: str, key: dict[str, str] | None = None) -> FeatureStats | None:

@@ -8,7 +8,6 @@ item i starts from seed ``seed + i * num_samples + k`` for every method, so vani
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,7 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps, generate, make_scheduler, to_uint8
+from ..images import to_uint8
+from ..sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps, generate, make_scheduler
 from .conditions import Conditions, repeat_cond, slice_cond
 from .items import Item
 
@@ -67,17 +67,12 @@ class SampleStore:
         """Write one (H, W, 3) uint8 image atomically."""
         from PIL import Image
 
+        from ..files import atomic_write
+
         path = self.path(method, setting, item, k)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-        os.close(fd)
-        try:
-            Image.fromarray(image).save(tmp, format="PNG")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            Image.fromarray(image).save(f, format="PNG")
 
     def load(self, method: str, setting: str, item: str, k: int) -> torch.Tensor:
         """(1, 3, H, W) in [0, 1]."""

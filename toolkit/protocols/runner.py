@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import PriorswapError
-from ..files import check_output_dir, write_text_atomic
+from ..files import atomic_write, check_output_dir, write_text_atomic
 from .conditions import CONDITIONS
 from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
 from .items import check_files, image_paths, read_items, safe_id, subset
@@ -132,20 +132,12 @@ def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
     path = os.path.join(out_dir, "run.json")
     priors = {m.name: m.prior for m in methods}
     if not os.path.isfile(path):  # first claim: link the file into place, so of two shards starting at once one wins
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({**key, "priors": priors}, f, indent=2)
         try:
-            os.link(tmp, path)
+            with atomic_write(path, exclusive=True) as f:
+                json.dump({**key, "priors": priors}, f, indent=2)
             return
         except FileExistsError:
             pass  # another process claimed it first: check against its claim below
-        except OSError:  # a filesystem without hard links
-            os.replace(tmp, path)
-            return
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     if os.path.isfile(path):
         try:
             with open(path) as f:
@@ -173,7 +165,7 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
     """Side by side, first sample of each item: inputs, true views (Zero-1-to-3), then one row per method."""
     import torch.nn.functional as F
 
-    from ..images import read_image, save_grid_atomic, to_unit
+    from ..images import read_image, save_grid, to_unit
 
     h, w = store.load(methods[0].name, setting.tag, items[0].id, 0).shape[-2:]
     fit = lambda x: F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)  # noqa: E731
@@ -181,7 +173,8 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
     if all(it.target for it in items):
         rows.append(torch.cat([fit(to_unit(read_image(it.target, (w, h), quiet=True))) for it in items]))
     rows += [torch.cat([fit(store.load(m.name, setting.tag, it.id, 0)) for it in items]) for m in methods]
-    save_grid_atomic(path, rows)
+    labels = ["input"] + (["target"] if len(rows) > len(methods) + 1 else []) + [m.name for m in methods]
+    save_grid(path, rows, row_labels=labels)
 
 
 def evaluate_protocol(run: ProtocolRun) -> str | None:

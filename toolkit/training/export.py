@@ -4,8 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 
 import torch
 
@@ -13,17 +11,17 @@ import torch
 def export_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module | None, scheduler_config: dict, class_names: list[str], path: str) -> str:
     """Write ``transformer`` (+ ``vae``, a DDIM scheduler on the training schedule, id2label.json) to ``path``.
 
-    Written into a temporary sibling folder and renamed into place, so an interrupted export never leaves
-    a folder that looks complete. A pixel-space model (no VAE) is saved with ``vae: null``, which
+    Written into a temporary sibling folder and renamed into place (an existing export is replaced only then),
+    so an interrupted export never leaves a folder that looks complete. A pixel-space model (no VAE) is saved with ``vae: null``, which
     ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.loading.load_dit` can.
     """
     from diffusers import DDIMScheduler, DiTPipeline
 
+    from ..files import atomic_dir
+
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
-    try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_dir(path) as tmp:
         model = copy.deepcopy(transformer).float().eval()
         model = getattr(model, "_orig_mod", model)
         sched = DDIMScheduler.from_config({**scheduler_config, "clip_sample": False})
@@ -44,12 +42,6 @@ def export_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module | None, s
                 json.dump(index, f, indent=2)
         with open(os.path.join(tmp, "id2label.json"), "w") as f:
             json.dump({str(i): name for i, name in enumerate(class_names)}, f, indent=2)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
