@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -306,3 +307,22 @@ def test_bench_unet_prints_table_and_json(capsys):
     assert set(rows) == {"vanilla", "swapped"} and "s/sample" in out
     assert rows["swapped"]["weights_mb"] > rows["vanilla"]["weights_mb"] > 0
     assert all(r["peak_mb"] > 0 and r["s_per_sample"] > 0 for r in rows.values())
+
+
+def test_bench_unet_tiny_never_reads_the_tests_folder(tmp_path):
+    """Shipped code must not depend on tests/: any open of a file under a tests/ folder fails the run."""
+    guard = (
+        "import os, sys\n"
+        "def hook(event, args):\n"
+        "    if event == 'open' and isinstance(args[0], str) and f'{os.sep}tests{os.sep}' in os.path.abspath(args[0]):\n"
+        "        raise RuntimeError(f'read {args[0]}')\n"
+        "sys.addaudithook(hook)\n"
+        "from priorswap.toolkit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", guard, "bench", "unet", "--tiny", "--kind", "vd", "--modes", "vanilla",
+                          "--steps", "1", "--num-samples", "1", "--repeats", "1", "--device", "cpu"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "vanilla" in res.stdout

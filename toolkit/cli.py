@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="priorswap", description="Fine-tune diffusion models and sample them with a swapped unconditional prior.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue  # command not built yet
-        mod.register(sub)
+        importlib.import_module(module).register(sub)
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (e.g. priorswap {name} -c recipes/tiny_food101.yaml)", add_help=False)
     return parser

@@ -13,9 +13,8 @@ import subprocess
 import sys
 import time
 
-from .common import register_optional
+from . import bench_train, bench_unet
 
-EXTRA_BENCHES = ("priorswap.toolkit.commands.bench_train", "priorswap.toolkit.commands.bench_unet", "priorswap.toolkit.commands.bench_eval")
 
 
 def register(sub) -> None:
@@ -29,7 +28,8 @@ def register(sub) -> None:
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     s.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     s.set_defaults(func=run_sample_bench)
-    register_optional(kinds, EXTRA_BENCHES)
+    bench_train.register(kinds)
+    bench_unet.register(kinds)
 
 
 def _cuda() -> bool:

@@ -6,13 +6,12 @@ Each (model, mode) runs in a fresh subprocess, so peaks never leak between rows:
 - time: wall seconds per sample of the sampling loop alone (loading excluded, one warm-up sample first).
 - weights: parameters resident while sampling (fine-tune UNet + VAE, plus the prior's UNet when swapped),
   an exact number that does not depend on the allocator.
-``--tiny`` benchmarks the random test models (``tests/unet_factories.py``); ``--model``/``--prior`` real ones.
+``--tiny`` benchmarks tiny random models (``priorswap.toolkit.tiny``); ``--model``/``--prior`` real ones.
 The same command prints the same table on a GPU (``--device cuda``). ``--json``: the last line is JSON.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ def register(sub) -> None:
     """Add ``unet`` to the ``priorswap bench`` sub-commands."""
     p = sub.add_parser("unet", help="memory and time per sample of IP2P / Zero-1-to-3 / VD, vanilla vs swapped")
     p.add_argument("--kind", nargs="+", default=["ip2p", "zero123", "vd"], choices=["ip2p", "zero123", "vd"])
-    p.add_argument("--tiny", action="store_true", help="build tiny random models (needs the repository's tests/)")
+    p.add_argument("--tiny", action="store_true", help="build tiny random models (priorswap.toolkit.tiny)")
     p.add_argument("--model", help="with a single --kind: that model's folder or hub id")
     p.add_argument("--prior", help="prior folder or hub id (with --tiny: a tiny SD pipeline)")
     p.add_argument("--image", help="input image (default: a generated test picture)")
@@ -49,16 +48,6 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _factories():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "unet_factories.py")
-    if not os.path.isfile(path):
-        raise PriorswapError("--tiny builds its models with tests/unet_factories.py, which this installation lacks; use a source checkout")
-    spec = importlib.util.spec_from_file_location("unet_factories", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def bench_unet(args: argparse.Namespace) -> int:
     """Run every (kind, mode) in its own process and print the table (and JSON with --json)."""
     if not args.tiny and not args.model:
@@ -72,7 +61,8 @@ def bench_unet(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="priorswap-bench-") as tmp:
         folders, image, prior = {}, args.image, args.prior
         if args.tiny:
-            uf = _factories()
+            from .. import tiny as uf
+
             build = {"ip2p": uf.save_ip2p, "zero123": uf.save_zero123, "vd": uf.save_vd}
             folders = {k: build[k](os.path.join(tmp, k)) for k in args.kind}
             prior = prior or uf.save_sd(os.path.join(tmp, "sd"))

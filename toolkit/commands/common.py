@@ -12,20 +12,6 @@ from ..files import atomic_write
 from ..images import save_grid, save_grid_atomic  # noqa: F401 (re-exported for the commands)
 from ..sampling import DTYPES, SCHEDULERS  # noqa: F401 (DTYPES re-exported for the commands)
 
-def register_optional(kinds, modules: tuple[str, ...]) -> None:
-    """Let each of ``modules`` add its sub-commands to ``kinds``; a module that does not exist is skipped."""
-    import importlib
-
-    for module in modules:
-        try:
-            importlib.import_module(module).register(kinds)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-
-
-
-
 def hide_library_progress() -> None:
     """Silence diffusers' and transformers' own progress bars (``--no-progress``)."""
     import diffusers

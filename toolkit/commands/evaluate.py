@@ -23,10 +23,8 @@ from ..loading import load_dit, load_prior
 from ..metrics import build_extractor, load_feature_network
 from ..pairing import pair
 from ..sampling import SCHEDULERS, vae_decoder
-from .common import DTYPES, register_optional
-
-# further `priorswap eval <kind>` commands living in their own modules
-EXTRA_EVAL_COMMANDS = ("priorswap.toolkit.commands.eval_unet",)
+from . import eval_unet
+from .common import DTYPES
 
 DATAMODULES = {
     "food101": "Food101DataModule", "sun397": "SUN397DataModule", "caltech101": "Caltech101DataModule",
@@ -63,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
-    register_optional(kinds, EXTRA_EVAL_COMMANDS)
+    eval_unet.register(kinds)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,10 +10,8 @@ from ..errors import PriorswapError
 from ..images import to_uint8
 from ..loading import load_dit, load_prior
 from ..sampling import Guidance
-from .common import DTYPES, add_sampling_args, register_optional, check_sampling_args, save_grid_atomic, save_npz_atomic
-
-# further `priorswap sample <kind>` commands living in their own modules
-EXTRA_SAMPLE_COMMANDS = ("priorswap.toolkit.commands.sample_unet",)
+from . import sample_unet
+from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic, save_npz_atomic
 
 
 def register(sub) -> None:
@@ -29,7 +27,7 @@ def register(sub) -> None:
     d.add_argument("--compare", action="store_true", help="with --prior: also sample vanilla CFG (npz key 'vanilla', grid row 1)")
     add_sampling_args(d)
     d.set_defaults(func=run_dit)
-    register_optional(kinds, EXTRA_SAMPLE_COMMANDS)
+    sample_unet.register(kinds)
 
 
 def run_dit(args: argparse.Namespace) -> int:
