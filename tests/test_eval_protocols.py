@@ -224,7 +224,8 @@ def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, caps
     row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "obj1_002")
     assert float(row["psnr"]) == pytest.approx(expected, abs=0.05)
     assert not list(out.rglob(".tmp-*")) and (out / "eval.md").read_text().startswith("Zero-1-to-3 novel views")
-    assert Image.open(out / "grid.png").size == (4 * 34 + 2, 5 * 34 + 2)  # rows: inputs, true views, 3 methods
+    w, h = Image.open(out / "grid.png").size  # 4 columns; rows: inputs, true views, 3 methods; 32 px tiles shown at 96 px
+    assert w >= 4 * 96 and 5 * 96 <= h < 6 * 96
 
 
 def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, monkeypatch):
@@ -235,8 +236,11 @@ def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, mon
 
     def dying_save(self, fp, *a, **k):  # the 6th PNG dies half-written, inside the atomic write
         if len(saved) == 5:
-            with open(fp, "wb") as f:
-                f.write(b"\x89PNG half")
+            if isinstance(fp, (str, os.PathLike)):
+                with open(fp, "wb") as f:
+                    f.write(b"\x89PNG half")
+            else:  # the atomic writer hands over its open temp file
+                fp.write(b"\x89PNG half")
             raise KeyboardInterrupt
         saved.append(fp)
         real_save(self, fp, *a, **k)
