@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .metrics import FeatureExtractor, FeatureStats, inception_score
 from .metrics.reference import cache_key, cache_path, load_stats, save_stats
-from .sampling import Guidance, cfg_eps, generate, make_scheduler
+from .sampling import Guidance, sample
 
 Reduce = Callable[[Tensor], Tensor]
 MODES = ("vanilla", "swapped")
@@ -69,25 +69,19 @@ def sample_images(
     progress: bool = False,
     desc: str = "eval",
 ) -> Tensor:
-    """Images (len(indices), C, H, W) in [0, 1] for the given sample indices (seed = settings.seed + i).
-
-    ``labels=None`` samples unconditionally (the model's own null, or the prior's when it is given).
-    """
-    sched = make_scheduler(settings.scheduler, scheduler_config)
+    """Images (len(indices), C, H, W) in [0, 1] for the given sample indices (seed = settings.seed + i): sample i
+    has label ``labels[i]`` (Eq. 6; Eq. 7 with ``prior``). ``labels=None`` samples unconditionally: the prior's
+    null when a prior is given, else the model's own."""
+    if labels is None:
+        model, prior, conds = prior if prior is not None else model, None, None
+    else:
+        conds = labels[indices].to(model.device)
     size = model.sample_size
-    shape = (model.latent_channels, size, size)
-    device = model.device
-
-    def make_eps(part: slice):
-        idx = indices[part]
-        if labels is None:
-            den = prior if prior is not None else model
-            return lambda x, t: den(x, t, None)
-        cond = labels[idx].to(device)
-        return cfg_eps(model, cond, guidance, prior, sched.config.num_train_timesteps)
-
-    seeds = [settings.seed + i for i in indices]
-    return generate(make_eps, sched, seeds, shape, settings.steps, settings.batch_size, device, decode, progress, desc)
+    return sample(
+        model, conds, guidance, prior=prior, seeds=[settings.seed + i for i in indices],
+        shape=(model.latent_channels, size, size), steps=settings.steps, scheduler=settings.scheduler,
+        scheduler_config=scheduler_config, decode=decode, batch_size=settings.batch_size, progress=progress, desc=desc,
+    )
 
 
 def evaluate_local(
