@@ -44,6 +44,7 @@ class ModeResult:
     stats: FeatureStats
     correct: float = 0.0
     count: float = 0.0
+    classified: bool = False  # a classifier was given, so acc_* is reported (even at 0% agreement)
     logits: list[Tensor] = field(default_factory=list)
 
 
@@ -118,6 +119,7 @@ def evaluate_local(
                 if classifier is not None:
                     pred = classifier(images).argmax(dim=1).cpu()
                     res.correct += float((pred == labels[chunk]).sum())
+                    res.classified = True
                 res.count += len(chunk)
             out[(scale, mode)] = res
     return out
@@ -140,9 +142,10 @@ def summarise(
         stats = FeatureStats.from_state(state)
         tag = f"g{scale:g}"
         values[f"{metric}_{mode}_{tag}"] = stats.frechet_to(reference)
-        counts = all_reduce(torch.tensor([res.correct, res.count], dtype=torch.float64))
-        if res.correct or any(r.correct for r in local.values()):
-            values[f"acc_{mode}_{tag}"] = float(counts[0] / counts[1])
+        # reduced on every rank, so a rank with no hits (or no samples) never decides alone
+        correct, count, classified = all_reduce(torch.tensor([res.correct, res.count, float(res.classified)], dtype=torch.float64))
+        if classified > 0 and count > 0:
+            values[f"acc_{mode}_{tag}"] = float(correct / count)
         if res.logits:
             values[f"is_{mode}_{tag}"] = inception_score(torch.cat(res.logits))[0]
     for key in list(values):
