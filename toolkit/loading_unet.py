@@ -6,7 +6,7 @@
 - ``load_unet_prior``: any prior ``priorswap.toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
   own null (which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
-- :func:`conditional_samples`: the shared sampling glue (paired seeds, vanilla or swapped, single or dual CFG).
+- :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.sampling.sample``, optionally offloaded.
 """
 from __future__ import annotations
 
