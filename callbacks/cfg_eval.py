@@ -10,7 +10,6 @@ an error on one rank is raised on every rank.
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import json
 import os
@@ -21,7 +20,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from priorswap.toolkit.adapters.dit import DiTDenoiser
 from priorswap.toolkit.denoisers import ModelDenoiser
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
@@ -93,6 +91,7 @@ class PriorSwapEval(Callback):
         self.reference_samples, self.stats_cache = reference_samples, stats_cache
         self.grid_samples, self.offload_prior, self.progress, self.output = grid_samples, offload_prior, progress, output
         self.prior = None
+        self._initial_state: dict[str, torch.Tensor] | None = None  # "initial" prior weights from a checkpoint
         self.reference = None
         self._last_step = -1
         self.rows: list[dict[str, Any]] = []
@@ -101,30 +100,35 @@ class PriorSwapEval(Callback):
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Load the prior before any training (a bad folder or hub id fails at once); pairing waits for
+        ``on_fit_start``, after Lightning's ``configure_model`` has sized the label table."""
         if stage != "fit" or self.prior is not None:
             return
         ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)
         if not ref:
             raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder, hub id or 'initial'); the fine-tune was not started from a pretrained model")
-        pl_module.configure_model()
         if isinstance(ref, ModelDenoiser):
             self.prior = ref
-        elif ref == "initial":
-            current = self._model(pl_module)
-            self.prior = DiTDenoiser(copy.deepcopy(pl_module.transformer), current.alphas_cumprod, current.prediction_type,
-                                     current.vae_scaling_factor, current.vae_latent_channels, name="initial weights")
-        else:
+        elif ref != "initial":
             self.prior = load_prior(ref).denoiser
-        pair(self._model(pl_module), self.prior, (pl_module.transformer.config.sample_size,) * 2)
 
-    def _model(self, pl_module) -> DiTDenoiser:
-        vae = pl_module.vae
-        return DiTDenoiser(
-            pl_module.ema_transformer(), pl_module.schedule.alphas_cumprod,
-            pl_module.scheduler_config.get("prediction_type", "epsilon"),
-            None if vae is None else float(vae.config.scaling_factor),
-            None if vae is None else int(vae.config.latent_channels), name="fine-tune (EMA)",
-        )
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        """Freeze the "initial" prior (restored from the checkpoint on resume) and check the pair."""
+        if self.prior is None:  # "initial": the weights fit started from, kept in checkpoints so resume is exact
+            self.prior = pl_module.denoiser(ema=False)
+            self.prior.name = "initial weights"
+            if self._initial_state is not None:
+                self.prior.transformer.load_state_dict(self._initial_state)
+                self._initial_state = None
+        pair(pl_module.denoiser(), self.prior, (pl_module.transformer.config.sample_size,) * 2)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.prior_ref == "initial" and self.prior is not None:
+            return {"initial_weights": {k: v.detach().cpu() for k, v in self.prior.transformer.state_dict().items()}}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._initial_state = state_dict.get("initial_weights")
 
     # -- triggers -------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -155,7 +159,7 @@ class PriorSwapEval(Callback):
                 return t
             return trainer.strategy.reduce(t.to(device), reduce_op="sum").cpu()
 
-        model = self._model(pl_module)
+        model = pl_module.denoiser()
         decode = vae_decoder(pl_module.vae) if pl_module.vae is not None else None
         failure: BaseException | None = None
         local, grids = {}, {}

@@ -385,7 +385,7 @@ def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypa
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0
     calls = []
     real = Offloaded.predict
-    monkeypatch.setattr(Offloaded, "predict", lambda self, *a: calls.append(self.inner.name) or real(self, *a))
+    monkeypatch.setattr(Offloaded, "predict", lambda self, *a: calls.append(os.path.basename(self.inner.name)) or real(self, *a))
     code, text, err = run_cli(capsys, *zero123_args(env, offload, *common, "--offload"))
     assert code == 0, err
     assert {"zero123", "sd"} <= set(calls)  # both models ran through the offloading wrapper

@@ -7,7 +7,7 @@ schedule) must give exactly the expected guided eps.
 import pytest
 import torch
 
-from priorswap.toolkit.denoisers import ModelDenoiser
+from priorswap.toolkit.denoisers import LatentSpace, ModelDenoiser
 from priorswap.toolkit.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
 from priorswap.toolkit.loading import alphas_cumprod
 from priorswap.toolkit.models import dit_scheduler_config
@@ -30,7 +30,7 @@ class Gaussian(ModelDenoiser):
     """Outputs the exact posterior eps of Gaussian data, expressed as ``prediction_type`` on ``table``."""
 
     def __init__(self, table, prediction_type, classes, null):
-        super().__init__(table, prediction_type, latent_channels=4)
+        super().__init__(LatentSpace(table, prediction_type, channels=4), name="gaussian")
         self.classes, self.null = classes, null  # cond -> (mu, s)
 
     def forward_batch(self, x, t, conds):

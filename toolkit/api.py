@@ -14,41 +14,33 @@ import torch
 
 from .loading import Loaded, load_dit, load_prior
 from .pairing import pair
-from .sampling import Guidance, cfg_eps, generate, make_scheduler, vae_decoder
+from .sampling import Guidance, sample, vae_decoder
 
 
 def class_conditional_samples(
     model: Loaded,
-    labels: torch.Tensor | None,
+    labels: torch.Tensor,
     guidance: Guidance,
     prior: Loaded | None = None,
     steps: int = 50,
     seed: int = 0,
     scheduler: str = "ddim",
     batch_size: int = 8,
-    num_samples: int | None = None,
     progress: bool = True,
     desc: str = "sampling",
 ) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] from a loaded DiT; ``labels=None`` samples unconditionally.
-
-    Sample i uses seed + i. With ``prior`` the unconditional branch comes from it (Eq. 7).
-    """
+    """Images (N, C, H, W) in [0, 1] of a loaded DiT, one per label (Eq. 6; Eq. 7 with ``prior``); sample i uses seed + i."""
     den = model.denoiser
     size = den.sample_size
-    shape = (den.latent_channels, size, size)
     if prior is not None:
         pair(den, prior.denoiser, (size, size))
-    n = len(labels) if labels is not None else int(num_samples or 0)
-    sched = make_scheduler(scheduler, model.scheduler_config)
-    device = den.device
-
-    def make_eps(part: slice):
-        cond = None if labels is None else labels[part].to(device)
-        return cfg_eps(den, cond, guidance, None if prior is None else prior.denoiser, sched.config.num_train_timesteps)
-
-    decode = vae_decoder(model.vae) if model.vae is not None else None
-    return generate(make_eps, sched, [seed + i for i in range(n)], shape, steps, batch_size, device, decode, progress, desc)
+    return sample(
+        den, labels.to(den.device), guidance, prior=None if prior is None else prior.denoiser,
+        seeds=[seed + i for i in range(len(labels))], shape=(den.latent_channels, size, size), steps=steps,
+        scheduler=scheduler, scheduler_config=model.scheduler_config,
+        decode=vae_decoder(model.vae) if model.vae is not None else None,
+        batch_size=batch_size, progress=progress, desc=desc,
+    )
 
 
 def sample_dit(

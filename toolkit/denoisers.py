@@ -7,11 +7,13 @@ Nothing downstream (guidance, samplers, callbacks) knows which model it holds.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from .errors import PriorswapError
 from .schedules import alpha_bar_at, nearest_timestep, to_eps
 
 
@@ -24,36 +26,66 @@ class Denoiser(Protocol):
     def predict(self, x_t: Tensor, t: Tensor, conds: Sequence[Any]) -> list[Tensor]: ...
 
 
+@dataclass(frozen=True, eq=False)
+class LatentSpace:
+    """What a model denoises, as one frozen value: its training schedule, what its network predicts, and the
+    space x_t lives in (channels, and the VAE's scaling factor and name; ``vae_scaling_factor=None`` is pixel
+    space). Two models can share an unconditional term only if their spaces match (see ``pairing``)."""
+
+    alphas_cumprod: Tensor  # (T,) alpha_bar of the model's own training schedule, float64 on the CPU
+    prediction_type: str  # "epsilon", "v_prediction" or "sample"
+    channels: int
+    vae_scaling_factor: float | None = None
+    vae_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas_cumprod", torch.as_tensor(self.alphas_cumprod).detach().to(torch.float64).cpu())
+
+    def describe(self) -> str:
+        """The space in words, for pairing errors."""
+        if self.vae_scaling_factor is None:
+            return f"pixel space ({self.channels} channels)"
+        return f"{self.vae_name or 'its VAE'} latents ({self.channels} channels, scaling {self.vae_scaling_factor:g})"
+
+
 class ModelDenoiser:
     """Shared machinery for wrapping a network as a :class:`Denoiser`.
 
     Subclasses implement :meth:`forward_batch` (the raw network call on a batch that stacks every
-    condition) and set the attributes below. This class then:
+    condition). This class then:
       1. maps the sampler's timestep t to the model's own t' with the nearest alpha_bar (paper Sec. 4.2);
       2. splits off learned-sigma channels (DiT, PixArt: out_channels = 2 * C);
       3. converts v / x0 predictions to eps with the model's own alpha_bar(t') (METHOD.md traps 4-5).
+
+    ``name`` is how errors refer to the model: its full folder path or hub id.
     """
 
-    name: str = "model"
-    latent_channels: int
-    prediction_type: str = "epsilon"
-    vae_scaling_factor: float | None = None  # None: pixel space
-    vae_latent_channels: int | None = None
-
-    def __init__(
-        self,
-        alphas_cumprod: Tensor,
-        prediction_type: str,
-        latent_channels: int,
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "model",
-    ):
-        self.alphas_cumprod = alphas_cumprod.detach().to(torch.float64).cpu()
-        self.prediction_type = prediction_type
-        self.latent_channels = latent_channels
-        self.vae_scaling_factor, self.vae_latent_channels, self.name = vae_scaling_factor, vae_latent_channels, name
+    def __init__(self, space: LatentSpace, name: str = "model"):
+        self.space, self.name = space, name
         self.sampling_alphas_cumprod: Tensor | None = None  # set by priorswap.toolkit.pairing.pair()
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self.space.alphas_cumprod
+
+    @property
+    def prediction_type(self) -> str:
+        return self.space.prediction_type
+
+    @property
+    def latent_channels(self) -> int:
+        return self.space.channels
+
+    @property
+    def vae_scaling_factor(self) -> float | None:
+        return self.space.vae_scaling_factor
+
+    def _check_channels(self, network_channels: int) -> None:
+        """A one-line error when the network's own channel count disagrees with the space it was given."""
+        if network_channels != self.space.channels:
+            raise PriorswapError(
+                f"{self.name}: the network predicts {network_channels} channels but its latent space has {self.space.channels}"
+            )
 
     # -- to override ---------------------------------------------------------------------------
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .metrics import FeatureExtractor, FeatureStats, inception_score
 from .metrics.reference import cache_key, cache_path, load_stats, save_stats
-from .sampling import Guidance, cfg_eps, generate, make_scheduler
+from .sampling import Guidance, sample
 
 Reduce = Callable[[Tensor], Tensor]
 MODES = ("vanilla", "swapped")
@@ -44,6 +44,7 @@ class ModeResult:
     stats: FeatureStats
     correct: float = 0.0
     count: float = 0.0
+    classified: bool = False  # a classifier was given, so acc_* is reported (even at 0% agreement)
     logits: list[Tensor] = field(default_factory=list)
 
 
@@ -69,25 +70,19 @@ def sample_images(
     progress: bool = False,
     desc: str = "eval",
 ) -> Tensor:
-    """Images (len(indices), C, H, W) in [0, 1] for the given sample indices (seed = settings.seed + i).
-
-    ``labels=None`` samples unconditionally (the model's own null, or the prior's when it is given).
-    """
-    sched = make_scheduler(settings.scheduler, scheduler_config)
+    """Images (len(indices), C, H, W) in [0, 1] for the given sample indices (seed = settings.seed + i): sample i
+    has label ``labels[i]`` (Eq. 6; Eq. 7 with ``prior``). ``labels=None`` samples unconditionally: the prior's
+    null when a prior is given, else the model's own."""
+    if labels is None:
+        model, prior, conds = prior if prior is not None else model, None, None
+    else:
+        conds = labels[indices].to(model.device)
     size = model.sample_size
-    shape = (model.latent_channels, size, size)
-    device = model.device
-
-    def make_eps(part: slice):
-        idx = indices[part]
-        if labels is None:
-            den = prior if prior is not None else model
-            return lambda x, t: den(x, t, None)
-        cond = labels[idx].to(device)
-        return cfg_eps(model, cond, guidance, prior, sched.config.num_train_timesteps)
-
-    seeds = [settings.seed + i for i in indices]
-    return generate(make_eps, sched, seeds, shape, settings.steps, settings.batch_size, device, decode, progress, desc)
+    return sample(
+        model, conds, guidance, prior=prior, seeds=[settings.seed + i for i in indices],
+        shape=(model.latent_channels, size, size), steps=settings.steps, scheduler=settings.scheduler,
+        scheduler_config=scheduler_config, decode=decode, batch_size=settings.batch_size, progress=progress, desc=desc,
+    )
 
 
 def evaluate_local(
@@ -124,6 +119,7 @@ def evaluate_local(
                 if classifier is not None:
                     pred = classifier(images).argmax(dim=1).cpu()
                     res.correct += float((pred == labels[chunk]).sum())
+                    res.classified = True
                 res.count += len(chunk)
             out[(scale, mode)] = res
     return out
@@ -146,9 +142,10 @@ def summarise(
         stats = FeatureStats.from_state(state)
         tag = f"g{scale:g}"
         values[f"{metric}_{mode}_{tag}"] = stats.frechet_to(reference)
-        counts = all_reduce(torch.tensor([res.correct, res.count], dtype=torch.float64))
-        if res.correct or any(r.correct for r in local.values()):
-            values[f"acc_{mode}_{tag}"] = float(counts[0] / counts[1])
+        # reduced on every rank, so a rank with no hits (or no samples) never decides alone
+        correct, count, classified = all_reduce(torch.tensor([res.correct, res.count, float(res.classified)], dtype=torch.float64))
+        if classified > 0 and count > 0:
+            values[f"acc_{mode}_{tag}"] = float(correct / count)
         if res.logits:
             values[f"is_{mode}_{tag}"] = inception_score(torch.cat(res.logits))[0]
     for key in list(values):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .denoisers import LatentSpace
 from .errors import PriorswapError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -50,11 +51,71 @@ def read_model_index(ref: str, what: str = "model") -> dict:
             raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}")
     try:
         return dict(DiffusionPipeline.load_config(ref))
-    except Exception as e:  # offline, unknown id, gated repo...
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise PriorswapError(
-            f"{what} {ref!r} is not a local folder and could not be fetched from the hub ({reason}); {offline_hint(ref)}"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - classified below
+        raise fetch_error(ref, what, "model_index.json", e) from None
+
+
+def model_name(ref: str) -> str:
+    """How errors name a model: the full path of a local folder (export folders often share a basename), else its hub id."""
+    ref = os.path.expanduser(str(ref))
+    return os.path.abspath(ref) if os.path.isdir(ref) else ref
+
+
+def hub_problem(ref: str, error: BaseException) -> str | None:
+    """What kept ``ref`` from being fetched (offline, unreachable, gated, not found, not logged in), in words,
+    or None when the hub answered and the file is simply not there (or the error is not the hub's)."""
+    from huggingface_hub import errors as hf
+
+    from .hub import offline_hint
+
+    chain, e = [], error
+    while e is not None and e not in chain:  # diffusers and transformers re-raise hub errors as OSError
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, hf.OfflineModeIsEnabled):
+            return f"is not in the local hub cache and HF_HUB_OFFLINE is set; {offline_hint(ref)}"
+        if isinstance(e, hf.GatedRepoError):
+            return f"is a gated hub repository: accept its terms at https://huggingface.co/{ref}, then log in with `hf auth login`"
+        if isinstance(e, hf.RevisionNotFoundError):
+            return "has no such revision on the hub"
+        if isinstance(e, hf.RepositoryNotFoundError):
+            return "is not on the hub, or is private (log in with `hf auth login` if you have access)"
+        if isinstance(e, hf.HfHubHTTPError) and getattr(e.response, "status_code", None) in (401, 403):
+            return "was refused by the hub (not logged in, or no access): log in with `hf auth login`"
+    for e in chain:
+        if isinstance(e, hf.LocalEntryNotFoundError) or type(e).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionError"):
+            return f"is not in the local hub cache and the hub cannot be reached; {offline_hint(ref)}"
+    return None
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def fetch_error(ref: str, what: str, file: str, e: BaseException) -> PriorswapError:
+    """A one-line error for a failed read of ``file`` from ``ref``: the hub's problem if there was one, a missing
+    file if that is what it was, else the error itself."""
+    problem = hub_problem(ref, e)
+    if problem:
+        return PriorswapError(f"{what} {ref!r} {problem}")
+    if missing_file(e):
+        return PriorswapError(f"{what} {ref!r} has no {file}")
+    return PriorswapError(f"{what} {ref!r}: cannot read {file} ({first_line(e)})")
+
+
+def missing_file(error: BaseException) -> bool:
+    from huggingface_hub import errors as hf
+
+    e, seen = error, []
+    while e is not None and e not in seen:
+        if isinstance(e, (hf.EntryNotFoundError, FileNotFoundError)):
+            return True
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    text = str(error)
+    return "does not appear to have a file named" in text or "no file named" in text
 
 
 def component_class(index: dict, name: str) -> str | None:
@@ -79,23 +140,32 @@ def load_component(ref: str, index: dict, name: str, dtype: torch.dtype | None =
     kwargs: dict[str, Any] = {"subfolder": name}
     if dtype is not None and hasattr(cls, "dtype"):
         kwargs["torch_dtype"] = dtype
+    if os.path.isdir(ref) and not os.path.isdir(os.path.join(ref, name)):
+        raise PriorswapError(f"{what} folder {ref!r} has no {name}/ folder, which its model_index.json lists")
     try:
         if "Tokenizer" in cls_name or "Processor" in cls_name:
             return cls.from_pretrained(ref, subfolder=name)
         return cls.from_pretrained(ref, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise PriorswapError(f"{what} {ref!r}: cannot load {name!r} ({first}); are its weights missing?") from None
+    except (OSError, ValueError) as e:
+        problem = hub_problem(ref, e)
+        if problem:
+            raise PriorswapError(f"{what} {ref!r} {problem}") from None
+        if missing_file(e):
+            raise PriorswapError(f"{what} {ref!r} has no {name!r} weights or config ({first_line(e)})") from None
+        raise PriorswapError(f"{what} {ref!r}: cannot load {name!r} ({first_line(e)})") from None
 
 
 def scheduler_config(ref: str, what: str = "model") -> dict:
     """The pipeline's scheduler config (its training noise schedule)."""
     from diffusers import DDPMScheduler
 
+    file = "scheduler/scheduler_config.json"
+    if os.path.isdir(ref) and not os.path.isfile(os.path.join(ref, file)):
+        raise PriorswapError(f"{what} folder {ref!r} has no {file}")
     try:
         return dict(DDPMScheduler.load_config(ref, subfolder="scheduler"))
-    except Exception:
-        raise PriorswapError(f"{what} {ref!r} has no readable scheduler/scheduler_config.json") from None
+    except Exception as e:  # noqa: BLE001 - classified by fetch_error
+        raise fetch_error(ref, what, file, e) from None
 
 
 def alphas_cumprod(config: dict) -> torch.Tensor:
@@ -117,6 +187,20 @@ class Loaded:
     ref: str = ""
 
 
+def latent_space(ref: str, sched: dict, vae: torch.nn.Module | None, channels: int) -> LatentSpace:
+    """The :class:`LatentSpace` of a pipeline: its scheduler config's schedule and prediction type, and its VAE
+    (None: pixel space with ``channels`` channels)."""
+    if vae is not None:
+        channels = int(vae.config.latent_channels)
+    return LatentSpace(
+        alphas_cumprod(sched),
+        sched.get("prediction_type", "epsilon"),
+        channels,
+        None if vae is None else float(vae.config.scaling_factor),
+        None if vae is None else getattr(vae.config, "_name_or_path", None) or f"{model_name(ref)}/vae",
+    )
+
+
 def _vae(ref: str, index: dict, dtype, what: str):
     if component_class(index, "vae") is None:
         return None
@@ -136,15 +220,8 @@ def load_dit(ref: str, what: str = "model", dtype: torch.dtype | None = None, de
     sched = scheduler_config(ref, what)
     transformer = load_component(ref, index, "transformer", dtype, what)
     vae = _vae(ref, index, dtype, what)
-    den = DiTDenoiser(
-        transformer,
-        alphas_cumprod(sched),
-        prediction_type=sched.get("prediction_type", "epsilon"),
-        vae_scaling_factor=None if vae is None else float(vae.config.scaling_factor),
-        vae_latent_channels=None if vae is None else int(vae.config.latent_channels),
-        name=os.path.basename(os.path.normpath(ref)) or ref,
-    )
-    den.vae_name = _vae_name(ref, vae)
+    space = latent_space(ref, sched, vae, int(transformer.config.in_channels))
+    den = DiTDenoiser(transformer, space, name=model_name(ref))
     den.to(device)
     if vae is not None:
         vae.to(device)
@@ -172,21 +249,16 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
     tokenizer = load_component(ref, index, "tokenizer", None, what)
     encoder = load_component(ref, index, "text_encoder", dtype, what).to(device).eval()
     vae = _vae(ref, index, dtype, what)
-    common = dict(
-        alphas_cumprod=alphas_cumprod(sched),
-        prediction_type=sched.get("prediction_type", "epsilon"),
-        vae_scaling_factor=None if vae is None else float(vae.config.scaling_factor),
-        vae_latent_channels=None if vae is None else int(vae.config.latent_channels),
-        name=os.path.basename(os.path.normpath(ref)) or ref,
-    )
+    name = model_name(ref)
     if transformer_cls == "PixArtTransformer2DModel":
         emb, mask = empty_prompt_embedding(tokenizer, encoder, max_length=120)  # PixArt pads T5 to 120 tokens
-        den = PixArtPrior(load_component(ref, index, "transformer", dtype, what), emb, mask, **common)
+        net = load_component(ref, index, "transformer", dtype, what)
+        den = PixArtPrior(net, emb, mask, latent_space(ref, sched, vae, int(net.config.in_channels)), name)
     else:
         emb, _ = empty_prompt_embedding(tokenizer, encoder)
-        den = UNetPrior(load_component(ref, index, "unet", dtype, what), emb, **common)
+        net = load_component(ref, index, "unet", dtype, what)
+        den = UNetPrior(net, emb, latent_space(ref, sched, vae, int(net.config.out_channels)), name)
     del encoder  # only the empty prompt is ever needed (trap 6)
-    den.vae_name = _vae_name(ref, vae)
     den.to(device)
     return Loaded(den, sched, vae, {}, ref)
 
@@ -198,9 +270,3 @@ def read_id2label(ref: str) -> dict[int, str]:
         with open(path) as f:
             return {int(k): str(v) for k, v in json.load(f).items()}
     return {}
-
-
-def _vae_name(ref: str, vae) -> str | None:
-    if vae is None:
-        return None
-    return getattr(vae.config, "_name_or_path", None) or f"{ref}/vae"

@@ -6,7 +6,7 @@
 - ``load_unet_prior``: any prior ``priorswap.toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
   own null (which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
-- :func:`conditional_samples`: the shared sampling glue (paired seeds, vanilla or swapped, single or dual CFG).
+- :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.sampling.sample``, optionally offloaded.
 """
 from __future__ import annotations
 
@@ -19,7 +19,19 @@ import torch
 from torch import Tensor
 
 from .errors import PriorswapError
-from .loading import Loaded, alphas_cumprod, component_class, load_component, load_prior, read_model_index, scheduler_config
+from .loading import (
+    Loaded,
+    component_class,
+    first_line,
+    hub_problem,
+    latent_space,
+    load_component,
+    load_prior,
+    missing_file,
+    model_name,
+    read_model_index,
+    scheduler_config,
+)
 
 # where each model lives on the hub (named in "missing weights" errors)
 HUB_IDS = {"ip2p": "timbrooks/instruct-pix2pix", "zero123": "kxic/zero123-xl", "vd": "shi-labs/versatile-diffusion"}
@@ -73,18 +85,11 @@ def _check_kind(ref: str, index: dict, kind: str, what: str) -> None:
                 )
 
 
-def _common(ref: str, sched: dict, vae) -> dict:
-    return dict(
-        alphas_cumprod=alphas_cumprod(sched),
-        prediction_type=sched.get("prediction_type", "epsilon"),
-        vae_scaling_factor=float(vae.config.scaling_factor),
-        vae_latent_channels=int(vae.config.latent_channels),
-        name=os.path.basename(os.path.normpath(ref)) or ref,
-    )
+def _space(ref: str, sched: dict, vae):
+    return latent_space(ref, sched, vae, int(vae.config.latent_channels))
 
 
 def _finish(den, ref: str, sched: dict, vae, kind: str, encoders: dict, device) -> Conditional:
-    den.vae_name = getattr(vae.config, "_name_or_path", None) or f"{ref}/vae"
     den.to(device)
     vae.to(device)
     for m in encoders.values():
@@ -104,7 +109,7 @@ def load_ip2p(ref: str, dtype: torch.dtype | None = None, device="cpu", what: st
     text_encoder = load_component(ref, index, "text_encoder", dtype, what).to(device).eval()
     null_text = prompt_embedding(tokenizer, text_encoder, [""]).cpu()  # (1, L, D)
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
-    den = IP2PDenoiser(load_component(ref, index, "unet", dtype, what), null_text, **_common(ref, sched, vae))
+    den = IP2PDenoiser(load_component(ref, index, "unet", dtype, what), null_text, _space(ref, sched, vae), model_name(ref))
     return _finish(den, ref, sched, vae, "ip2p", {"tokenizer": tokenizer, "text_encoder": text_encoder}, device)
 
 
@@ -125,8 +130,13 @@ def load_cc_projection(ref: str, dtype: torch.dtype | None = None, what: str = "
             try:
                 path = hf_hub_download(ref, n, subfolder="cc_projection")
                 break
-            except Exception:
-                continue
+            except Exception as e:  # noqa: BLE001 - offline, gated, not logged in...: say which
+                problem = hub_problem(ref, e)
+                if problem is not None:
+                    raise PriorswapError(f"{what} {ref!r} {problem}") from None
+                if missing_file(e):  # the hub answered: this format is not there, try the next
+                    continue
+                raise PriorswapError(f"{what} {ref!r}: cannot fetch cc_projection/{n} ({first_line(e)})") from None
     if path is None:
         raise PriorswapError(
             f"{what} {ref!r} has no cc_projection weights; download the whole pipeline "
@@ -153,7 +163,7 @@ def load_zero123(ref: str, dtype: torch.dtype | None = None, device="cpu", what:
     _check_kind(ref, index, "zero123", what)
     sched = scheduler_config(ref, what)
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
-    den = Zero123Denoiser(load_component(ref, index, "unet", dtype, what), **_common(ref, sched, vae))
+    den = Zero123Denoiser(load_component(ref, index, "unet", dtype, what), _space(ref, sched, vae), model_name(ref))
     encoders: dict[str, Any] = {
         "image_encoder": load_component(ref, index, "image_encoder", dtype, what),
         "cc_projection": load_cc_projection(ref, dtype, what),
@@ -177,7 +187,7 @@ def load_vd(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str 
     encoder = load_component(ref, index, "image_encoder", dtype, what).to(device).eval()
     null = grey_null_embedding(extractor, encoder).cpu()  # (1, T, D)
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
-    den = VersatileDenoiser(load_component(ref, index, "image_unet", dtype, what), null, **_common(ref, sched, vae))
+    den = VersatileDenoiser(load_component(ref, index, "image_unet", dtype, what), null, _space(ref, sched, vae), model_name(ref))
     return _finish(den, ref, sched, vae, "vd", {"feature_extractor": extractor, "image_encoder": encoder}, device)
 
 
@@ -259,27 +269,19 @@ def conditional_samples(
 
     ``guidance`` is a :class:`priorswap.toolkit.sampling.Guidance` (Eq. 6/7, Zero-1-to-3, VD) or a
     :class:`priorswap.toolkit.sampling.DualGuidance` (Eq. 9, IP2P; then ``image_cond`` is the (image, null text) condition).
+    ``cond`` (and ``image_cond``) may have one row, shared by every sample, or one row per sample.
     """
     from .pairing import pair
-    from .sampling import DualGuidance, cfg_eps, dual_cfg_eps, generate, make_scheduler, vae_decoder
+    from .sampling import sample, vae_decoder
 
     den = model.denoiser
-    base = None
-    if prior is not None:
-        base = pair(den, prior.denoiser, latent_hw)
+    base = None if prior is None else pair(den, prior.denoiser, latent_hw)
     if offload:
         den, base = Offloaded(den, device), None if base is None else Offloaded(base, device)
-        decode = offloaded_decoder(model.vae, device)
-    else:
-        decode = vae_decoder(model.vae)
-    sched = make_scheduler(scheduler, model.scheduler_config)
-    t_max = sched.config.num_train_timesteps
-
-    def make_eps(part: slice):
-        if isinstance(guidance, DualGuidance):
-            return dual_cfg_eps(den, cond, image_cond, guidance, base, t_max)
-        return cfg_eps(den, cond, guidance, base, t_max)
-
-    shape = (den.latent_channels, *latent_hw)
-    seeds = [seed + i for i in range(num_samples)]
-    return generate(make_eps, sched, seeds, shape, steps, batch_size, device, decode, progress, desc)
+    decode = offloaded_decoder(model.vae, device) if offload else vae_decoder(model.vae)
+    return sample(
+        den, cond if image_cond is None else (cond, image_cond), guidance, prior=base,
+        seeds=[seed + i for i in range(num_samples)], shape=(den.latent_channels, *latent_hw), steps=steps,
+        scheduler=scheduler, scheduler_config=model.scheduler_config, decode=decode, batch_size=batch_size,
+        device=device, progress=progress, desc=desc,
+    )

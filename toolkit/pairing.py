@@ -12,25 +12,16 @@ from .errors import PriorswapError
 from .schedules import pairing_error
 
 
-def _space(d: ModelDenoiser) -> str:
-    if d.vae_scaling_factor is None:
-        return f"pixel space ({d.latent_channels} channels)"
-    vae = getattr(d, "vae_name", None) or "its VAE"
-    return f"{vae} latents ({d.latent_channels} channels, scaling {d.vae_scaling_factor:g})"
-
-
 def pairing_problem(model: ModelDenoiser, prior: ModelDenoiser, latent_hw: tuple[int, int]) -> str | None:
     """Why ``prior`` cannot supply ``model``'s unconditional eps on (H, W) inputs, or None."""
-    same_space = model.latent_channels == prior.latent_channels and (
-        (model.vae_scaling_factor is None and prior.vae_scaling_factor is None)
-        or (
-            model.vae_scaling_factor is not None
-            and prior.vae_scaling_factor is not None
-            and abs(model.vae_scaling_factor - prior.vae_scaling_factor) < 1e-6
-        )
+    a, b = model.space, prior.space
+    same_scaling = (a.vae_scaling_factor is None and b.vae_scaling_factor is None) or (
+        a.vae_scaling_factor is not None
+        and b.vae_scaling_factor is not None
+        and abs(a.vae_scaling_factor - b.vae_scaling_factor) < 1e-6
     )
-    if not same_space:
-        return f"latent spaces differ: {model.name} uses {_space(model)}, {prior.name} uses {_space(prior)}"
+    if a.channels != b.channels or not same_scaling:
+        return f"latent spaces differ: {model.name} uses {a.describe()}, {prior.name} uses {b.describe()}"
     return prior.size_problem(*latent_hw)
 
 

@@ -6,9 +6,13 @@
 - :func:`generate` chunks N samples into batches with *paired randomness*: sample i always starts from
   ``randn((1, C, H, W), generator=Generator("cpu").manual_seed(seed + i))`` and draws any later noise from
   its own generator, so it is the same for any batch size, device count or guidance mode.
+- :func:`sample` is the one entry point every caller uses: model, conditions, guidance settings, optional prior,
+  seeds, shape, steps, scheduler and decoder in; images out. It picks single (Eq. 6/7) or dual (Eq. 8/9) CFG
+  from the guidance type.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -196,6 +200,88 @@ def generate(
         out.append(img.float().cpu())
     bar.close()
     return torch.cat(out)
+
+
+def batch_conds(conds: Any, part: slice, n: int) -> Any:
+    """The conditions of samples ``part`` of ``n``.
+
+    ``conds`` is None (unconditional), a callable ``conds(part)``, or batched values: a tensor, a dataclass of
+    tensors (IP2P's, Zero-1-to-3's conditions) or a tuple of these, each with n rows or 1 row (shared by every
+    sample, as an encoded input image or prompt is); None fields stay None.
+    """
+    if conds is None:
+        return None
+    if callable(conds) and not torch.is_tensor(conds):
+        return conds(part)
+    if isinstance(conds, tuple):
+        return tuple(batch_conds(c, part, n) for c in conds)
+    if dataclasses.is_dataclass(conds):
+        fields = {f.name: batch_conds(getattr(conds, f.name), part, n) for f in dataclasses.fields(conds)}
+        return dataclasses.replace(conds, **fields)
+    if torch.is_tensor(conds):
+        rows = conds.shape[0] if conds.ndim else 1
+        if rows == 1 and n != 1 or conds.ndim == 0:
+            return conds
+        if rows != n:
+            raise PriorswapError(f"a condition has {rows} rows for {n} samples; give one row per sample, or one shared row")
+        return conds[part]
+    return conds  # anything else (e.g. a test's string condition) is shared by every sample
+
+
+def guided_eps(model: Denoiser, cond: Any, guidance: Guidance | DualGuidance, prior: Denoiser | None, t_max: int) -> EpsFn:
+    """The guided eps of one batch: Eq. 6/7 for :class:`Guidance`, Eq. 8/9 for :class:`DualGuidance` (then ``cond``
+    is the pair (full condition, image-only condition)); ``cond=None`` is the model's own unconditional eps."""
+    if cond is None:
+        return lambda x, t: model(x, t, None)
+    if isinstance(guidance, DualGuidance):
+        if not (isinstance(cond, tuple) and len(cond) == 2):
+            raise PriorswapError("dual-condition guidance needs the pair (full condition, image-only condition)")
+        full, image_only = cond
+        return dual_cfg_eps(model, full, image_only, guidance, prior, t_max)
+    return cfg_eps(model, cond, guidance, prior, t_max)
+
+
+def sample(
+    model: Denoiser,
+    conds: Any,
+    guidance: Guidance | DualGuidance,
+    *,
+    prior: Denoiser | None = None,
+    seeds: Sequence[int],
+    shape: tuple[int, int, int],
+    steps: int,
+    scheduler: Any = "ddim",
+    scheduler_config: dict | None = None,
+    decode: Callable[[Tensor], Tensor] | None = None,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> Tensor:
+    """Images (len(seeds), C, H, W) in [0, 1]: vanilla CFG (Eq. 6/8) without ``prior``, swapped (Eq. 7/9) with it.
+
+    - ``conds``: the samples' conditions (see :func:`batch_conds`); for :class:`DualGuidance` the pair
+      (full condition, image-only condition). ``None`` samples ``model`` unconditionally (its own null, no
+      guidance); to sample a prior unconditionally pass it as ``model``.
+    - ``prior``: already paired with ``model`` (``priorswap.toolkit.pairing.pair``).
+    - ``scheduler``: a name from :data:`SCHEDULERS` (built on ``scheduler_config``, the model's training
+      schedule) or a diffusers scheduler, copied afresh for each batch.
+    - sample i starts from ``seeds[i]`` whatever the batch size, so vanilla and swapped runs pair up.
+    """
+    if conds is None and prior is not None:
+        raise PriorswapError("unconditional sampling takes no prior: pass the prior itself as the model")
+    if isinstance(scheduler, str):
+        if scheduler_config is None:
+            raise PriorswapError(f"scheduler {scheduler!r} needs the model's scheduler_config (its training schedule)")
+        scheduler = make_scheduler(scheduler, scheduler_config)
+    t_max = int(scheduler.config.num_train_timesteps)
+    device = device if device is not None else getattr(model, "device", "cpu")
+    n = len(seeds)
+
+    def make_eps(part: slice) -> EpsFn:
+        return guided_eps(model, batch_conds(conds, part, n), guidance, prior, t_max)
+
+    return generate(make_eps, scheduler, seeds, shape, steps, batch_size, device, decode, progress, desc)
 
 
 def vae_decoder(vae: torch.nn.Module) -> Callable[[Tensor], Tensor]:

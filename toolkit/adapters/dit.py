@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PriorswapError
-from ..denoisers import ModelDenoiser
+from ..denoisers import LatentSpace, ModelDenoiser
 
 
 def label_embedders(transformer: torch.nn.Module) -> list[torch.nn.Module]:
@@ -27,17 +27,10 @@ def label_embedders(transformer: torch.nn.Module) -> list[torch.nn.Module]:
 class DiTDenoiser(ModelDenoiser):
     """Class-conditional DiT. ``cond`` is a (B,) long tensor of labels; ``None`` is the null class."""
 
-    def __init__(
-        self,
-        transformer: torch.nn.Module,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "dit",
-    ):
+    def __init__(self, transformer: torch.nn.Module, space: LatentSpace, name: str = "dit"):
         cfg = transformer.config
-        super().__init__(alphas_cumprod, prediction_type, cfg.in_channels, vae_scaling_factor, vae_latent_channels, name)
+        super().__init__(space, name)
+        self._check_channels(int(cfg.in_channels))
         self.transformer = transformer.eval().requires_grad_(False)
         emb = label_embedders(transformer)[0]
         self.num_classes: int = int(emb.num_classes)

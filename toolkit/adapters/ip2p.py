@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..denoisers import LatentSpace
 from .unet import UNetDenoiser
 
 
@@ -54,17 +55,8 @@ def batch_to(t: Tensor, b: int) -> Tensor:
 class IP2PDenoiser(UNetDenoiser):
     """``cond`` is an :class:`IP2PCond`; ``None`` means (null image, null text), the term Eq. 9 swaps."""
 
-    def __init__(
-        self,
-        unet: torch.nn.Module,
-        null_text: Tensor,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "instruct-pix2pix",
-    ):
-        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
+    def __init__(self, unet: torch.nn.Module, null_text: Tensor, space: LatentSpace, name: str = "instruct-pix2pix"):
+        super().__init__(unet, space, name)
         self.null_text = null_text  # (1, L, D)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import ModelDenoiser
+from ..denoisers import LatentSpace, ModelDenoiser
 from .unet import UNetDenoiser
 
 
@@ -33,9 +33,8 @@ def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = Non
 class UNetPrior(UNetDenoiser):
     """A ``UNet2DConditionModel``; ``cond`` is a (B, L, D) text embedding, ``None`` the empty-prompt one."""
 
-    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, alphas_cumprod: Tensor, prediction_type: str = "epsilon",
-                 vae_scaling_factor: float | None = None, vae_latent_channels: int | None = None, name: str = "unet"):
-        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
+    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, space: LatentSpace, name: str = "unet"):
+        super().__init__(unet, space, name)
         self.null_embedding = null_embedding  # (1, L, D)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
@@ -49,17 +48,10 @@ class PixArtPrior(ModelDenoiser):
     """A ``PixArtTransformer2DModel``; ``cond`` is (embedding (B, L, D), mask (B, L)), ``None`` the empty prompt."""
 
     def __init__(
-        self,
-        transformer: torch.nn.Module,
-        null_embedding: Tensor,
-        null_mask: Tensor,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "pixart",
+        self, transformer: torch.nn.Module, null_embedding: Tensor, null_mask: Tensor, space: LatentSpace, name: str = "pixart"
     ):
-        super().__init__(alphas_cumprod, prediction_type, transformer.config.in_channels, vae_scaling_factor, vae_latent_channels, name)
+        super().__init__(space, name)
+        self._check_channels(int(transformer.config.in_channels))
         self.transformer = transformer.eval().requires_grad_(False)
         self.null_embedding, self.null_mask = null_embedding, null_mask
         self.patch_size = int(transformer.config.patch_size)

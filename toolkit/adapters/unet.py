@@ -2,24 +2,16 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from ..denoisers import ModelDenoiser
+from ..denoisers import LatentSpace, ModelDenoiser
 
 
 class UNetDenoiser(ModelDenoiser):
     """A UNet whose output is the C-channel prediction (its input may carry extra image-latent channels)."""
 
-    def __init__(
-        self,
-        unet: torch.nn.Module,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "unet",
-    ):
-        super().__init__(alphas_cumprod, prediction_type, int(unet.config.out_channels), vae_scaling_factor, vae_latent_channels, name)
+    def __init__(self, unet: torch.nn.Module, space: LatentSpace, name: str = "unet"):
+        super().__init__(space, name)
+        self._check_channels(int(unet.config.out_channels))
         self.unet = unet.eval().requires_grad_(False)
         self._down = 2 ** (len(unet.config.down_block_types) - 1)
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..denoisers import LatentSpace
 from .text_prior import UNetPrior
 
 
@@ -32,9 +33,8 @@ def grey_null_embedding(feature_extractor, image_encoder) -> Tensor:
 class VersatileDenoiser(UNetPrior):
     """VD's ``image_unet``; ``cond`` is a (B or 1, T, D) image embedding, ``None`` the grey-image null."""
 
-    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, alphas_cumprod: Tensor, **kwargs):
-        kwargs.setdefault("name", "versatile-diffusion")
-        super().__init__(unet, null_embedding, alphas_cumprod, **kwargs)
+    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, space: LatentSpace, name: str = "versatile-diffusion"):
+        super().__init__(unet, null_embedding, space, name)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds) -> Tensor:
         b = x.shape[0] // len(conds)

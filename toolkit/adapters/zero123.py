@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..denoisers import LatentSpace
 from .unet import UNetDenoiser
 from .ip2p import batch_to
 
@@ -66,16 +67,8 @@ def zero123_embedding(image_encoder, cc_projection, images: Tensor, pose: Tensor
 class Zero123Denoiser(UNetDenoiser):
     """``cond`` is a :class:`Zero123Cond`; ``None`` is zeros after cc_projection plus zero image latents."""
 
-    def __init__(
-        self,
-        unet: torch.nn.Module,
-        alphas_cumprod: Tensor,
-        prediction_type: str = "epsilon",
-        vae_scaling_factor: float | None = None,
-        vae_latent_channels: int | None = None,
-        name: str = "zero123",
-    ):
-        super().__init__(unet, alphas_cumprod, prediction_type, vae_scaling_factor, vae_latent_channels, name)
+    def __init__(self, unet: torch.nn.Module, space: LatentSpace, name: str = "zero123"):
+        super().__init__(unet, space, name)
         self.embed_dim = int(unet.config.cross_attention_dim)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:

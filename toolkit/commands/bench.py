@@ -50,16 +50,17 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     import torch
 
     from ..adapters.dit import DiTDenoiser
+    from ..denoisers import LatentSpace
     from ..loading import alphas_cumprod
     from ..models import build_dit, dit_scheduler_config
     from ..sampling import Guidance, cfg_eps
     from .common import DTYPES
 
     torch.manual_seed(0)
-    table = alphas_cumprod(dit_scheduler_config())
-    model = DiTDenoiser(build_dit(size, num_classes=101), table).to(device, DTYPES[dtype])
+    space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
+    model = DiTDenoiser(build_dit(size, num_classes=101), space).to(device, DTYPES[dtype])
     need_prior = task in ("time", "mem-swapped")
-    prior = DiTDenoiser(build_dit(size, num_classes=1000), table).to(device, DTYPES[dtype]) if need_prior else None
+    prior = DiTDenoiser(build_dit(size, num_classes=1000), space).to(device, DTYPES[dtype]) if need_prior else None
     labels = torch.randint(0, 101, (batch,), device=device)
     fns = {"vanilla": cfg_eps(model, labels, Guidance(scale=1.5)), "swapped": cfg_eps(model, labels, Guidance(scale=1.5), prior)}
     modes = ["vanilla", "swapped"] if task == "time" else [task.removeprefix("mem-")]

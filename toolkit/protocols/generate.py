@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..images import to_uint8
-from ..sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps, generate, make_scheduler
+from ..sampling import DualGuidance, Guidance, make_scheduler, sample
 from .conditions import Conditions, repeat_cond, slice_cond
 from .items import Item
 
@@ -122,7 +122,6 @@ def generate_missing(
     """
     den = denoiser or model.denoiser
     sched = make_scheduler(scheduler, model.scheduler_config)
-    t_max = sched.config.num_train_timesteps
     todo = {s.tag: {(i, k) for i, _, k in missing(store, method, s, items, num_samples)} for s in settings}
     needed = [(i, it, k) for i, it in items for k in range(num_samples) if any((i, k) in t for t in todo.values())]
     bar = tqdm(total=sum(map(len, todo.values())), desc=method.name, unit="img", disable=not progress or not needed)
@@ -143,16 +142,10 @@ def generate_missing(
             if not rows:
                 continue
             sub, idx = [chunk[j] for j in rows], torch.tensor(rows)
-            c_sub, ic_sub, g = slice_cond(cond, idx), slice_cond(image_cond, idx), setting.guidance
-
-            def make_eps(part: slice):
-                c = slice_cond(c_sub, part)
-                if isinstance(g, DualGuidance):
-                    return dual_cfg_eps(den, c, slice_cond(ic_sub, part), g, prior_denoiser, t_max)
-                return cfg_eps(den, c, g, prior_denoiser, t_max)
-
-            seeds = [seed + i * num_samples + k for i, _, k in sub]
-            images = generate(make_eps, sched, seeds, (den.latent_channels, *hw), steps, len(sub), device, decode, progress=False)
+            conds = slice_cond(cond, idx) if image_cond is None else (slice_cond(cond, idx), slice_cond(image_cond, idx))
+            images = sample(den, conds, setting.guidance, prior=prior_denoiser, seeds=[seed + i * num_samples + k for i, _, k in sub],
+                            shape=(den.latent_channels, *hw), steps=steps, scheduler=sched, decode=decode, batch_size=len(sub),
+                            device=device)
             for (_, it, k), a in zip(sub, to_uint8(images)):
                 store.save(method.name, setting.tag, it.id, k, a)
             made += len(sub)

@@ -260,6 +260,32 @@ class DiTFineTune(L.LightningModule):
         """The EMA weights as a plain DiT module (what sampling and export use)."""
         return self.ema.module if self.ema is not None else self.transformer
 
+    def denoiser(self, ema: bool = True) -> "DiTDenoiser":  # noqa: F821 - imported inside, to keep diffusers lazy
+        """This fine-tune as a class-conditional denoiser on its own schedule and latent space (paper Eq. 6's eps).
+
+        ``ema=True`` wraps the EMA weights (what sampling and export use, updated in place as training goes on);
+        ``ema=False`` a frozen snapshot of the live weights, so sampling never switches the trained module to eval
+        mode or freezes it. Available once the label table is sized (``configure_model`` or checkpoint loading).
+        """
+        import copy
+
+        from ..adapters.dit import DiTDenoiser
+        from ..denoisers import LatentSpace
+
+        if self.ema is None:
+            raise PriorswapError("the fine-tune has no label table yet; its denoiser exists once fit or checkpoint loading has built it")
+        vae = self.vae
+        space = LatentSpace(
+            self.schedule.alphas_cumprod,
+            self.scheduler_config.get("prediction_type", "epsilon"),
+            self.latent_channels,
+            None if vae is None else float(vae.config.scaling_factor),
+            None if vae is None else getattr(vae.config, "_name_or_path", None) or self.hparams.vae,
+        )
+        if ema:
+            return DiTDenoiser(self.ema.module, space, name="fine-tune (EMA)")
+        return DiTDenoiser(copy.deepcopy(self.transformer), space, name="fine-tune (live weights)")
+
     def default_export_dir(self) -> str:
         if self.hparams.export_dir:
             return self.hparams.export_dir
