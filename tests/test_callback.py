@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from priorswap.callbacks import PriorSwapEval
 from priorswap.data import Food101DataModule
 from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.images import make_grid
 from priorswap.toolkit.metrics import ModuleExtractor
 from priorswap.toolkit.training.module import DiTFineTune
 
@@ -72,8 +73,9 @@ def test_single_and_ddp_give_the_same_metrics_and_tensorboard(tmp_path, setup_di
     images = ea.Tags()["images"]
     assert len(images) == 2 and all("vanilla" in t and "swapped" in t for t in images)
     img = ea.Images(images[0])[-1]
-    # 3 seeds side by side, vanilla row over swapped row: 16 px tiles upscaled to 96 px, plus label margins
-    assert img.width >= 3 * 96 and 2 * 96 <= img.height < 3 * 96
+    # 3 seeds side by side, vanilla row over swapped row, labelled, 16 px tiles enlarged to 96 px
+    expected = make_grid([torch.zeros(3, 3, 16, 16)] * 2, row_labels=["vanilla", "swapped"])
+    assert (img.height, img.width) == tuple(expected.shape[1:]) and img.height == 2 + 2 * (96 + 2)
 
     # DDP trains on a larger global batch, so compare evaluations of identical weights (lr = 0)
     one, _ = run(tmp_path / "one-frozen", base, food, lr=0.0)

@@ -158,3 +158,13 @@ def test_restored_split_rekeys_the_cache(tmp_path):
     assert dm.split == saved["split"] and dm._latent_dirs["train"] != before
     served = CachedLatentDataset(dm._latent_dirs["train"])
     assert sorted(served.indices) == list(range(len(saved["split"]["train"])))
+
+
+def test_leftovers_of_killed_atomic_writes_are_removed_when_the_cache_completes(tmp_path):
+    from priorswap.toolkit.files import _temp_name
+
+    tmp_path.mkdir(exist_ok=True)
+    leftover = _temp_name(str(tmp_path / "chunk-000000.safetensors"))  # what a SIGKILLed chunk writer leaves
+    open(leftover, "wb").close()
+    assert build_latent_cache(tmp_path, Pixels(), FakeVAE(), batch_size=4, chunk_size=4)
+    assert not os.path.exists(leftover) and not list(tmp_path.glob(".*.tmp"))

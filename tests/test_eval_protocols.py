@@ -26,6 +26,7 @@ import unet_factories as uf  # noqa: E402
 
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
+from priorswap.toolkit.images import make_grid  # noqa: E402
 from priorswap.toolkit.protocols.items import read_items, relative_pose  # noqa: E402
 
 STEPS = "3"
@@ -223,9 +224,11 @@ def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, caps
     expected = 10 * math.log10(1 / np.mean((gen - target) ** 2))
     row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "obj1_002")
     assert float(row["psnr"]) == pytest.approx(expected, abs=0.05)
-    assert not list(out.rglob(".tmp-*")) and (out / "eval.md").read_text().startswith("Zero-1-to-3 novel views")
-    w, h = Image.open(out / "grid.png").size  # 4 columns; rows: inputs, true views, 3 methods; 32 px tiles shown at 96 px
-    assert w >= 4 * 96 and 5 * 96 <= h < 6 * 96
+    assert not list(out.rglob(".*.tmp")) and (out / "eval.md").read_text().startswith("Zero-1-to-3 novel views")
+    # rows: inputs, true views, 3 methods, each labelled; 32 px tiles enlarged 3x
+    rows = [torch.zeros(4, 3, 32, 32)] * 5
+    expected = make_grid(rows, row_labels=["input", "target", "vanilla", "own", "sd"])
+    assert Image.open(out / "grid.png").size[::-1] == tuple(expected.shape[1:]) and expected.shape[1] == 5 * 98 + 2
 
 
 def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, monkeypatch):
@@ -236,11 +239,7 @@ def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, mon
 
     def dying_save(self, fp, *a, **k):  # the 6th PNG dies half-written, inside the atomic write
         if len(saved) == 5:
-            if isinstance(fp, (str, os.PathLike)):
-                with open(fp, "wb") as f:
-                    f.write(b"\x89PNG half")
-            else:  # the atomic writer hands over its open temp file
-                fp.write(b"\x89PNG half")
+            fp.write(b"\x89PNG half")  # the atomic writer's temp file
             raise KeyboardInterrupt
         saved.append(fp)
         real_save(self, fp, *a, **k)
@@ -249,7 +248,7 @@ def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, mon
     code, _, _ = run_cli(capsys, *zero123_args(env, resumed, *args))
     assert code == 130 and not (resumed / "eval.md").exists()
     pngs = list((resumed / "samples").rglob("*.png"))
-    assert len(pngs) == 5 and not list(resumed.rglob(".tmp-*"))  # the half-written file was removed
+    assert len(pngs) == 5 and not list(resumed.rglob(".*.tmp"))  # the half-written file was removed
     assert all(Image.open(p).size == (32, 32) for p in pngs)
     monkeypatch.setattr(Image.Image, "save", real_save)
     assert run_cli(capsys, *zero123_args(env, resumed, *args))[0] == 0

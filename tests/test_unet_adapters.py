@@ -27,6 +27,7 @@ from priorswap.toolkit.adapters.versatile import vd_image_embedding  # noqa: E40
 from priorswap.toolkit.adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding  # noqa: E402
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
+from priorswap.toolkit.images import make_grid  # noqa: E402
 from priorswap.toolkit.loading_unet import Offloaded, conditional_samples, load_ip2p, load_unet_prior, load_vd, load_zero123  # noqa: E402
 from priorswap.toolkit.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
 
@@ -222,8 +223,10 @@ def test_cli_ip2p_writes_vanilla_and_swapped_side_by_side(folders, capsys, tmp_p
     assert sorted(os.listdir(out)) == ["grid.png", "input.png", "meta.json", "swapped", "vanilla"]
     assert sorted(os.listdir(out / "swapped")) == ["000.png", "001.png"]
     grid = Image.open(out / "grid.png")
-    w, h = grid.size  # 2 rows x 2 samples, small tiles shown at >= 96 px, plus label margins
-    assert w >= 2 * max(96, uf.IMAGE_SIZE) and 2 * max(96, uf.IMAGE_SIZE) <= h < 3 * max(96, uf.IMAGE_SIZE)
+    # 2 rows x 2 samples, rows labelled vanilla / swapped, 32 px tiles enlarged 3x
+    tiles = [torch.zeros(2, 3, uf.IMAGE_SIZE, uf.IMAGE_SIZE)] * 2
+    assert grid.size[::-1] == tuple(make_grid(tiles, row_labels=["vanilla", "swapped"]).shape[1:])
+    assert grid.size[1] == 2 + 2 * (3 * uf.IMAGE_SIZE + 2)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == "ip2p" and meta["prompt"] == "make it blue" and meta["image_guidance"] == 1.5
 

@@ -12,8 +12,8 @@ def export_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module | None, s
     """Write ``transformer`` (+ ``vae``, a DDIM scheduler on the training schedule, id2label.json) to ``path``.
 
     Written into a temporary sibling folder and renamed into place (an existing export is replaced only then),
-    so an interrupted export never leaves a folder that looks complete. A pixel-space model (no VAE) is saved with ``vae: null``, which
-    ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.loading.load_dit` can.
+    so an interrupted export never leaves a folder that looks complete. A pixel-space model (no VAE) is saved
+    with ``vae: null``, which ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.loading.load_dit` can.
     """
     from diffusers import DDIMScheduler, DiTPipeline
 
