@@ -70,6 +70,9 @@ class PriorswapCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
+    # Lightning's own pytree helper on recent torch, printed on every fit; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+                            module="lightning")
     return PriorswapCLI(
         DiTFineTune,
         L.LightningDataModule,
