@@ -178,3 +178,30 @@ def test_ddp_default_output_folders(tmp_path):
     trainer.fit(model, dm)
     run = tmp_path / "tb" / "ddp" / "version_0"
     assert (run / "cfg_eval.csv").is_file() and (run / "export" / "model_index.json").is_file()
+
+
+def test_demo_runner_takes_its_recipes_from_the_package(tmp_path, monkeypatch):
+    """`priorswap demo` after `pip install .` (no source tree): recipes are package data, found by importlib.resources."""
+    from priorswap.toolkit.demo import runner
+    from priorswap.toolkit.training import cli
+
+    shipped = tmp_path / "site-packages" / "priorswap" / "recipes"
+    shipped.mkdir(parents=True)
+    (shipped / "demo_finetune.yaml").write_text("seed_everything: 0\n")
+    monkeypatch.setattr(runner.resources, "files", lambda package: shipped if package == "priorswap.recipes" else None)
+    seen = []
+    monkeypatch.setattr(cli, "run_lightning_cli", lambda argv: seen.append(argv))
+    runner._fit("demo_finetune.yaml", runner.DemoConfig(out=str(tmp_path / "out")), ["--x", "1"])
+    assert seen[0][:3] == ["fit", "-c", str(shipped / "demo_finetune.yaml")] and seen[0][-2:] == ["--x", "1"]
+
+
+def test_demo_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    from priorswap.toolkit.demo.runner import _resume_or_restart
+
+    run = tmp_path / "demo_finetune" / "run"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.1").write_text("")
+    assert _resume_or_restart(str(run)) == [] and not run.exists()  # else the next fit would refuse the folder
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_text("")
+    assert _resume_or_restart(str(run)) == ["--ckpt_path", "last"] and run.exists()
