@@ -8,8 +8,9 @@ with the package (``priorswap.recipes``), so a wheel install has them too.
 Run folders are Lightning's: ``<save_dir>/<name>/version_N``, a new N per run. ``--ckpt_path last`` resumes the newest
 version that has a ``last.ckpt``, in that same folder; a run folder named explicitly (``version: run``) that already
 holds a run is refused unless resumed. Flags must be spelled out (``--trainer.max_step`` is an error, not
-``max_steps``). The model's ``num_classes`` and ``class_names`` come from the datamodule (a link), so
-``--print_config`` shows the whole recipe and the checkpoint's hyperparameters hold the label map.
+``max_steps``). The model's ``num_classes`` and ``class_names`` are the datamodule's (a link applied when the
+datamodule is built), not a setting: ``--print_config`` shows every setting, and the checkpoint's hyperparameters
+hold the label map.
 """
 from __future__ import annotations
 
