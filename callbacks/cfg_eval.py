@@ -255,7 +255,11 @@ class PriorSwapEval(Callback):
     def output_path(self, trainer) -> str:
         if self.output:
             return os.path.expanduser(self.output)
-        return os.path.join(trainer.log_dir or trainer.default_root_dir, "cfg_eval.csv")
+        # the logger's own folder, as Trainer.log_dir finds it but without its broadcast: only rank 0 writes rows,
+        # and a broadcast from rank 0 alone would hang (or kill) a DDP run at its first evaluation
+        logger = trainer.loggers[0] if trainer.loggers else None
+        log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger is not None else None
+        return os.path.join(log_dir or trainer.default_root_dir, "cfg_eval.csv")
 
     def _write_rows(self, trainer) -> None:
         path = self.output_path(trainer)

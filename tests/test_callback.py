@@ -42,7 +42,7 @@ def run(tmp, base, food, devices=1, steps=2, lr=1e-3):
     cb = PriorSwapEval(guidance_scales=[1.5, 3.0], num_samples=6, steps=3, batch_size=4, every_n_steps=2, at_fit_end=True,
                        extractor=features(), classifier=classifier(), reference_samples=6, stats_cache=str(tmp / "stats"),
                        grid_samples=3, output=str(tmp / "eval" / "cfg_eval.csv"))
-    model = DiTFineTune(pretrained=base, vae=None, ema_decay=0.5, lr=lr, export_on_fit_end=False)
+    model = DiTFineTune(pretrained=base, vae=None, num_classes=3, ema_decay=0.5, lr=lr, export_on_fit_end=False)
     dm = Food101DataModule(root=food, resolution=16, batch_size=2, num_workers=0)
     logger = TensorBoardLogger(str(tmp / "tb"), name="run", version="v")
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
@@ -168,7 +168,7 @@ def test_an_error_during_evaluation_is_raised_not_swallowed(tmp_path, setup_dirs
 
     cb = PriorSwapEval(extractor=Broken(torch.nn.Identity(), 4, "broken"), num_samples=2, steps=2, every_n_steps=1,
                        at_fit_end=False, stats_cache=None, grid_samples=0, output=str(tmp_path / "e.csv"))
-    model = DiTFineTune(pretrained=base, vae=None, export_on_fit_end=False)
+    model = DiTFineTune(pretrained=base, vae=None, num_classes=3, export_on_fit_end=False)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, callbacks=[cb], enable_progress_bar=False,
                         enable_checkpointing=False, use_distributed_sampler=False, limit_val_batches=0)
     with pytest.raises(RuntimeError, match="extractor exploded"):

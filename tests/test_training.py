@@ -33,7 +33,8 @@ def trainer(tmp_path, max_steps, **kw):
 
 
 def tiny_module(**kw):
-    args = dict(pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, ema_decay=0.9, lr=1e-3, export_on_fit_end=False)
+    args = dict(pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, num_classes=3, ema_decay=0.9, lr=1e-3,
+                export_on_fit_end=False)
     return DiTFineTune(**{**args, **kw})
 
 
@@ -41,7 +42,7 @@ def tiny_module(**kw):
 def test_tiny_fit_on_each_dataset_layout(tmp_path, make, cls):
     root = make(str(tmp_path / "d"), classes=3, per_class=6)
     dm = cls(root=root, resolution=16, batch_size=4, num_workers=0)
-    model = tiny_module()
+    model = tiny_module(num_classes=dm.num_classes, class_names=dm.class_names)
     before = {k: v.clone() for k, v in model.transformer.state_dict().items()}
     trainer(tmp_path, 3).fit(model, dm)
     assert model.num_classes == 3 and model.class_names == dm.class_names
@@ -54,8 +55,9 @@ def test_tiny_fit_on_each_dataset_layout(tmp_path, make, cls):
 def test_fine_tune_replaces_label_table_in_every_block(tmp_path, food):
     base = save_dit_pipeline(str(tmp_path / "base"), num_classes=1000, sample_size=4)
     base_tables = [e.embedding_table.weight.detach().clone() for e in label_embedders(load_dit(base).denoiser.transformer)]
-    model = DiTFineTune(pretrained=base, vae=base, ema_decay=0.9, export_dir=str(tmp_path / "export"))
     dm = Food101DataModule(root=food, resolution=32, batch_size=4, num_workers=0)
+    model = DiTFineTune(pretrained=base, vae=base, num_classes=dm.num_classes, class_names=dm.class_names, ema_decay=0.9,
+                        export_dir=str(tmp_path / "export"))
     trainer(tmp_path, 2).fit(model, dm)
     tables = label_embedders(model.ema.module)
     assert len(tables) == len(base_tables) > 1
@@ -140,11 +142,12 @@ def test_cli_fit_twice_in_same_log_dir_and_resume_last(tmp_path, food):
     common = ["-c", RECIPE, "--data.root", food, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
               "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false"]
     assert main(["fit", *common, "--trainer.max_steps", "2"]) == 0
-    run = tmp_path / "runs" / "tiny_food101" / "run"
+    run = tmp_path / "runs" / "tiny_food101" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "export" / "model_index.json").exists()
     assert main(["fit", *common, "--trainer.max_steps", "4", "--ckpt_path", "last"]) == 0
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert state["global_step"] == 4  # continued from step 2, not restarted
+    assert not (run.parent / "version_1").exists()  # resumed in the same run folder
 
 
 def test_cli_bad_root_is_one_line_error(tmp_path, capsys):
@@ -158,7 +161,7 @@ def test_cli_bad_root_is_one_line_error(tmp_path, capsys):
 def test_corrupt_images_do_not_stop_training(tmp_path):
     root = make_food101(str(tmp_path / "food"), classes=2, per_class=4, corrupt=2)
     dm = Food101DataModule(root=root, resolution=16, batch_size=4, num_workers=0)
-    model = tiny_module()
+    model = tiny_module(num_classes=2)
     trainer(tmp_path, 3).fit(model, dm)
     assert model.global_step == 3
     assert dm.skipped_total >= 1 or dm.pop_skipped()

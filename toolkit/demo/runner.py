@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 
 import torch
 
@@ -27,8 +29,8 @@ from .classifier import ASSET as CLASSIFIER_ASSET
 from .classifier import FMNISTExtractor, FMNISTSubsetClassifier, accuracy, load_classifier, train_classifier
 from .fmnist import load_split
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BASE_ASSET = os.path.join(REPO, "toolkit", "assets", "demo_base")
+# package data (pyproject's package-data), found the same way in a source checkout and in a wheel install
+BASE_ASSET = str(resources.files("priorswap.toolkit").joinpath("assets", "demo_base"))
 CLASSES = [5, 7, 8, 9]  # Sandal, Sneaker, Bag, Ankle boot -> 0..3
 
 
@@ -98,10 +100,11 @@ def _base(cfg: DemoConfig) -> str:
         if not os.path.isfile(os.path.join(BASE_ASSET, "model_index.json")):
             raise PriorswapError(f"shipped demo base {BASE_ASSET} is missing; `priorswap demo --retrain` rebuilds it")
         return BASE_ASSET
-    export = os.path.join(cfg.out, "tb", "demo_base", "run", "export")
+    run = os.path.join(cfg.out, "tb", "demo_base", "run")
+    export = os.path.join(run, "export")
     if not os.path.isfile(os.path.join(export, "model_index.json")):
         _say("training the base model (recipes/demo_base.yaml; this takes about an hour on 2 cores)")
-        _fit("demo_base.yaml", cfg, [])
+        _fit("demo_base.yaml", cfg, _resume_or_restart(run))
     return export
 
 
@@ -124,18 +127,26 @@ def _finetune(cfg: DemoConfig, base: str, clf_path: str) -> str:
         overrides += ["--trainer.callbacks.init_args.every_n_steps", str(cfg.finetune_steps),
                       "--trainer.callbacks.init_args.num_samples", str(cfg.num_samples),
                       "--trainer.callbacks.init_args.steps", str(cfg.steps), "--trainer.log_every_n_steps", "1"]
-    if os.path.isfile(os.path.join(run, "checkpoints", "last.ckpt")):
-        overrides += ["--ckpt_path", "last"]  # an interrupted fine-tune continues
-    _fit("demo_finetune.yaml", cfg, overrides)
+    _fit("demo_finetune.yaml", cfg, overrides + _resume_or_restart(run))
     _atomic_json(os.path.join(run, "done.json"), {"steps": cfg.finetune_steps})
     return export
+
+
+def _resume_or_restart(run: str) -> list[str]:
+    """An interrupted fit continues from its last.ckpt; one stopped before its first checkpoint starts over
+    (``priorswap fit`` refuses to write a second run into a folder that holds one)."""
+    if os.path.isfile(os.path.join(run, "checkpoints", "last.ckpt")):
+        return ["--ckpt_path", "last"]
+    if os.path.isdir(run):
+        shutil.rmtree(run)
+    return []
 
 
 def _fit(recipe: str, cfg: DemoConfig, overrides: list[str]) -> None:
     from ..training.cli import run_lightning_cli
 
-    run_lightning_cli(["fit", "-c", os.path.join(REPO, "recipes", recipe),
-                       "--trainer.logger.init_args.save_dir", os.path.join(cfg.out, "tb"), *overrides])
+    with resources.as_file(resources.files("priorswap.recipes").joinpath(recipe)) as path:
+        run_lightning_cli(["fit", "-c", str(path), "--trainer.logger.init_args.save_dir", os.path.join(cfg.out, "tb"), *overrides])
 
 
 def _evaluate(cfg: DemoConfig, base_ref: str, ft_ref: str, clf_path: str, test_all) -> dict:

@@ -1,30 +1,250 @@
 """``priorswap fit|validate|test -c recipes/X.yaml``: LightningCLI over :class:`DiTFineTune` and any datamodule.
 
-Re-running with the same log directory works: the saved config is overwritten (SaveConfigCallback's
-``overwrite``). Recipes are YAML of the typed constructor arguments; command-line flags override them.
+Recipes are YAML of the typed constructor arguments; command-line flags override them. A recipe may load another
+first with a ``config: other.yaml`` line (relative to itself), as the paper's dataset recipes load
+``dit_xl2_base.yaml``. ``-c NAME.yaml`` or ``-c recipes/NAME.yaml`` that does not exist here is the recipe shipped
+with the package (``priorswap.recipes``), so a wheel install has them too.
+
+Run folders are Lightning's: ``<save_dir>/<name>/version_N``, a new N per run. ``--ckpt_path last`` resumes the newest
+version that has a ``last.ckpt``, in that same folder; a run folder named explicitly (``version: run``) that already
+holds a run is refused unless resumed. Flags must be spelled out (``--trainer.max_step`` is an error, not
+``max_steps``). The model's ``num_classes`` and ``class_names`` are the datamodule's (a link applied when the
+datamodule is built), not a setting: ``--print_config`` shows every setting, and the checkpoint's hyperparameters
+hold the label map.
 """
 from __future__ import annotations
 
-import lightning as L
-from lightning.pytorch.cli import LightningCLI
+import glob
+import os
+import re
+import sys
+import warnings
+from importlib import resources
 
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ..errors import PriorswapError
 from .module import DiTFineTune
+
+CONFIG_FLAGS = ("-c", "--config")
+VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers that number runs <save_dir>/<name>/version_N
+
+
+class SpelledOutParser(LightningArgumentParser):
+    """No prefix matching (argparse would run `--trainer.max_step 3` as `max_steps`); an unknown flag is one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        if self.exit_on_error and message.lower().startswith("unrecognized arguments"):
+            sys.stderr.write(f"priorswap: error: {message} (flags are spelled in full; see --help)\n")
+            raise SystemExit(2)
+        super().error(message, ex)
 
 
 class PriorswapCLI(LightningCLI):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parser_class", SpelledOutParser)
+        super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        with warnings.catch_warnings():
+            # `priorswap fit` hands LightningCLI its own argv (with recipe names resolved) on purpose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("seed_everything", "model.seed")
+        # the label table's size and names are the datamodule's, read once it is built (it has scanned its root)
+        parser.link_arguments("data", "model.num_classes", compute_fn=_data_num_classes, apply_on="instantiate")
+        parser.link_arguments("data", "model.class_names", compute_fn=_data_class_names, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Checks that need no model: writable log folder, something to resume, no silent mixing of runs."""
+        if self.subcommand != "fit":
+            return
+        prepare_run_folder(self.config[self.subcommand])
 
 
 def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
+    # Lightning's own pytree helper on recent torch, printed on every fit; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+                            module="lightning")
     return PriorswapCLI(
         DiTFineTune,
         L.LightningDataModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
-        args=argv,
+        args=shipped_recipes(argv),
         auto_configure_optimizers=False,
         # our datamodules shard and order data themselves (data/sampler.py), resumable mid-epoch
         trainer_defaults={"use_distributed_sampler": False},
     )
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+def shipped_recipe(path: str) -> str | None:
+    """The packaged recipe a missing ``recipes/NAME.yaml`` or ``NAME.yaml`` means, if there is one."""
+    if os.path.exists(path):
+        return None
+    parent, name = os.path.split(os.path.normpath(path))
+    if parent not in ("", "recipes") or not name.endswith((".yaml", ".yml")):
+        return None
+    shipped = resources.files("priorswap.recipes").joinpath(name)
+    return str(shipped) if shipped.is_file() else None
+
+
+def shipped_recipes(argv: list[str]) -> list[str]:
+    """``argv`` with every ``-c``/``--config`` recipe that is not here replaced by the shipped one of that name."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in CONFIG_FLAGS and i + 1 < len(out):
+            out[i + 1] = shipped_recipe(out[i + 1]) or out[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+            out[i] = "--config=" + (shipped_recipe(value) or value)
+    return out
+
+
+# -- the class count link -----------------------------------------------------------------------------
+def _data_num_classes(dm) -> int | None:
+    return _data_attribute(dm, "num_classes")
+
+
+def _data_class_names(dm) -> list[str] | None:
+    names = _data_attribute(dm, "class_names")
+    return None if names is None else [str(n) for n in names]
+
+
+def _data_attribute(dm, name: str):
+    if getattr(dm, "download", False) and _is_launch_rank_zero():
+        dm.prepare_data()  # the class list is in the dataset files: fetch them before reading it
+    return getattr(dm, name, None)
+
+
+# -- run folders ------------------------------------------------------------------------------------
+SPECIAL_CKPT = ("last", "best", "hpc", "registry")  # the names Trainer.fit(ckpt_path=...) resolves itself
+
+
+def prepare_run_folder(cfg) -> None:
+    """Refuse (one line) what would fail after the model loads or mix two runs; pin the version to resume.
+
+    ``cfg`` is the fit sub-command's namespace (trainer, ckpt_path, ...). With ``--ckpt_path last`` and a numbered
+    logger the newest ``version_N`` holding ``checkpoints/last*.ckpt`` is chosen here, before the logger exists,
+    so Lightning finds that checkpoint and the resumed run keeps writing into the same folder.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and not os.path.isfile(os.path.expanduser(str(ckpt_path))):
+        raise PriorswapError(f"--ckpt_path {ckpt_path!r} is not a file; pass a checkpoint, or `last` to resume the newest run")
+    run = RunLayout.of(cfg.trainer)
+    check_writable_dir(run.save_dir, run.flag)
+    if run.kind == "numbered":
+        if ckpt_path == "last":
+            chosen = _latest_resumable_version(run.base)
+            if chosen is None:
+                raise PriorswapError(f"--ckpt_path last: nothing to resume, no {run.base}/version_*/checkpoints/last.ckpt; "
+                                     "start without --ckpt_path to begin a new run")
+            run.pin_version(chosen)
+            if _is_launch_rank_zero():
+                print(f"priorswap: resuming {os.path.join(run.base, f'version_{chosen}')}", flush=True)
+    elif run.kind == "fixed":
+        have = glob.glob(os.path.join(glob.escape(run.ckpt_dir), "*.ckpt"))
+        if ckpt_path == "last":
+            if not any(os.path.basename(p).startswith("last") for p in have):
+                raise PriorswapError(f"--ckpt_path last: nothing to resume, {run.ckpt_dir} has no last.ckpt; "
+                                     "start without --ckpt_path to begin a new run")
+        elif ckpt_path is None and _is_launch_rank_zero() and (have or _has_logs(run.folder)):
+            # rank 0 only: the other ranks start once rank 0 has begun writing into this folder
+            raise PriorswapError(f"{run.folder} already holds a run; resume it with --ckpt_path last, or {run.new_hint}")
+
+
+class RunLayout:
+    """Where a fit writes, from the trainer's config: Lightning's numbered ``<save_dir>/<name>/version_N``, a fixed
+    folder (a named version, logger off, or ``ModelCheckpoint(dirpath=...)``), or a logger we do not lay out."""
+
+    def __init__(self, kind: str, save_dir: str, flag: str, base: str = "", folder: str = "", ckpt_dir: str = "",
+                 new_hint: str = "", pin=None):
+        self.kind, self.save_dir, self.flag, self.base = kind, os.path.expanduser(str(save_dir)), flag, base
+        self.folder, self.ckpt_dir, self.new_hint, self._pin = folder, ckpt_dir, new_hint, pin
+
+    def pin_version(self, version: int) -> None:
+        self._pin(version)
+
+    @classmethod
+    def of(cls, trainer) -> "RunLayout":
+        root = os.path.expanduser(str(trainer.get("default_root_dir") or os.getcwd()))
+        root_flag = "--trainer.default_root_dir"
+        dirpath = next((c.init_args.dirpath for c in (trainer.get("callbacks") or [])
+                        if _class_name(c) == "ModelCheckpoint" and c.get("init_args") is not None and c.init_args.get("dirpath")), None)
+        logger = trainer.get("logger")
+        if isinstance(logger, list):
+            logger = logger[0] if logger else False
+        if dirpath:
+            ckpt_dir = os.path.expanduser(str(dirpath))
+            return cls("fixed", root, root_flag, folder=ckpt_dir, ckpt_dir=ckpt_dir, new_hint="set another ModelCheckpoint dirpath")
+        if logger is False:
+            ckpt_dir = os.path.join(root, "checkpoints")
+            return cls("fixed", root, root_flag, folder=ckpt_dir, ckpt_dir=ckpt_dir, new_hint="set another --trainer.default_root_dir")
+        if logger is None or logger is True:  # Lightning's default: TensorBoardLogger(default_root_dir, "lightning_logs")
+            def pin(v, trainer=trainer):
+                trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                           init_args=Namespace(save_dir=root, name="lightning_logs", version=v))
+            return cls("numbered", root, root_flag, base=os.path.join(root, "lightning_logs"), pin=pin)
+        args = logger.get("init_args") if hasattr(logger, "get") else None
+        if _class_name(logger) not in VERSIONED_LOGGERS or args is None or args.get("save_dir") is None:
+            return cls("other", root, root_flag)  # W&B, MLflow, ...: their own run ids; leave them to Lightning
+        save_dir, flag = os.path.expanduser(str(args.save_dir)), "--trainer.logger.init_args.save_dir"
+        base = os.path.join(save_dir, str(args.name)) if args.get("name") else save_dir
+        version = args.get("version")
+        if version is None:
+            return cls("numbered", save_dir, flag, base=base, pin=lambda v: args.__setitem__("version", v))
+        folder = os.path.join(base, version if isinstance(version, str) else f"version_{version}")
+        return cls("fixed", save_dir, flag, folder=folder, ckpt_dir=os.path.join(folder, "checkpoints"),
+                   new_hint="name a new one with --trainer.logger.init_args.version NAME")
+
+
+def _has_logs(folder: str) -> bool:
+    return any(glob.glob(os.path.join(glob.escape(folder), pattern)) for pattern in ("events.out.tfevents.*", "metrics.csv", "cfg_eval.csv"))
+
+
+def _latest_resumable_version(base: str) -> int | None:
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(base), "version_*")):
+        m = re.fullmatch(r"version_(\d+)", os.path.basename(path))
+        if m and glob.glob(os.path.join(glob.escape(path), "checkpoints", "last*.ckpt")):
+            found.append(int(m.group(1)))
+    return max(found) if found else None
+
+
+def _class_name(spec) -> str:
+    path = spec.get("class_path") if hasattr(spec, "get") else None
+    return str(path).rsplit(".", 1)[-1] if path else ""
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """One line if ``path`` cannot be created or written: a file in the way, or a read-only parent."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise PriorswapError(f"{flag} {path!r} cannot be created: {probe!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PriorswapError(f"{flag} {path!r} cannot be written: no write permission on {probe!r}")
+
+
+def _is_launch_rank_zero() -> bool:
+    """Whether this is the first process of a (possibly multi-process) launch: every rank variable set is 0.
+
+    Lightning's DDP launcher starts ranks 1.. as copies of this command with LOCAL_RANK / NODE_RANK set, once rank 0
+    is running; torchrun sets RANK, SLURM's srun SLURM_PROCID.
+    """
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    return all(os.environ.get(k, "0").strip() in ("", "0") for k in keys)

@@ -8,9 +8,11 @@ All randomness of a step (timesteps, noise, dropout, latent draws) comes from a 
 from __future__ import annotations
 
 import os
+import warnings
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel
 
 from ..errors import PriorswapError
@@ -112,16 +114,22 @@ class DiTFineTune(L.LightningModule):
         dm.build_latent_cache(encode, encoder_id=f"{vae_id}|{vae.dtype}")
 
     def configure_model(self) -> None:
-        """Size the label table for the data's classes (once), then create the EMA copy."""
+        """Size the label table for ``num_classes`` (once), then create the EMA copy.
+
+        ``priorswap fit`` links ``num_classes`` and ``class_names`` from the datamodule; in Python pass them:
+        ``DiTFineTune(num_classes=dm.num_classes, class_names=dm.class_names)``.
+        """
         if self.ema is not None:
             return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        k = self.hparams.num_classes or getattr(dm, "num_classes", None)
+        k = self.hparams.num_classes
         if not k and self._trainer is None:
             return  # load_from_checkpoint: load_state_dict sizes the table from the weights
         if not k:
-            raise PriorswapError("num_classes is unknown: set model.num_classes or use a datamodule with num_classes")
-        self.class_names = self.class_names or list(getattr(dm, "class_names", []) or [str(i) for i in range(k)])
+            raise PriorswapError("num_classes is unknown: `priorswap fit` links it from the datamodule; in Python pass "
+                                 "DiTFineTune(num_classes=dm.num_classes, class_names=dm.class_names)")
+        if self.class_names is not None and len(self.class_names) != k:
+            raise PriorswapError(f"class_names has {len(self.class_names)} names but num_classes is {k}")
+        self.class_names = self.class_names or [str(i) for i in range(k)]
         self._build(k, new_table=bool(self.hparams.pretrained) or self.transformer.config.num_embeds_ada_norm != k)
 
     def _build(self, num_classes: int, new_table: bool) -> None:
@@ -159,7 +167,12 @@ class DiTFineTune(L.LightningModule):
         wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
         if self._trainer is not None and self.trainer.loggers:
             wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
+        wanted.append(KnownNoise())
         return [c for c in wanted if type(c) not in have]
+
+    # ThroughputMonitor reads this on every batch and warns on every fit when it is missing; None: FLOPs are not
+    # counted (it still logs batches and images per second)
+    flops_per_batch: float | None = None
 
     def configure_optimizers(self):
         """AdamW (DiT: lr 1e-4, no weight decay), with an optional linear warm-up for from-scratch runs."""
@@ -293,8 +306,11 @@ class DiTFineTune(L.LightningModule):
         return os.path.join(log_dir, "export")
 
     def on_fit_end(self) -> None:
-        if self.hparams.export_on_fit_end and self.trainer.is_global_zero:
-            path = self.export(self.default_export_dir())
+        if not self.hparams.export_on_fit_end:
+            return
+        folder = self.default_export_dir()  # on every rank: under DDP trainer.log_dir is a broadcast from rank 0
+        if self.trainer.is_global_zero:
+            path = self.export(folder)
             print(f"priorswap: exported EMA model to {path}")
 
     def export(self, path: str) -> str:
@@ -321,3 +337,48 @@ def ema_update(decay: float):
 
 def _batch_size(batch: dict) -> int:
     return int(batch["label"].shape[0])
+
+
+class KnownNoise(Callback):
+    """Silences two Lightning warnings that are false for this module, from fit start to the first batch only.
+
+    - "Found N module(s) in eval mode": the frozen VAE is in eval mode on purpose; hidden only when N is exactly
+      the count of this module's frozen submodules, so an unrelated module left in eval mode still warns.
+    - "resuming ... your dataloader is not resumable": priorswap's datamodules resume mid-epoch exactly; their
+      sampler's order is a function of (seed, epoch, index) and skips the batches already seen
+      (data/sampler.py, ImageDataModule.train_dataloader), so the warning's premise does not hold. Other
+      datamodules keep the warning.
+    """
+
+    def __init__(self):
+        self._filters: list = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        frozen = sum(1 for part in (getattr(pl_module, "vae", None), getattr(pl_module, "ema", None)) if part is not None
+                     for m in part.modules() if not m.training)
+        if frozen:
+            self._ignore(rf"Found {frozen} module\(s\) in eval mode at the start of training")
+        from priorswap.data.base import ImageDataModule
+
+        if isinstance(trainer.datamodule, ImageDataModule):
+            self._ignore(r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable")
+
+    def _ignore(self, message: str) -> None:
+        warnings.filterwarnings("ignore", message=message)
+        self._filters.append(warnings.filters[0])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._restore()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for f in self._filters:
+            if f in warnings.filters:
+                warnings.filters.remove(f)
+        self._filters = []
+
