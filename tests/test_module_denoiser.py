@@ -52,7 +52,7 @@ def features():
 
 def fit(tmp_path, food, max_steps, ckpt_path=None):
     cb = PriorSwapEval(prior="initial", extractor=features(), num_samples=2, steps=2, every_n_steps=None, at_fit_end=False)
-    model = tiny_module(lr=1e-2, ema_decay=0.5, export_on_fit_end=False)
+    model = tiny_module(num_classes=3, lr=1e-2, ema_decay=0.5, export_on_fit_end=False)  # the CLI links it from the data
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=1, save_last=True)
     trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, callbacks=[cb, ckpt], enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0)
