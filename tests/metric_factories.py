@@ -50,7 +50,7 @@ def tiny_vit_weights(path: str) -> str:
 
 
 def write_tiny_clip(folder: str) -> dict:
-    """A tiny random CLIP and an offline tokenizer (METHOD.md trap 12): printable ASCII vocab, empty merges."""
+    """A tiny random CLIP and an offline tokenizer (docs/method.md trap 12): printable ASCII vocab, empty merges."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     chars = [chr(i) for i in range(33, 127)]

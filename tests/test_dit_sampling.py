@@ -44,7 +44,7 @@ def test_vanilla_equals_diffusers_dit_pipeline(imagenet_like):
 
 
 def test_diffusers_pipeline_breaks_where_we_work(food_like):
-    """DiTPipeline hard-codes null id 1000 (METHOD.md trap 1); we read 101 from the model."""
+    """DiTPipeline hard-codes null id 1000 (docs/method.md trap 1); we read 101 from the model."""
     with pytest.raises(IndexError):
         diffusers_reference(food_like, [5], 0, 2, 1.5)
     loaded = load_dit(food_like)

@@ -55,7 +55,7 @@ class ModelDenoiser:
     condition). This class then:
       1. maps the sampler's timestep t to the model's own t' with the nearest alpha_bar (paper Sec. 4.2);
       2. splits off learned-sigma channels (DiT, PixArt: out_channels = 2 * C);
-      3. converts v / x0 predictions to eps with the model's own alpha_bar(t') (METHOD.md traps 4-5).
+      3. converts v / x0 predictions to eps with the model's own alpha_bar(t') (docs/method.md traps 4-5).
 
     ``name`` is how errors refer to the model: its full folder path or hub id.
     """

@@ -258,7 +258,7 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
         emb, _ = empty_prompt_embedding(tokenizer, encoder)
         net = load_component(ref, index, "unet", dtype, what)
         den = UNetPrior(net, emb, latent_space(ref, sched, vae, int(net.config.out_channels)), name)
-    del encoder  # only the empty prompt is ever needed (trap 6)
+    del encoder  # only the empty prompt is ever needed (docs/method.md trap 6)
     den.to(device)
     return Loaded(den, sched, vae, {}, ref)
 

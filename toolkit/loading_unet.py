@@ -2,7 +2,7 @@
 
 - ``load_ip2p`` / ``load_zero123`` / ``load_vd``: a hub id or a local diffusers folder -> a :class:`Conditional`
   (the wrapped denoiser, its VAE and the encoders that turn user inputs into conditions). Each null condition
-  (trap 6) is computed here once; call :meth:`Conditional.free_encoders` once the conditions are built.
+  (docs/method.md trap 6) is computed here once; call :meth:`Conditional.free_encoders` once the conditions are built.
 - ``load_unet_prior``: any prior ``priorswap.toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
   own null (which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.

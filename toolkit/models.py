@@ -65,7 +65,7 @@ def build_dit(
 
 
 def dit_scheduler_config() -> dict:
-    """DiT's training schedule: 1000 linear betas from 1e-4 to 0.02 (METHOD.md trap 4)."""
+    """DiT's training schedule: 1000 linear betas from 1e-4 to 0.02 (docs/method.md trap 4)."""
     return {
         "num_train_timesteps": 1000,
         "beta_start": 0.0001,

@@ -109,7 +109,7 @@ def make_scheduler(name: str, model_scheduler_config: dict):
     """A fresh diffusers scheduler of kind ``name`` on the model's own training schedule.
 
     Denoisers always return eps, so ``prediction_type`` is forced to epsilon; DDIM/DDPM get
-    ``clip_sample=False`` (latents are not in [-1, 1]; METHOD.md trap 10) and DDPM the fixed_small variance,
+    ``clip_sample=False`` (latents are not in [-1, 1]; docs/method.md trap 10) and DDPM the fixed_small variance,
     since the learned-sigma channels are dropped by the adapters.
     """
     from diffusers import (

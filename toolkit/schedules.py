@@ -3,7 +3,7 @@
 Pure tensor code (no models, no project imports). Every schedule here is variance preserving:
 x_t = sqrt(a) * x_0 + sqrt(1 - a) * eps with a = alpha_bar(t), so the same x_t can be handed to a
 model trained on another schedule once it is called at the timestep t' whose alpha_bar is closest
-(paper Sec. 4.2, METHOD.md trap 4).
+(paper Sec. 4.2, docs/method.md trap 4).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def nearest_timestep(alphas_cumprod: Tensor, alpha_bar: Tensor) -> Tensor:
 
 
 def to_eps(output: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
-    """Convert a model output of any prediction type to eps, with the model's own alpha_bar (trap 5).
+    """Convert a model output of any prediction type to eps, with the model's own alpha_bar (docs/method.md trap 5).
 
     v:  eps = sqrt(a) * v + sqrt(1 - a) * x_t
     x0: eps = (x_t - sqrt(a) * x0) / sqrt(1 - a)

@@ -3,7 +3,7 @@
 Every builder writes a folder with ``save_pretrained`` so ``priorswap bench unet --tiny`` (and the tests) load
 it back through the real loading code. Sizes are the smallest that keep every code path alive:
 32 px images, a 2-level VAE (scale factor 2, so 16x16 latents) and a 2-level UNet.
-The CLIP tokenizer is built from a vocab written here (METHOD.md trap 12), so nothing is downloaded.
+The CLIP tokenizer is built from a vocab written here (docs/method.md trap 12), so nothing is downloaded.
 """
 from __future__ import annotations
 

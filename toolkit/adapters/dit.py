@@ -1,6 +1,6 @@
 """DiT (diffusers ``DiTTransformer2DModel``) as a class-conditional denoiser.
 
-Quirks owned here (METHOD.md traps 1-3):
+Quirks owned here (docs/method.md traps 1-3):
 - the null class id is read from the model's label table (``num_classes``), never hard-coded as 1000;
 - diffusers keeps one label embedder per block and drops labels in train mode, so the model is put in eval;
 - learned sigma: the network outputs 2 * C channels and only the first C are eps.
@@ -39,7 +39,7 @@ class DiTDenoiser(ModelDenoiser):
                 f"{name}: label table has {emb.embedding_table.num_embeddings} rows for {self.num_classes} classes; "
                 "CFG needs the extra null row (num_classes + 1)"
             )
-        self.null_id: int = self.num_classes  # the extra row (trap 1)
+        self.null_id: int = self.num_classes  # the extra row (docs/method.md trap 1)
         self.sample_size: int = int(cfg.sample_size)
         self.patch_size: int = int(cfg.patch_size)
 

@@ -1,6 +1,6 @@
 """InstructPix2Pix: an SD1.5 UNet with 8 input channels (noisy latent + input-image latent) and two conditions.
 
-Quirks owned here (METHOD.md traps 6-7):
+Quirks owned here (docs/method.md traps 6-7):
 - the image condition is the *unscaled* VAE latent of the input image (``latent_dist.mode()``); only the
   noisy latent is scaled, and a swapped prior only ever sees that 4-channel noisy latent;
 - the null image is zero latents, the null text is the CLIP embedding of "" (computed once);
@@ -42,7 +42,7 @@ def prompt_embedding(tokenizer, text_encoder, prompts: Sequence[str]) -> Tensor:
 
 @torch.no_grad()
 def image_latents(vae: torch.nn.Module, images: Tensor) -> Tensor:
-    """Unscaled VAE latents (N, 4, H/f, W/f) of images (N, 3, H, W) in [-1, 1] (trap 7: mode, no scaling_factor)."""
+    """Unscaled VAE latents (N, 4, H/f, W/f) of images (N, 3, H, W) in [-1, 1] (docs/method.md trap 7: mode, no scaling_factor)."""
     p = next(vae.parameters())
     return vae.encode(images.to(device=p.device, dtype=p.dtype)).latent_dist.mode().detach()
 
@@ -65,7 +65,7 @@ class IP2PDenoiser(UNetDenoiser):
         for c in conds:
             c = IP2PCond() if c is None else c
             texts.append(batch_to(self.null_text if c.text is None else c.text, b).to(x.device, self.dtype))
-            null_image = torch.zeros(b, *x.shape[1:], device=x.device, dtype=self.dtype)  # trap 6
+            null_image = torch.zeros(b, *x.shape[1:], device=x.device, dtype=self.dtype)  # docs/method.md trap 6
             images.append(null_image if c.image is None else batch_to(c.image, b).to(x.device, self.dtype))
         x_in = torch.cat([x.to(self.dtype), torch.cat(images)], dim=1)  # (n*B, 4 + 4, h, w)
         return self.unet(x_in, t, encoder_hidden_states=torch.cat(texts)).sample  # (n*B, 4, h, w)

@@ -1,6 +1,6 @@
 """Text-to-image models used as unconditional priors: SD-family UNets and PixArt-alpha.
 
-Each prior's null condition is *its own* text encoder's embedding of the empty prompt (METHOD.md trap 6),
+Each prior's null condition is *its own* text encoder's embedding of the empty prompt (docs/method.md trap 6),
 computed once by :func:`empty_prompt_embedding` so the encoder can be freed before sampling.
 PixArt is a DiT with learned sigma and a linear schedule; the base class handles both.
 """
@@ -62,7 +62,7 @@ class PixArtPrior(ModelDenoiser):
     def size_problem(self, height: int, width: int) -> str | None:
         if height % self.patch_size or width % self.patch_size:
             return f"{self.name} needs latent sizes divisible by its patch size {self.patch_size}, got {height}x{width}"
-        return None  # PixArt interpolates its position embeddings (trap 9)
+        return None  # PixArt interpolates its position embeddings (docs/method.md trap 9)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)

@@ -3,7 +3,7 @@
 As diffusers' ``VersatileDiffusionImageVariationPipeline`` builds them, the tokens are
 ``visual_projection(post_layernorm(last_hidden_state))`` divided by the norm of the class token, and the
 null condition is the same embedding of a uniform grey image (0.5 everywhere, 512x512) sent through the
-pipeline's own image processor (METHOD.md trap 6). Otherwise it is a plain SD UNet, hence :class:`UNetPrior`.
+pipeline's own image processor (docs/method.md trap 6). Otherwise it is a plain SD UNet, hence :class:`UNetPrior`.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 The condition (Liu et al. 2023, as the diffusers-format zero123 weights implement it) is
   c = cc_projection([CLIP_image_embed(input) (768), polar (rad), sin(azimuth), cos(azimuth), radius])  (B, 1, 768)
-cross-attended, plus the *unscaled* VAE latent of the input image concatenated to the noisy latent (trap 7).
-Its null is zeros *after* ``cc_projection`` and zero image latents (trap 6); that is what ``cond=None`` gives.
+cross-attended, plus the *unscaled* VAE latent of the input image concatenated to the noisy latent (docs/method.md trap 7).
+Its null is zeros *after* ``cc_projection`` and zero image latents (docs/method.md trap 6); that is what ``cond=None`` gives.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class Zero123Denoiser(UNetDenoiser):
         b = x.shape[0] // len(conds)
         embs, images = [], []
         for c in conds:
-            if c is None:  # trap 6: the null lives after cc_projection
+            if c is None:  # docs/method.md trap 6: the null lives after cc_projection
                 embs.append(torch.zeros(b, 1, self.embed_dim, device=x.device, dtype=self.dtype))
                 images.append(torch.zeros(b, *x.shape[1:], device=x.device, dtype=self.dtype))
             else:

@@ -114,7 +114,7 @@ def prepare_ip2p(args: argparse.Namespace) -> "Job":
     with torch.no_grad():
         model.vae.to(args.device)
         enc["text_encoder"].to(args.device)
-        latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (trap 7)
+        latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (docs/method.md trap 7)
         text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [args.prompt]).cpu()
     model.free_encoders()
     guidance = DualGuidance(

@@ -142,7 +142,7 @@ class IP2PConditions(Conditions):
         from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
 
         x = torch.cat([to_tensor(self.model_input(it)) for it in items])  # (N, 3, H, W); one size per batch
-        latent = image_latents(self.model.vae, x).cpu()  # unscaled (trap 7)
+        latent = image_latents(self.model.vae, x).cpu()  # unscaled (docs/method.md trap 7)
         enc = self.model.encoders
         text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [it.edit for it in items]).cpu()
         return IP2PCond(image=latent, text=text), IP2PCond(image=latent)

@@ -1,6 +1,6 @@
 """LightningModule that fine-tunes (or trains from scratch) a diffusers DiT with CFG dropout.
 
-Loss = eps-MSE + learned-variance VLB (DiT's objective), CFG dropout applied once per sample (METHOD.md
+Loss = eps-MSE + learned-variance VLB (DiT's objective), CFG dropout applied once per sample (docs/method.md
 trap 2), AdamW with DiT's defaults, an EMA copy stored in the checkpoint and used for sampling and export.
 All randomness of a step (timesteps, noise, dropout, latent draws) comes from a generator seeded by
 (seed, global step, rank), so a resumed run continues exactly where an uninterrupted one would be.
