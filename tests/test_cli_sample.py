@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from priorswap.toolkit.cli import main
@@ -29,8 +30,15 @@ def test_sample_writes_uint8_nhwc_and_labels(dit, tmp_path, capsys):
     data = np.load(out)
     assert data["arr_0"].dtype == np.uint8 and data["arr_0"].shape == (3, 8, 8, 3)
     assert data["labels"].tolist() == [0, 3, 7]
-    assert (tmp_path / "g.png").stat().st_size > 0
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    from PIL import Image
+
+    from priorswap.toolkit.images import make_grid
+
+    grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
+    unlabelled = make_grid([torch.zeros(3, 3, 8, 8)])  # same tiles, no row label
+    assert grid.shape[1] > unlabelled.shape[2]  # the "vanilla" row label adds a left margin
+    assert (grid[:, : grid.shape[1] - unlabelled.shape[2]] < 128).any()  # with text drawn in it
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
 def test_compare_with_same_prior_equals_vanilla(dit, tmp_path, capsys):

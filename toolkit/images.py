@@ -171,4 +171,3 @@ def save_grid(path: str, rows: list[torch.Tensor], row_labels: list[str] | None 
         Image.fromarray(array).save(f, format="PNG")
 
 
-save_grid_atomic = save_grid  # old name: commands/sample.py still calls it until its labelled --grid lands

@@ -9,7 +9,6 @@ import torch
 
 from ..errors import PriorswapError
 from ..files import atomic_write
-from ..images import save_grid, save_grid_atomic  # noqa: F401 (re-exported for the commands)
 from ..sampling import DTYPES, SCHEDULERS  # noqa: F401 (DTYPES re-exported for the commands)
 
 def hide_library_progress() -> None:

@@ -7,11 +7,11 @@ import numpy as np
 
 from ..api import class_conditional_samples
 from ..errors import PriorswapError
-from ..images import to_uint8
+from ..images import save_grid, to_uint8
 from ..loading import load_dit, load_prior
 from ..sampling import Guidance
 from . import sample_unet
-from .common import DTYPES, add_sampling_args, check_sampling_args, save_grid_atomic, save_npz_atomic
+from .common import DTYPES, add_sampling_args, check_sampling_args, save_npz_atomic
 
 
 def register(sub) -> None:
@@ -52,20 +52,22 @@ def run_dit(args: argparse.Namespace) -> int:
         from ..pairing import pair
 
         pair(model.denoiser, prior.denoiser, (model.denoiser.sample_size,) * 2)
-    rows, arrays = [], {}
+    rows, names, arrays = [], [], {}
     if prior is None or args.compare:
         vanilla = class_conditional_samples(model, labels, guidance, None, desc="vanilla CFG", **common)
         rows.append(vanilla)
+        names.append("vanilla")
         arrays["vanilla"] = to_uint8(vanilla)
     if prior is not None:
         swapped = class_conditional_samples(model, labels, guidance, prior, desc="swapped CFG", **common)
         rows.append(swapped)
+        names.append("swapped")
         arrays["swapped"] = to_uint8(swapped)
     main = arrays["swapped"] if prior is not None else arrays["vanilla"]
     extra = {"vanilla": arrays["vanilla"]} if args.compare else {}
     save_npz_atomic(args.output, arr_0=main, labels=np.asarray(labels.numpy(), dtype=np.int64), **extra)
     print(f"wrote {len(main)} samples to {args.output}")
     if args.grid:
-        save_grid_atomic(args.grid, rows)
+        save_grid(args.grid, rows, row_labels=names)
         print(f"wrote grid to {args.grid}")
     return 0

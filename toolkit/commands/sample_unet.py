@@ -18,7 +18,8 @@ from ..errors import PriorswapError
 from ..files import check_output_dir
 from ..images import read_image, to_tensor
 from ..sampling import DualGuidance, Guidance
-from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress, save_grid
+from ..images import save_grid
+from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress
 
 DEFAULTS = {  # paper appendix B
     "ip2p": dict(steps=100, image_guidance=1.5, text_guidance=7.5),
