@@ -25,6 +25,7 @@ from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
 from priorswap.toolkit.loading import load_prior
 from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
+from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
 from priorswap.toolkit.pairing import pair
 from priorswap.toolkit.sampling import Guidance, vae_decoder
 
@@ -86,7 +87,7 @@ class PriorSwapEval(Callback):
         self.every_n_steps, self.on_checkpoint, self.at_fit_end = every_n_steps, on_checkpoint, at_fit_end
         # built now, so missing weights or an unknown name fail before training starts
         self.extractor = extractor if isinstance(extractor, torch.nn.Module) else build_extractor(extractor, extractor_weights)
-        self.metric = metric_name or {"inception": "fid", "dinov2": "fd_dinov2"}.get(str(extractor).lower(), "fd")
+        self.metric = metric_name or fd_metric_name(extractor)
         self.classifier = load_feature_network(classifier) if isinstance(classifier, (str, os.PathLike)) else classifier
         self.reference_samples, self.stats_cache = reference_samples, stats_cache
         self.grid_samples, self.offload_prior, self.progress, self.output = grid_samples, offload_prior, progress, output

@@ -124,6 +124,21 @@ def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
                  "--output-dir", str(tmp_path / "o2")]) == 2
 
 
+def test_eval_dit_with_the_built_in_fmnist_networks_works_offline(tmp_path, setup_dirs, capsys):
+    """``--extractor fmnist --classifier fmnist``: the shipped Fashion-MNIST classifier as feature network and as
+    label classifier, no weights file needed."""
+    from priorswap.toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    code = main(["eval", "dit", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--num-samples", "4",
+                 "--steps", "2", "--batch-size", "4", "--extractor", "fmnist", "--classifier", "fmnist", "--device", "cpu",
+                 "--stats-cache", str(tmp_path / "stats"), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| fd_fmnist @ 1.5 |" in out and "| acc @ 1.5 |" in out
+
+
 def test_eval_dit_runs_take_the_minimum_fd_over_disjoint_seeds(tmp_path, setup_dirs, capsys):
     import csv
 

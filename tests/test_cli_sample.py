@@ -55,7 +55,7 @@ def test_compare_with_same_prior_equals_vanilla(dit, tmp_path, capsys):
         (["--model", "/no/such/folder"], "does not exist"),
         (["--labels", "10"], "label 10 is out of range"),
         (["--labels", "-1"], "label -1 is out of range"),
-        (["--scheduler", "heun9"], "unknown scheduler 'heun9'"),
+        (["--scheduler", "heun9"], "invalid choice: 'heun9'"),
         (["--steps", "-3"], "--steps must be at least 1"),
         (["--prior", "PIXART"], "latent spaces differ"),
         (["--output", "/no/such/dir/x.npz"], "output folder"),

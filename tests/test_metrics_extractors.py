@@ -89,7 +89,7 @@ def test_inception_no_path_offline_names_url_and_option(monkeypatch, tmp_path):
     with pytest.raises(PriorswapError) as e:
         build_extractor("inception")
     msg = str(e.value)
-    assert "\n" not in msg and "https://github.com/toshas/torch-fidelity/releases" in msg and "weights=" in msg
+    assert "\n" not in msg and "https://github.com/toshas/torch-fidelity/releases" in msg and "weights_path" in msg and "None" not in msg
 
 
 def test_inception_wrong_weights_file(tmp_path):

@@ -1,9 +1,11 @@
-"""The ``priorswap`` command: maps command names to small modules under ``toolkit/commands``.
+"""The ``priorswap`` command.
 
-- ``fit`` / ``validate`` hand over to LightningCLI (``priorswap.toolkit.training.cli``), so recipes are plain YAML
-  of typed constructor arguments.
-- every other command is an argparse sub-command; each module exposes ``register(subparsers)`` and sets
-  ``func`` on its parser. User mistakes (:class:`PriorswapError`) become one line on stderr and exit 2.
+- ``fit`` / ``validate`` / ``test`` / ``predict`` hand over to LightningCLI (``priorswap.toolkit.training.cli``), so
+  recipes are plain YAML of typed constructor arguments.
+- every other command is a dataclass in ``toolkit/commands`` (its fields are the flags, see
+  :mod:`priorswap.toolkit.argspec`) and a function that runs it. The command line is parsed and checked
+  (``spec.check()``) before the function imports torch or loads anything, so a mistake answers at once.
+  User mistakes (:class:`PriorswapError`) are one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ import sys
 
 from .errors import PriorswapError
 
-# sub-command -> module under priorswap.toolkit.commands exposing register(subparsers)
-COMMANDS = {
+# command -> module under priorswap.toolkit.commands: COMMANDS (sub-commands) and HELP, or a single COMMAND
+GROUPS = {
     "sample": "priorswap.toolkit.commands.sample",
-    "bench": "priorswap.toolkit.commands.bench",
     "eval": "priorswap.toolkit.commands.evaluate",
+    "bench": "priorswap.toolkit.commands.bench",
     "demo": "priorswap.toolkit.commands.demo",
     "export": "priorswap.toolkit.commands.export",
 }
@@ -25,7 +27,12 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake as one line (``priorswap: error: ...``) with exit code 2."""
+    """argparse that reports a usage mistake as one line (``priorswap: error: ...``) with exit code 2, and never
+    prefix-matches a flag (``--num`` is an error, not ``--num-samples``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -33,11 +40,18 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="priorswap", description="Fine-tune diffusion models and sample them with a swapped unconditional prior.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for name, module in COMMANDS.items():
-        importlib.import_module(module).register(sub)
+    sub = parser.add_subparsers(dest="_command_name", metavar="command", required=True, parser_class=OneLineParser)
+    for name, module_name in GROUPS.items():
+        module = importlib.import_module(module_name)
+        if hasattr(module, "COMMAND"):
+            module.COMMAND.register(sub, name)
+            continue
+        group = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        kinds = group.add_subparsers(dest="_kind_name", metavar="kind", required=True, parser_class=OneLineParser)
+        for kind, command in module.COMMANDS.items():
+            command.register(kinds, kind)
     for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"LightningCLI {name} (e.g. priorswap {name} -c recipes/tiny_food101.yaml)", add_help=False)
+        sub.add_parser(name, help=f"LightningCLI {name} (e.g. priorswap {name} -c dit_xl2_food101.yaml)", add_help=False)
     return parser
 
 
@@ -57,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if len(argv) > 1 and argv[0] == "eval" and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
             argv.insert(1, "dit")  # issue 4's flag form `priorswap eval --model ...` is `priorswap eval dit ...`
-        args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        try:
+            ns = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a usage mistake, already printed in one line (2)
+            return int(e.code or 0)
+        command = ns._command
+        spec = command.build(ns)
+        if hasattr(spec, "check"):
+            spec.check()
+        return int(command.run(spec) or 0)
     except PriorswapError as e:
         print(f"priorswap: error: {e}", file=sys.stderr)
         return 2

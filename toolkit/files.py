@@ -17,7 +17,6 @@ import shutil
 import stat
 from typing import IO, Callable, Iterator, TextIO
 
-from .errors import PriorswapError
 
 
 def current_umask() -> int:
@@ -134,12 +133,3 @@ def write_text_atomic(path: str, write: Callable[[TextIO], object]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, then rename it in; a killed run leaves no half file."""
     with atomic_write(path, "w") as f:
         write(f)
-
-
-def check_output_dir(path: str, flag: str = "--output-dir") -> None:
-    """One-line errors for an output folder that cannot be made: a missing parent, or a file in its place."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise PriorswapError(f"the folder {parent!r} that should hold {flag} does not exist")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise PriorswapError(f"{flag} {path!r} is a file")

@@ -225,7 +225,7 @@ def load_dit(ref: str, what: str = "model", dtype: torch.dtype | None = None, de
     den.to(device)
     if vae is not None:
         vae.to(device)
-    return Loaded(den, sched, vae, read_id2label(ref), ref)
+    return Loaded(den, sched, vae, read_id2label(ref, index), ref)
 
 
 def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Loaded:
@@ -263,10 +263,11 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
     return Loaded(den, sched, vae, {}, ref)
 
 
-def read_id2label(ref: str) -> dict[int, str]:
-    """Class names saved next to an exported fine-tune (``id2label.json``), if any."""
-    path = os.path.join(ref, "id2label.json")
+def read_id2label(ref: str, index: dict | None = None) -> dict[int, str]:
+    """Class names: ``id2label.json`` next to an exported fine-tune, else the ``id2label`` that DiTPipeline keeps in
+    ``model_index.json`` (the hub's DiT-XL-2 has ImageNet's there), else none."""
+    path = os.path.join(os.path.expanduser(str(ref)), "id2label.json")
     if os.path.isfile(path):
         with open(path) as f:
             return {int(k): str(v) for k, v in json.load(f).items()}
-    return {}
+    return {int(k): str(v) for k, v in ((index or {}).get("id2label") or {}).items()}

@@ -21,15 +21,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import checks
 from .denoisers import Denoiser
 from .errors import PriorswapError
 from .guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype names
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # checks.DTYPE_NAMES -> torch
 
-SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler", "euler_a")
+SCHEDULERS = checks.SCHEDULERS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ Each (mode, batch) cell runs in its own subprocess so that peak memory is that c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -13,29 +12,30 @@ import subprocess
 import sys
 import time
 
+from dataclasses import dataclass
+
+from .. import checks
+from ..argspec import Command, arg
 from . import bench_train, bench_unet
 
 
+@dataclass(kw_only=True)
+class BenchSample:
+    """``priorswap bench sample``: one guided prediction, vanilla against prior-swapped."""
 
-def register(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks that print figures (tables in the README)")
-    kinds = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
-    s = kinds.add_parser("sample", help="one guided prediction: vanilla vs prior-swapped, batch 1/8/32")
-    s.add_argument("--size", default="S/2", help="random DiT size (default S/2, 40M parameters)")
-    s.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    s.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median reported)")
-    s.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    s.add_argument("--json", action="store_true", help="print a JSON object as the last line")
-    s.set_defaults(func=run_sample_bench)
-    bench_train.register(kinds)
-    bench_unet.register(kinds)
+    size: str = arg("S/2", help="random DiT size (S/2: 40M parameters)")
+    batch_sizes: list[int] = arg(default_factory=lambda: [1, 8, 32], help="batch sizes, one table row each")
+    repeats: int = arg(5, help="timed repeats per cell (median reported)")
+    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
+    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
+    json: bool = arg(False, help="print a JSON object as the last line")
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    def check(self) -> None:
+        checks.at_least("--repeats", self.repeats)
+        for b in self.batch_sizes:
+            checks.at_least("--batch-sizes", b)
+        self.device = checks.resolve_device(self.device)
+        checks.check_device(self.device, self.dtype)
 
 
 def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: str) -> dict:
@@ -54,7 +54,7 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     from ..loading import alphas_cumprod
     from ..models import build_dit, dit_scheduler_config
     from ..sampling import Guidance, cfg_eps
-    from .common import DTYPES
+    from ..sampling import DTYPES
 
     torch.manual_seed(0)
     space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
@@ -87,7 +87,7 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     return {"task": task, "batch": batch, **{f"{m}_s": statistics.median(v) for m, v in times.items()}}
 
 
-def _worker(task: str, batch: int, args: argparse.Namespace) -> dict:
+def _worker(task: str, batch: int, args: BenchSample) -> dict:
     cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench", task, str(batch), args.size, str(args.repeats), args.device, args.dtype]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode != 0:
@@ -95,7 +95,7 @@ def _worker(task: str, batch: int, args: argparse.Namespace) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def run_sample_bench(args: argparse.Namespace) -> int:
+def run_sample_bench(args: BenchSample) -> int:
     import torch
 
     rows = []
@@ -117,6 +117,14 @@ def run_sample_bench(args: argparse.Namespace) -> int:
         key = 8 if 8 in ratios else args.batch_sizes[0]
         print(json.dumps({"swapped_over_vanilla": round(ratios[key], 4), "batch_for_ratio": key, "rows": rows}))
     return 0
+
+
+COMMANDS = {
+    "sample": Command(BenchSample, run_sample_bench, "one guided prediction: vanilla vs prior-swapped, batch 1/8/32"),
+    "train": bench_train.COMMAND,
+    "unet": bench_unet.COMMAND,
+}
+HELP = "benchmarks that print figures (tables in the README)"
 
 
 if __name__ == "__main__":  # worker: python -m priorswap.toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE

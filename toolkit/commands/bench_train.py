@@ -7,23 +7,32 @@ VAE (34M-parameter encoder) and a random DiT are used; images are random 64 px J
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
+
+from .. import checks
+from ..argspec import Command, arg
 
 
-def register(kinds) -> None:
-    p = kinds.add_parser("train", help="images/s: LightningModule vs plain loop, with and without the latent cache")
-    p.add_argument("--size", default="S/2", help="random DiT size (default S/2)")
-    p.add_argument("--resolution", type=int, default=64, help="image side in pixels (latents are 1/8)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=12, help="timed steps per cell (after 2 warm-up steps)")
-    p.add_argument("--repeats", type=int, default=2, help="alternating repeats of each cell (median reported)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+@dataclass(kw_only=True)
+class BenchTrain:
+    """``priorswap bench train``: images/s of the LightningModule against a plain loop."""
+
+    size: str = arg("S/2", help="random DiT size")
+    resolution: int = arg(64, help="image side in pixels (latents are 1/8)")
+    batch_size: int = arg(8, help="images per step")
+    steps: int = arg(12, help="timed steps per cell (after 2 warm-up steps)")
+    repeats: int = arg(2, help="alternating repeats of each cell (median reported)")
+    json: bool = arg(False, help="print a JSON object as the last line")
+
+    def check(self) -> None:
+        for flag, value in (("--resolution", self.resolution), ("--batch-size", self.batch_size),
+                            ("--steps", self.steps), ("--repeats", self.repeats)):
+            checks.at_least(flag, value)
 
 
 def _images(folder: str, n: int, size: int) -> None:
@@ -47,7 +56,7 @@ def _vae_folder(folder: str) -> str:
     return folder
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchTrain) -> int:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import Callback
@@ -145,3 +154,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "cache_speedup": speedup}))
     return 0
+
+
+COMMAND = Command(BenchTrain, run, "images/s: LightningModule vs plain loop, with and without the latent cache")

@@ -11,53 +11,58 @@ The same command prints the same table on a GPU (``--device cuda``). ``--json``:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
+from .. import checks
+from ..argspec import Command, arg
 from ..errors import PriorswapError
 
 MODES = ("vanilla", "swapped", "swapped+offload")
 
 
-def register(sub) -> None:
-    """Add ``unet`` to the ``priorswap bench`` sub-commands."""
-    p = sub.add_parser("unet", help="memory and time per sample of IP2P / Zero-1-to-3 / VD, vanilla vs swapped")
-    p.add_argument("--kind", nargs="+", default=["ip2p", "zero123", "vd"], choices=["ip2p", "zero123", "vd"])
-    p.add_argument("--tiny", action="store_true", help="build tiny random models (priorswap.toolkit.tiny)")
-    p.add_argument("--model", help="with a single --kind: that model's folder or hub id")
-    p.add_argument("--prior", help="prior folder or hub id (with --tiny: a tiny SD pipeline)")
-    p.add_argument("--image", help="input image (default: a generated test picture)")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--num-samples", type=int, default=2, help="samples per timed run (one batch)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per row; the fastest counts")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
-    p.set_defaults(func=bench_unet)
+@dataclass(kw_only=True)
+class BenchUNet:
+    """``priorswap bench unet``: memory and time per sample of the UNet fine-tunes, vanilla against swapped."""
+
+    kind: list[str] = arg(default_factory=lambda: ["ip2p", "zero123", "vd"], choices=("ip2p", "zero123", "vd"),
+                          help="models to benchmark")
+    tiny: bool = arg(False, help="build tiny random models (priorswap.toolkit.tiny)")
+    model: str | None = arg(None, help="with a single --kind: that model's folder or hub id")
+    prior: str | None = arg(None, help="prior folder or hub id (with --tiny: a tiny SD pipeline)")
+    image: str | None = arg(None, help="input image (default with --tiny: a generated test picture)")
+    modes: list[str] = arg(default_factory=lambda: list(MODES), choices=MODES, help="rows per model")
+    steps: int = arg(10, help="sampling steps per timed run")
+    num_samples: int = arg(2, help="samples per timed run (one batch)")
+    repeats: int = arg(2, help="timed runs per row; the fastest counts")
+    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
+    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
+    json: bool = arg(False, help="print the results as one JSON object on the last line")
+
+    def check(self) -> None:
+        if not self.tiny and not self.model:
+            raise PriorswapError("give --tiny, or --model (and --prior) with a single --kind")
+        if self.model and len(self.kind) != 1:
+            raise PriorswapError("--model needs exactly one --kind (ip2p, zero123 or vd)")
+        if not self.tiny and not self.prior and set(self.modes) - {"vanilla"}:
+            raise PriorswapError("swapped modes need --prior (or use --modes vanilla)")
+        if self.model and not self.image:
+            raise PriorswapError("--image is needed with --model")
+        if self.image:
+            checks.check_input_file("--image", self.image)
+        for flag, value in (("--steps", self.steps), ("--num-samples", self.num_samples), ("--repeats", self.repeats)):
+            checks.at_least(flag, value)
+        self.device = checks.resolve_device(self.device)
+        checks.check_device(self.device, self.dtype)
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def bench_unet(args: argparse.Namespace) -> int:
+def bench_unet(args: BenchUNet) -> int:
     """Run every (kind, mode) in its own process and print the table (and JSON with --json)."""
-    if not args.tiny and not args.model:
-        raise PriorswapError("give --tiny, or --model (and --prior) with a single --kind")
-    if args.model and len(args.kind) != 1:
-        raise PriorswapError("--model needs exactly one --kind (ip2p, zero123 or vd)")
-    if not args.tiny and not args.prior and set(args.modes) - {"vanilla"}:
-        raise PriorswapError("swapped modes need --prior (or use --modes vanilla)")
-    if args.device.startswith("cuda") and not _cuda():
-        raise PriorswapError(f"--device {args.device} requested but no CUDA device is available; use --device cpu")
     with tempfile.TemporaryDirectory(prefix="priorswap-bench-") as tmp:
         folders, image, prior = {}, args.image, args.prior
         if args.tiny:
@@ -69,8 +74,6 @@ def bench_unet(args: argparse.Namespace) -> int:
             image = image or uf.save_image(os.path.join(tmp, "input.png"), (uf.IMAGE_SIZE, uf.IMAGE_SIZE))
         else:
             folders = {args.kind[0]: args.model}
-            if image is None:
-                raise PriorswapError("--image is needed with --model")
         rows = []
         for kind, folder in folders.items():
             for mode in args.modes:
@@ -142,15 +145,16 @@ def worker(job: dict) -> dict:
     cuda = job["device"].startswith("cuda")
     _import_model_classes()  # so the CPU baseline holds the libraries, and the peak only models + activations
     base_rss = _rss_mb()
-    args = argparse.Namespace(
-        model=job["model"], prior=job["prior"], image=job["image"], output_dir=os.getcwd(), num_samples=job["num_samples"],
-        offload=job["mode"].endswith("offload"), steps=1, seed=0, scheduler="ddim", batch_size=job["num_samples"],
-        device=job["device"], dtype=job["dtype"], prior_mix=1.0, guidance_interval=None, rescale=0.0, no_progress=True,
-        prompt="make it a watercolor", image_guidance=1.5, text_guidance=7.5, width=job["size"], height=job["size"],
-        polar=30.0, azimuth=60.0, radius=0.0, guidance_scale=5.0 if job["kind"] == "zero123" else 2.0, size=job["size"],
-    )
-    if job["kind"] == "zero123" and not job["size"]:
-        args.size = 256
+    kind, size = job["kind"], job["size"]
+    common = dict(model=job["model"], prior=job["prior"], image=job["image"], output_dir=os.getcwd(),
+                  num_samples=job["num_samples"], offload=job["mode"].endswith("offload"), steps=1,
+                  batch_size=job["num_samples"], device=job["device"], dtype=job["dtype"], progress=False)
+    if kind == "ip2p":
+        args = sample_unet.SampleIP2P(prompt="make it a watercolor", width=size, height=size, **common)
+    elif kind == "zero123":
+        args = sample_unet.SampleZero123(polar=30.0, azimuth=60.0, **({"size": size} if size else {}), **common)
+    else:
+        args = sample_unet.SampleVD(size=size, **common)
     prepared = getattr(sample_unet, f"prepare_{job['kind']}")(args)
     prior = sample_unet.load_paired_prior(args, prepared)
     prepared.samples(args, prior)  # warm-up at the same batch shape, one step
@@ -170,6 +174,9 @@ def worker(job: dict) -> dict:
         "kind": job["kind"], "mode": job["mode"], "weights_mb": _weights_mb(nets), "peak_mb": peak,
         "s_per_sample": seconds / job["num_samples"], "steps": job["steps"], "num_samples": job["num_samples"],
     }
+
+
+COMMAND = Command(BenchUNet, bench_unet, "memory and time per sample of IP2P / Zero-1-to-3 / VD, vanilla vs swapped")
 
 
 if __name__ == "__main__":

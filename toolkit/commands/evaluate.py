@@ -9,76 +9,95 @@ Prints a table (metric, vanilla, swapped, swapped - vanilla) and writes it as ou
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import importlib
 import os
+from dataclasses import dataclass
 
-import torch
-
+from .. import checks
+from ..argspec import Command, arg
 from ..errors import PriorswapError
-from ..files import write_text_atomic
-from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
-from ..loading import load_dit, load_prior
-from ..metrics import build_extractor, load_feature_network
-from ..pairing import pair
-from ..sampling import SCHEDULERS, vae_decoder
+from ..paper import PAPER
 from . import eval_unet
-from .common import DTYPES
 
 DATAMODULES = {
     "food101": "Food101DataModule", "sun397": "SUN397DataModule", "caltech101": "Caltech101DataModule",
     "imagefolder": "ImageFolderDataModule", "fashion_mnist": "FashionMNISTDataModule", "hf": "HFImageDataModule",
 }
+EXTRACTORS = ("inception", "dinov2", "fmnist")
 
 
-def register(sub) -> None:
-    e = sub.add_parser("eval", help="compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd")
-    kinds = e.add_subparsers(dest="kind", required=True, parser_class=type(e))
-    p = kinds.add_parser("dit", help="an exported DiT fine-tune (FID/FD, IS, label accuracy); also `priorswap eval --model ...`")
-    p.add_argument("--model", required=True, help="fine-tuned DiT pipeline folder or hub id")
-    p.add_argument("--prior", required=True, help="base model folder or hub id")
-    p.add_argument("--data", required=True, help=f"reference data: {', '.join(DATAMODULES)}")
-    p.add_argument("--data-root", required=True, help="dataset folder (its validation split is the reference)")
-    p.add_argument("--classes", type=int, nargs="+", help="class subset the fine-tune was trained on (relabelled 0..k-1)")
-    p.add_argument("--resolution", type=int, help="image side; default: the model's")
-    p.add_argument("--num-samples", type=int, default=5000, help="samples per (scale, mode) (paper: 5000)")
-    p.add_argument("--reference-samples", type=int, help="real images for the reference statistics (default: all)")
-    p.add_argument("--guidance-scale", type=float, nargs="+", default=[1.5])
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--scheduler", default="ddim", help=", ".join(SCHEDULERS))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", type=int, default=1, help="repeat with disjoint seeds; FID/FD is the minimum over runs, other "
-                   "metrics the mean (paper: min of 3 FID-5k runs, --runs 3)")
-    p.add_argument("--guide-channels", type=int, help="guide only the first K channels (3 = original DiT code)")
-    p.add_argument("--extractor", default="inception", help="inception, dinov2, or a feature-network file")
-    p.add_argument("--extractor-weights", help="local weights file of the extractor")
-    p.add_argument("--classifier", help="TorchScript/.pt2 network mapping images in [0,1] to class logits (label accuracy)")
-    p.add_argument("--stats-cache", default="~/.cache/priorswap/refstats")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
-    eval_unet.register(kinds)
+@dataclass(kw_only=True)
+class EvalDiT:
+    """``priorswap eval dit``: vanilla against swapped CFG on an exported DiT, with the callback's metrics."""
+
+    model: str = arg(help="fine-tuned DiT pipeline folder or hub id")
+    prior: str = arg(help="base model folder or hub id (the paper: {paper.prior})")
+    data: str = arg(choices=tuple(DATAMODULES), help="reference data")
+    data_root: str = arg(help="dataset folder (its validation split is the reference)")
+    output_dir: str = arg(help="eval.md, eval.csv and eval_runs.csv")
+    classes: list[int] | None = arg(None, help="class subset the fine-tune was trained on (relabelled 0..k-1)")
+    resolution: int | None = arg(None, help="image side (default: the model's)")
+    num_samples: int = arg(5000, help="samples per (scale, mode) (paper: 5000)")
+    reference_samples: int | None = arg(None, help="real images for the reference statistics (default: all)")
+    guidance_scale: list[float] = arg(default_factory=lambda: [PAPER["dit"].scale], help="CFG scales g")
+    steps: int = arg(PAPER["dit"].steps, help="DDIM steps")
+    scheduler: str = arg("ddim", choices=checks.SCHEDULERS, help="sampler")
+    batch_size: int = arg(32, help="samples per forward pass")
+    seed: int = arg(0, help="run r, sample i uses seed + r * num_samples + i")
+    runs: int = arg(1, help="repeat with disjoint seeds; FID/FD is the minimum over runs, other metrics the mean "
+                            "(paper: min of 3 FID-5k runs, --runs 3)")
+    guide_channels: int | None = arg(None, help="guide only the first K channels (3 = the original DiT code)")
+    extractor: str = arg("inception", help="inception (FID, IS), dinov2 (FD-DINOv2), fmnist (the shipped "
+                                           "Fashion-MNIST classifier's features) or a feature-network file")
+    extractor_weights: str | None = arg(None, help="local weights file of the extractor (inception: torch-fidelity's "
+                                                   "weights-inception-2015-12-05-6726825d.pth)")
+    classifier: str | None = arg(None, help="TorchScript/.pt2 network mapping images in [0,1] to class logits "
+                                            "(label accuracy), or fmnist (the shipped classifier)")
+    stats_cache: str = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
+    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
+    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
+    progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
+
+    def check(self) -> None:
+        for flag, value in (("--num-samples", self.num_samples), ("--steps", self.steps), ("--runs", self.runs),
+                            ("--batch-size", self.batch_size), ("--resolution", self.resolution),
+                            ("--reference-samples", self.reference_samples), ("--guide-channels", self.guide_channels)):
+            checks.at_least(flag, value)
+        checks.check_scheduler(self.scheduler)
+        checks.check_scales("--guidance-scale", self.guidance_scale)
+        if self.extractor.lower() not in EXTRACTORS and not os.path.isfile(os.path.expanduser(self.extractor)):
+            raise PriorswapError(f"--extractor {self.extractor!r} is neither one of {', '.join(EXTRACTORS)} nor a file")
+        if self.extractor_weights:
+            checks.check_input_file("--extractor-weights", self.extractor_weights)
+        if self.classifier and self.classifier != "fmnist":
+            checks.check_input_file("--classifier", self.classifier)
+        if not os.path.isdir(os.path.expanduser(self.data_root)):
+            raise PriorswapError(f"--data-root {self.data_root!r} is not a folder")
+        checks.check_output_dir("--output-dir", self.output_dir)
+        self.device = checks.resolve_device(self.device)
+        checks.check_device(self.device, self.dtype)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.data not in DATAMODULES:
-        raise PriorswapError(f"unknown --data {args.data!r}; choose one of {', '.join(DATAMODULES)}")
-    if args.num_samples < 1 or args.steps < 1 or args.runs < 1:
-        raise PriorswapError("--num-samples, --steps and --runs must be at least 1")
-    if args.scheduler not in SCHEDULERS:
-        raise PriorswapError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+def run(args: EvalDiT) -> int:
+    import csv
+    import importlib
+
+    from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
+    from ..files import write_text_atomic
+    from ..loading import load_dit, load_prior
+    from ..metrics.factory import build_extractor, metric_name
+    from ..pairing import pair
+    from ..sampling import vae_decoder
+    from .common import torch_dtype
+
     os.makedirs(args.output_dir, exist_ok=True)
-    extractor = build_extractor(args.extractor, args.extractor_weights).to(args.device)  # weights checked first
-    classifier = load_feature_network(args.classifier).to(args.device) if args.classifier else None
-    model = load_dit(args.model, "model", DTYPES[args.dtype], args.device)
-    prior = load_prior(args.prior, DTYPES[args.dtype], args.device)
+    extractor = build_extractor(args.extractor, args.extractor_weights, allow_download=True,
+                                weights_flag="as --extractor-weights FILE").to(args.device)  # weights checked first
+    classifier = load_classifier_network(args.classifier, args.classes).to(args.device) if args.classifier else None
+    model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
+    prior = load_prior(args.prior, torch_dtype(args.dtype), args.device)
     den = model.denoiser
     pair(den, prior.denoiser, (den.sample_size, den.sample_size))
-    dm_cls = getattr(importlib.import_module("data"), DATAMODULES[args.data])
+    dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])
     resolution = args.resolution or den.sample_size * (8 if model.vae is not None else 1)
     dm = dm_cls(root=args.data_root, resolution=resolution, batch_size=args.batch_size, num_workers=0, classes=args.classes)
     dm.setup("validate")
@@ -89,11 +108,11 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(tuple(args.guidance_scale), args.num_samples, args.steps, args.scheduler, args.batch_size, args.seed, args.guide_channels)
     decode = vae_decoder(model.vae) if model.vae is not None else None
     clf = (lambda images: classifier(images.to(args.device))) if classifier is not None else None
-    metric = {"inception": "fid", "dinov2": "fd_dinov2"}.get(args.extractor.lower(), "fd")
+    metric = metric_name(args.extractor)
     runs = []
     for r in range(args.runs):  # run r draws seeds seed + r * N ... seed + (r + 1) * N - 1
         settings.seed = args.seed + r * args.num_samples
-        local = evaluate_local(den, prior.denoiser, den.num_classes, settings, model.scheduler_config, decode, extractor, clf, progress=not args.no_progress)
+        local = evaluate_local(den, prior.denoiser, den.num_classes, settings, model.scheduler_config, decode, extractor, clf, progress=args.progress)
         runs.append(summarise(local, reference, metric))
     values = combine_runs(runs, metric)
     rows = format_table(values, args.guidance_scale)
@@ -125,3 +144,23 @@ def run(args: argparse.Namespace) -> int:
     atomic("eval_runs.csv", runs_csv)
     print(f"wrote {os.path.join(args.output_dir, 'eval.md')}, eval.csv and eval_runs.csv (every run)")
     return 0
+
+
+def load_classifier_network(ref: str, classes: list[int] | None):
+    """``fmnist``: the shipped Fashion-MNIST classifier (its logits for ``classes``, relabelled 0..k-1, as the
+    fine-tune is); anything else: a TorchScript/.pt2 file."""
+    if ref == "fmnist":
+        from ..demo.classifier import FMNISTSubsetClassifier
+
+        return FMNISTSubsetClassifier(classes)
+    from ..metrics import load_feature_network
+
+    return load_feature_network(ref)
+
+
+COMMANDS = {
+    "dit": Command(EvalDiT, run, "an exported DiT fine-tune (FID/FD, IS, label accuracy); also `priorswap eval --model ...`",
+                   context={"paper": PAPER["dit"]}),
+    **eval_unet.COMMANDS,
+}
+HELP = "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd"

@@ -1,73 +1,78 @@
-"""``priorswap sample dit|...``: sample a fine-tuned model with vanilla or prior-swapped CFG."""
+"""``priorswap sample dit``: sample a fine-tuned DiT with vanilla or prior-swapped CFG.
+
+``priorswap sample ip2p|zero123|vd`` live in ``sample_unet.py``.
+"""
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
-import numpy as np
-
-from ..api import class_conditional_samples
-from ..errors import PriorswapError
-from ..images import save_grid, to_uint8
-from ..loading import load_dit, load_prior
-from ..sampling import Guidance
+from .. import checks
+from ..paper import PAPER
 from . import sample_unet
-from .common import DTYPES, add_sampling_args, check_sampling_args, save_npz_atomic
+from .common import SamplingOptions, save_npz_atomic, torch_dtype
+from ..argspec import Command, arg
 
 
-def register(sub) -> None:
-    p = sub.add_parser("sample", help="sample a fine-tuned model, vanilla or with a swapped prior")
-    kinds = p.add_subparsers(dest="kind", required=True, parser_class=type(p))
-    d = kinds.add_parser("dit", help="class-conditional DiT (diffusers DiT pipeline folder or hub id)")
-    d.add_argument("--model", required=True, help="fine-tuned DiT pipeline folder or hub id")
-    d.add_argument("--labels", type=int, nargs="+", required=True, help="class ids to sample, one image each")
-    d.add_argument("--guidance-scale", type=float, default=1.5)
-    d.add_argument("--guide-channels", type=int, default=None, help="guide only the first K channels (3 = original DiT code)")
-    d.add_argument("--output", required=True, help="output .npz (arr_0: uint8 NHWC, labels)")
-    d.add_argument("--grid", help="also save a PNG grid")
-    d.add_argument("--compare", action="store_true", help="with --prior: also sample vanilla CFG (npz key 'vanilla', grid row 1)")
-    add_sampling_args(d)
-    d.set_defaults(func=run_dit)
-    sample_unet.register(kinds)
+@dataclass(kw_only=True)
+class SampleDiT(SamplingOptions):
+    model: str = arg(help="fine-tuned DiT pipeline folder or hub id")
+    labels: list[str] = arg(help="classes to sample, one image each: ids (0 3 7) or names from the model's "
+                                 "id2label (pizza sushi)")
+    output: str = arg(help="output .npz (arr_0: uint8 NHWC, labels: class ids)")
+    guidance_scale: float = arg(PAPER["dit"].scale, help="CFG scale g (Eq. 6/7)")
+    guide_channels: int | None = arg(None, help="guide only the first K channels (3 = the original DiT code)")
+    grid: str | None = arg(None, help="also save a PNG grid: one row per mode, one column per label")
+    compare: bool = arg(False, help="with --prior: also sample vanilla CFG (npz key 'vanilla', grid row 1)")
+
+    def check(self) -> None:
+        checks.check_scales("--guidance-scale", self.guidance_scale)
+        checks.at_least("--guide-channels", self.guide_channels)
+        if self.compare and not self.prior:
+            raise checks.PriorswapError("--compare needs --prior")
+        checks.check_output_file("--output", self.output)
+        if self.grid:
+            checks.check_output_file("--grid", self.grid)
+        super().check()
 
 
-def run_dit(args: argparse.Namespace) -> int:
-    check_sampling_args(args)
-    if args.guide_channels is not None and args.guide_channels < 1:
-        raise PriorswapError(f"--guide-channels must be at least 1, got {args.guide_channels}")
-    if args.compare and not args.prior:
-        raise PriorswapError("--compare needs --prior")
-    dtype = DTYPES[args.dtype]
-    model = load_dit(args.model, "model", dtype, args.device)
-    labels = model.denoiser.check_labels(args.labels)
-    prior = load_prior(args.prior, dtype, args.device) if args.prior else None
-    guidance = Guidance(
-        scale=args.guidance_scale,
-        prior_mix=args.prior_mix,
-        guided_channels=args.guide_channels,
-        interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        rescale_phi=args.rescale,
-    )
-    common = dict(steps=args.steps, seed=args.seed, scheduler=args.scheduler, batch_size=args.batch_size, progress=not args.no_progress)
+def run_dit(cfg: SampleDiT) -> int:
+    import numpy as np
+
+    from ..api import class_conditional_samples
+    from ..images import save_grid, to_uint8
+    from ..loading import load_dit, load_prior
+    from ..pairing import pair
+    from ..sampling import Guidance
+
+    dtype = torch_dtype(cfg.dtype)
+    model = load_dit(cfg.model, "model", dtype, cfg.device)
+    ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
+    labels = model.denoiser.check_labels(ids)
+    prior = load_prior(cfg.prior, dtype, cfg.device) if cfg.prior else None
     if prior is not None:  # checks the pair before any sampling
-        from ..pairing import pair
-
         pair(model.denoiser, prior.denoiser, (model.denoiser.sample_size,) * 2)
-    rows, names, arrays = [], [], {}
-    if prior is None or args.compare:
-        vanilla = class_conditional_samples(model, labels, guidance, None, desc="vanilla CFG", **common)
-        rows.append(vanilla)
-        names.append("vanilla")
-        arrays["vanilla"] = to_uint8(vanilla)
+    guidance = Guidance(scale=cfg.guidance_scale, prior_mix=cfg.prior_mix, guided_channels=cfg.guide_channels,
+                        interval=cfg.guidance_interval, rescale_phi=cfg.rescale)
+    common = dict(steps=cfg.steps, seed=cfg.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size, progress=cfg.progress)
+    rows = {}
+    if prior is None or cfg.compare:
+        rows["vanilla"] = class_conditional_samples(model, labels, guidance, None, desc="vanilla CFG", **common)
     if prior is not None:
-        swapped = class_conditional_samples(model, labels, guidance, prior, desc="swapped CFG", **common)
-        rows.append(swapped)
-        names.append("swapped")
-        arrays["swapped"] = to_uint8(swapped)
-    main = arrays["swapped"] if prior is not None else arrays["vanilla"]
-    extra = {"vanilla": arrays["vanilla"]} if args.compare else {}
-    save_npz_atomic(args.output, arr_0=main, labels=np.asarray(labels.numpy(), dtype=np.int64), **extra)
-    print(f"wrote {len(main)} samples to {args.output}")
-    if args.grid:
-        save_grid(args.grid, rows, row_labels=names)
-        print(f"wrote grid to {args.grid}")
+        rows["swapped"] = class_conditional_samples(model, labels, guidance, prior, desc="swapped CFG", **common)
+    arrays = {name: to_uint8(images) for name, images in rows.items()}
+    main = arrays["swapped" if prior is not None else "vanilla"]
+    extra = {"vanilla": arrays["vanilla"]} if cfg.compare else {}
+    save_npz_atomic(cfg.output, arr_0=main, labels=np.asarray(ids, dtype=np.int64), **extra)
+    print(f"wrote {len(main)} samples to {cfg.output}")
+    if cfg.grid:
+        names = [model.id2label.get(i, str(i)) for i in ids]
+        save_grid(cfg.grid, list(rows.values()), row_labels=list(rows), col_labels=names)
+        print(f"wrote grid to {cfg.grid}")
     return 0
+
+
+COMMANDS = {
+    "dit": Command(SampleDiT, run_dit, "class-conditional DiT (diffusers DiT pipeline folder or hub id)"),
+    **sample_unet.COMMANDS,
+}
+HELP = "sample a fine-tuned model, vanilla or with a swapped prior"

@@ -6,103 +6,107 @@ Each run writes, into ``--output-dir``: ``input.png`` (the image as the model sa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from .. import checks
 from ..errors import PriorswapError
-from ..files import check_output_dir
-from ..images import read_image, to_tensor
-from ..sampling import DualGuidance, Guidance
-from ..images import save_grid
-from .common import DTYPES, add_sampling_args, check_sampling_args, hide_library_progress
-
-DEFAULTS = {  # paper appendix B
-    "ip2p": dict(steps=100, image_guidance=1.5, text_guidance=7.5),
-    "zero123": dict(steps=50, guidance=5.0, size=256),
-    "vd": dict(steps=50, guidance=2.0),
-}
+from ..paper import PAPER
+from .common import SamplingOptions, torch_dtype
+from ..argspec import Command, arg
 
 
-def register(kinds) -> None:
-    d = DEFAULTS["ip2p"]
-    p = kinds.add_parser("ip2p", help="InstructPix2Pix edit (dual CFG, Eq. 9; only eps(null, null) is swapped)")
-    _common_args(p, "InstructPix2Pix pipeline folder or hub id (timbrooks/instruct-pix2pix)", d["steps"])
-    p.add_argument("--prompt", required=True, help="the edit instruction")
-    p.add_argument("--image-guidance", type=float, default=d["image_guidance"], help=f"gI (default {d['image_guidance']})")
-    p.add_argument("--text-guidance", type=float, default=d["text_guidance"], help=f"gT (default {d['text_guidance']})")
-    p.add_argument("--width", type=int, help="resize the input to this width (default: its own, rounded down to the model's multiple)")
-    p.add_argument("--height", type=int, help="resize the input to this height (default: as --width)")
-    p.set_defaults(func=run_ip2p)
+@dataclass(kw_only=True)
+class SampleImage(SamplingOptions):
+    """What every image-conditioned sampling command takes."""
 
-    d = DEFAULTS["zero123"]
-    p = kinds.add_parser("zero123", help="Zero-1-to-3 novel view (CFG with a swapped unconditional prior)")
-    _common_args(p, "Zero-1-to-3 diffusers folder or hub id (kxic/zero123-xl layout)", d["steps"])
-    p.add_argument("--polar", type=float, default=0.0, help="relative elevation change in degrees")
-    p.add_argument("--azimuth", type=float, default=0.0, help="relative azimuth change in degrees")
-    p.add_argument("--radius", type=float, default=0.0, help="relative camera distance change")
-    p.add_argument("--guidance-scale", type=float, default=d["guidance"], help=f"(default {d['guidance']})")
-    p.add_argument("--size", type=int, default=d["size"], help=f"square image size in pixels (default {d['size']})")
-    p.set_defaults(func=run_zero123)
+    model: str = arg(help="the fine-tune: diffusers folder or hub id (e.g. {paper.model})")
+    image: str = arg(help="input image file (any mode and size Pillow reads; converted as needed)")
+    output_dir: str = arg(help="folder for input.png, vanilla/, swapped/, grid.png, meta.json")
+    num_samples: int = arg(4, help="samples per mode; sample i uses seed + i")
+    offload: bool = arg(False, help="keep every network on the CPU except while it runs")
 
-    d = DEFAULTS["vd"]
-    p = kinds.add_parser("vd", help="Versatile Diffusion image variation (CFG with a swapped unconditional prior)")
-    _common_args(p, "Versatile Diffusion folder or hub id (shi-labs/versatile-diffusion)", d["steps"])
-    p.add_argument("--guidance-scale", type=float, default=d["guidance"], help=f"(default {d['guidance']})")
-    p.add_argument("--size", type=int, help="square output size in pixels (default: the UNet's sample size x VAE factor)")
-    p.set_defaults(func=run_vd)
+    def check(self) -> None:
+        checks.at_least("--num-samples", self.num_samples)
+        checks.check_input_file("--image", self.image)
+        checks.check_output_dir("--output-dir", self.output_dir)
+        super().check()
 
 
-def _common_args(p: argparse.ArgumentParser, model_help: str, steps: int) -> None:
-    p.add_argument("--model", required=True, help=model_help)
-    p.add_argument("--image", required=True, help="input image file (any mode/size Pillow reads; converted as needed)")
-    p.add_argument("--output-dir", required=True, help="folder for input.png, vanilla/, swapped/, grid.png, meta.json")
-    p.add_argument("--num-samples", type=int, default=4, help="samples per mode; sample i uses seed + i (default 4)")
-    p.add_argument("--offload", action="store_true", help="keep every network on the CPU except while it runs")
-    add_sampling_args(p, steps=steps)
+@dataclass(kw_only=True)
+class SampleIP2P(SampleImage):
+    prompt: str = arg(help="the edit instruction")
+    steps: int = arg(PAPER["ip2p"].steps, help="sampling steps")
+    image_guidance: float = arg(PAPER["ip2p"].image_scale, help="gI (Eq. 9)")
+    text_guidance: float = arg(PAPER["ip2p"].text_scale, help="gT (Eq. 9)")
+    width: int | None = arg(None, help="resize the input to this width (default: its own, rounded down to the model's multiple)")
+    height: int | None = arg(None, help="resize the input to this height (default: as --width)")
+
+    def check(self) -> None:
+        if not self.prompt.strip():
+            raise PriorswapError("--prompt is empty; InstructPix2Pix needs an edit instruction such as 'make it snowy'")
+        checks.check_scales("--image-guidance", self.image_guidance)
+        checks.check_scales("--text-guidance", self.text_guidance)
+        checks.at_least("--width", self.width)
+        checks.at_least("--height", self.height)
+        super().check()
 
 
-def _check(args: argparse.Namespace) -> None:
-    check_sampling_args(args)
-    if args.no_progress:
-        hide_library_progress()
-    if args.num_samples < 1:
-        raise PriorswapError(f"--num-samples must be at least 1, got {args.num_samples}")
-    check_output_dir(args.output_dir)
-    if not os.path.isfile(args.image):
-        raise PriorswapError(f"input image {args.image!r} does not exist")
+@dataclass(kw_only=True)
+class SampleZero123(SampleImage):
+    polar: float = arg(0.0, help="relative elevation change in degrees")
+    azimuth: float = arg(0.0, help="relative azimuth change in degrees")
+    radius: float = arg(0.0, help="relative camera distance change")
+    steps: int = arg(PAPER["zero123"].steps, help="sampling steps")
+    guidance_scale: float = arg(PAPER["zero123"].scale, help="CFG scale (Eq. 6/7)")
+    size: int = arg(PAPER["zero123"].size, help="square image size in pixels")
+
+    def check(self) -> None:
+        checks.check_scales("--guidance-scale", self.guidance_scale)
+        checks.at_least("--size", self.size)
+        super().check()
 
 
-def _load(args, loader):
+@dataclass(kw_only=True)
+class SampleVD(SampleImage):
+    steps: int = arg(PAPER["vd"].steps, help="sampling steps")
+    guidance_scale: float = arg(PAPER["vd"].scale, help="CFG scale (Eq. 6/7)")
+    size: int | None = arg(None, help="square output size in pixels (default: the UNet's sample size x the VAE factor)")
+
+    def check(self) -> None:
+        checks.check_scales("--guidance-scale", self.guidance_scale)
+        checks.at_least("--size", self.size)
+        super().check()
+
+
+def _load(args: SampleImage, loader):
     """The fine-tune (conditions are encoded next, on --device) and, later, the prior."""
-    load_device = "cpu" if args.offload else args.device
-    return loader(args.model, DTYPES[args.dtype], load_device)
+    return loader(args.model, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
 
 
-def _prior(args):
+def _prior(args: SampleImage):
     if not args.prior:
         return None
     from ..loading_unet import load_unet_prior
 
-    return load_unet_prior(args.prior, DTYPES[args.dtype], "cpu" if args.offload else args.device)
+    return load_unet_prior(args.prior, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
 
 
 # -- the three commands ----------------------------------------------------------------------------
-def run_ip2p(args: argparse.Namespace) -> int:
+def run_ip2p(args: SampleIP2P) -> int:
     return sample_and_save(args, prepare_ip2p(args))
 
 
-def prepare_ip2p(args: argparse.Namespace) -> "Job":
-    from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
-    from ..loading_unet import load_ip2p
+def prepare_ip2p(args: SampleIP2P) -> "Job":
+    import torch
 
-    _check(args)
-    if not args.prompt.strip():
-        raise PriorswapError("--prompt is empty; InstructPix2Pix needs an edit instruction such as 'make it snowy'")
+    from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
+    from ..images import read_image, to_tensor
+    from ..loading_unet import load_ip2p
+    from ..sampling import DualGuidance
+
     model = _load(args, load_ip2p)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
     size = None
@@ -120,23 +124,25 @@ def prepare_ip2p(args: argparse.Namespace) -> "Job":
     model.free_encoders()
     guidance = DualGuidance(
         image_scale=args.image_guidance, text_scale=args.text_guidance, prior_mix=args.prior_mix,
-        interval=tuple(args.guidance_interval) if args.guidance_interval else None, rescale_phi=args.rescale,
+        interval=args.guidance_interval, rescale_phi=args.rescale,
     )
     extra = {"image_cond": IP2PCond(image=latent)}  # eps(cI, null text) always comes from IP2P itself
     meta = {"prompt": args.prompt, "image_guidance": args.image_guidance, "text_guidance": args.text_guidance}
     return Job(model, IP2PCond(image=latent, text=text), tuple(latent.shape[-2:]), guidance, img, meta, extra)
 
 
-def run_zero123(args: argparse.Namespace) -> int:
+def run_zero123(args: SampleZero123) -> int:
     return sample_and_save(args, prepare_zero123(args))
 
 
-def prepare_zero123(args: argparse.Namespace) -> "Job":
+def prepare_zero123(args: SampleZero123) -> "Job":
+    import torch
+
     from ..adapters.ip2p import image_latents
     from ..adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding
+    from ..images import read_image, to_tensor
     from ..loading_unet import load_zero123
 
-    _check(args)
     model = _load(args, load_zero123)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
     if args.size % f:
@@ -154,15 +160,17 @@ def prepare_zero123(args: argparse.Namespace) -> "Job":
     return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), _guidance(args), img, meta)
 
 
-def run_vd(args: argparse.Namespace) -> int:
+def run_vd(args: SampleVD) -> int:
     return sample_and_save(args, prepare_vd(args))
 
 
-def prepare_vd(args: argparse.Namespace) -> "Job":
+def prepare_vd(args: SampleVD) -> "Job":
+    import torch
+
     from ..adapters.versatile import vd_image_embedding
+    from ..images import read_image
     from ..loading_unet import load_vd
 
-    _check(args)
     model = _load(args, load_vd)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1)
     size = args.size or int(model.denoiser.unet.config.sample_size) * f
@@ -177,10 +185,12 @@ def prepare_vd(args: argparse.Namespace) -> "Job":
     return Job(model, emb, (size // f, size // f), _guidance(args), img, meta)
 
 
-def _guidance(args) -> Guidance:
+def _guidance(args: SampleZero123 | SampleVD):
+    from ..sampling import Guidance
+
     return Guidance(
         scale=args.guidance_scale, prior_mix=args.prior_mix,
-        interval=tuple(args.guidance_interval) if args.guidance_interval else None, rescale_phi=args.rescale,
+        interval=args.guidance_interval, rescale_phi=args.rescale,
     )
 
 
@@ -196,17 +206,17 @@ class Job:
     meta: dict
     extra: dict = field(default_factory=dict)  # e.g. IP2P's image-only condition
 
-    def samples(self, args: argparse.Namespace, prior=None, desc: str = "sampling") -> torch.Tensor:
+    def samples(self, args: SampleImage, prior=None, desc: str = "sampling"):
         from ..loading_unet import conditional_samples
 
         return conditional_samples(
             self.model, self.cond, self.latent_hw, self.guidance, prior, steps=args.steps, seed=args.seed,
             num_samples=args.num_samples, scheduler=args.scheduler, batch_size=args.batch_size, device=args.device,
-            offload=args.offload, progress=not args.no_progress, desc=desc, **self.extra,
+            offload=args.offload, progress=args.progress, desc=desc, **self.extra,
         )
 
 
-def load_paired_prior(args: argparse.Namespace, job: Job):
+def load_paired_prior(args: SampleImage, job: Job):
     """The --prior (None without one), checked against the model before any sampling (one-line error if not)."""
     from ..pairing import pair
 
@@ -218,7 +228,7 @@ def load_paired_prior(args: argparse.Namespace, job: Job):
     return prior
 
 
-def sample_and_save(args: argparse.Namespace, job: Job) -> int:
+def sample_and_save(args: SampleImage, job: Job) -> int:
     prior = load_paired_prior(args, job)
     rows = {"vanilla": job.samples(args, None, "vanilla CFG")}
     if prior is not None:
@@ -232,12 +242,12 @@ def sample_and_save(args: argparse.Namespace, job: Job) -> int:
     return 0
 
 
-def write_outputs(out_dir: str, img, rows: dict[str, torch.Tensor], meta: dict) -> None:
+def write_outputs(out_dir: str, img, rows: dict, meta: dict) -> None:
     """Write every file atomically, once all samples exist: input and samples first, then grid and meta."""
     from PIL import Image
 
     from ..files import atomic_write
-    from ..images import to_uint8
+    from ..images import save_grid, to_uint8
 
     os.makedirs(out_dir, exist_ok=True)
     with atomic_write(os.path.join(out_dir, "input.png"), "wb") as f:
@@ -250,3 +260,13 @@ def write_outputs(out_dir: str, img, rows: dict[str, torch.Tensor], meta: dict) 
     save_grid(os.path.join(out_dir, "grid.png"), list(rows.values()), row_labels=list(rows))
     with atomic_write(os.path.join(out_dir, "meta.json")) as f:
         json.dump(meta, f, indent=2)
+
+
+COMMANDS = {
+    "ip2p": Command(SampleIP2P, run_ip2p, "InstructPix2Pix edit (dual CFG, Eq. 9; only eps(null, null) is swapped)",
+                    context={"paper": PAPER["ip2p"]}),
+    "zero123": Command(SampleZero123, run_zero123, "Zero-1-to-3 novel view (CFG with a swapped unconditional prior)",
+                       context={"paper": PAPER["zero123"]}),
+    "vd": Command(SampleVD, run_vd, "Versatile Diffusion image variation (CFG with a swapped unconditional prior)",
+                  context={"paper": PAPER["vd"]}),
+}

@@ -36,7 +36,8 @@ CLASSES = [5, 7, 8, 9]  # Sandal, Sneaker, Bag, Ankle boot -> 0..3
 
 @dataclass
 class DemoConfig:
-    """How big the demo is: the default fits in 10 minutes on a 2-core CPU; ``full`` is for the README table."""
+    """How big the demo is: the default (the README table) is meant to fit in 10 minutes on a 2-core CPU; ``full`` uses
+    more samples and steps."""
 
     out: str = "runs/demo"
     scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -54,7 +55,7 @@ class DemoConfig:
         return cls(out=out, num_samples=1000, steps=50, seeds=(0, 1, 2))
 
     @classmethod
-    def tiny(cls, out: str) -> "DemoConfig":  # CI: the whole pipeline on the shipped weights, in seconds
+    def tiny(cls, out: str) -> "DemoConfig":  # CI: the whole pipeline on the shipped weights, at toy size
         return cls(out=out, scales=(1.0, 3.0), num_samples=8, steps=2, seeds=(0, 1), finetune_steps=3, limit_per_class=8, batch_size=8, progress=False)
 
     def eval_name(self, seed: int) -> str:

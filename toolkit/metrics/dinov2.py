@@ -33,6 +33,7 @@ class DINOv2Extractor(FeatureExtractor):
         image_size: int = 224,
         allow_download: bool = False,
         pretrained: bool = True,
+        weights_flag: str | None = None,
     ):
         super().__init__()
         import timm
@@ -46,8 +47,8 @@ class DINOv2Extractor(FeatureExtractor):
         elif weights_path is None:
             if not allow_download:
                 raise PriorswapError(
-                    f"DINOv2 weights path is None and downloads are off; download the hub repo timm/{model_name} "
-                    f"(model.safetensors) and pass its path as the DINOv2 weights (e.g. build_extractor('dinov2', weights=PATH))"
+                    f"no DINOv2 weights given, and downloads are off; download model.safetensors of the hub repo "
+                    f"timm/{model_name} and pass it {weights_flag or 'as the extractor weights_path'}"
                 )
             tag = "hub"
             self.net = timm.create_model(model_name, pretrained=True, **kwargs)

@@ -36,17 +36,18 @@ class InceptionExtractor(FeatureExtractor):
 
     dim = 2048
 
-    def __init__(self, weights_path: str | None = None, allow_download: bool = False):
+    def __init__(self, weights_path: str | None = None, allow_download: bool = False, weights_flag: str | None = None):
         super().__init__()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = weights_path if weights_path is not None else cached_inception_weights()
+        how = weights_flag or "as the extractor's weights_path (in a recipe: --trainer.callbacks.init_args.extractor.init_args.weights_path FILE)"
         if path is None and not allow_download:
             raise PriorswapError(
-                f"Inception weights path is None and {INCEPTION_FILE} is not in the torch hub cache; "
-                f"download {INCEPTION_URL} and pass its path as the Inception weights (e.g. build_extractor('inception', weights=PATH))"
+                f"no FID Inception weights given, and {INCEPTION_FILE} is not in the torch hub cache; download "
+                f"{INCEPTION_URL} (torch-fidelity's port of the TF FID Inception-v3) and pass it {how}"
             )
-        hint = f"expected the FID Inception weights file, downloadable from {INCEPTION_URL}"
+        hint = f"expected torch-fidelity's FID Inception weights, {INCEPTION_FILE} from {INCEPTION_URL}"
         if path is None:  # online user who opted in: torch-fidelity downloads into the hub cache
             source, tag = None, "6726825d"
         else:
@@ -60,6 +61,9 @@ class InceptionExtractor(FeatureExtractor):
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=source)
         except RuntimeError as e:  # load_state_dict: wrong keys or shapes
             raise PriorswapError(f"Inception weights {path!r} do not fit the FID Inception-v3 ({str(e).splitlines()[0][:120]}); {hint}") from None
+        except OSError as e:  # the download (URLError is an OSError): offline, or the release unreachable
+            raise PriorswapError(f"could not download the FID Inception weights ({e}); download {INCEPTION_URL} on a machine "
+                                 f"with internet and pass it {how}") from None
         self.name = f"inception-v3-fid-{tag}"
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

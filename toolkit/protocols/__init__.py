@@ -10,7 +10,18 @@
 - ``score``: the metrics and the paper-style table;
 - ``runner``: the order of work (every check before the first sample).
 """
-from .items import Item, read_items, relative_pose
-from .runner import ProtocolRun, evaluate_protocol
+from .settings import ProtocolRun
 
 __all__ = ["Item", "ProtocolRun", "evaluate_protocol", "read_items", "relative_pose"]
+
+
+def __getattr__(name: str):  # the heavy parts load on first use, so ``priorswap eval --help`` stays instant
+    if name == "evaluate_protocol":
+        from .runner import evaluate_protocol
+
+        return evaluate_protocol
+    if name in ("Item", "read_items", "relative_pose"):
+        from . import items
+
+        return getattr(items, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

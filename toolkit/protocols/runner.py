@@ -14,60 +14,19 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 
 from ..errors import PriorswapError
-from ..files import atomic_write, check_output_dir, write_text_atomic
+from ..files import atomic_write, write_text_atomic
 from .conditions import CONDITIONS
 from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
 from .items import check_files, image_paths, read_items, safe_id, subset
-from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, check_metrics, reference_images, table, write_results
+from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, reference_images, table, write_results
+from .settings import ProtocolRun, check_metrics
 
 KIND_TITLES = {"zero123": "Zero-1-to-3 novel views", "vd": "Versatile Diffusion image variations", "ip2p": "InstructPix2Pix edits"}
-
-
-@dataclass
-class ProtocolRun:
-    """Everything ``priorswap eval ip2p|zero123|vd`` takes, as typed fields (defaults: the paper's appendix B)."""
-
-    kind: str  # "ip2p", "zero123" or "vd"
-    model: str  # hub id or diffusers folder of the fine-tune
-    data: str  # manifest (.jsonl/.csv) or folder, see priorswap.toolkit.protocols.items
-    output_dir: str
-    priors: list[str] = field(default_factory=list)  # "REF" or "NAME=REF"
-    guidance_scales: list[float] = field(default_factory=list)  # zero123 / vd (default 5.0 / 2.0)
-    image_guidance: list[float] = field(default_factory=lambda: [1.5])  # ip2p gI
-    text_guidance: list[float] = field(default_factory=lambda: [7.5])  # ip2p gT
-    metrics: list[str] | None = None  # default: the paper's metrics for ``kind``
-    num_samples: int = 1  # samples per item
-    limit: int | None = None  # at most this many items, drawn at random with ``seed``
-    size: int | None = None  # pixels per side (zero123 default 256; vd: the UNet's; ip2p: each input's own)
-    reference_view: int = 0  # zero123 folders: the view used as the condition
-    reference: str | None = None  # vd: folder of real images for FID / FD-DINOv2 (default: ``data``)
-    reference_limit: int | None = None
-    steps: int | None = None  # default 100 (ip2p) or 50
-    scheduler: str = "ddim"
-    seed: int = 0
-    batch_size: int = 8
-    device: str = "cpu"
-    dtype: str = "fp32"
-    offload: bool = False
-    shard: tuple[int, int] | None = None  # (index, count)
-    clip: str | None = "openai/clip-vit-large-patch14"
-    lpips_net: str = "alex"
-    lpips_weights: str | None = None
-    inception_weights: str | None = None
-    dinov2_weights: str | None = None
-    dinov2_model: str | None = None
-    dinov2_size: int | None = None
-    stats_cache: str | None = "~/.cache/priorswap/refstats"
-    progress: bool = True
-
-
-DEFAULT_STEPS = {"ip2p": 100, "zero123": 50, "vd": 50}
-DEFAULT_SCALE = {"zero123": 5.0, "vd": 2.0}
 
 
 def prior_methods(priors: list[str]) -> list[Method]:
@@ -85,33 +44,7 @@ def prior_methods(priors: list[str]) -> list[Method]:
 def settings_of(run: ProtocolRun) -> list[Setting]:
     if run.kind == "ip2p":
         return dual_settings(run.image_guidance, run.text_guidance)
-    return single_settings(run.guidance_scales or [DEFAULT_SCALE[run.kind]])
-
-
-def check_run(run: ProtocolRun) -> None:
-    """Cheap argument checks (before reading data or loading anything)."""
-    from ..sampling import DTYPES, SCHEDULERS
-
-    if run.kind not in CONDITIONS:
-        raise PriorswapError(f"unknown kind {run.kind!r}; expected ip2p, zero123 or vd")
-    if run.scheduler not in SCHEDULERS:
-        raise PriorswapError(f"unknown scheduler {run.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    if run.dtype not in DTYPES:
-        raise PriorswapError(f"unknown dtype {run.dtype!r}; choose one of {', '.join(DTYPES)}")
-    for name in ("num_samples", "batch_size"):
-        if getattr(run, name) < 1:
-            raise PriorswapError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(run, name)}")
-    if run.steps is not None and run.steps < 1:
-        raise PriorswapError(f"--steps must be at least 1, got {run.steps}")
-    for name in ("limit", "size", "reference_limit"):
-        value = getattr(run, name)
-        if value is not None and value < 1:
-            raise PriorswapError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if run.shard is not None and not (run.shard[1] >= 1 and 0 <= run.shard[0] < run.shard[1]):
-        raise PriorswapError(f"--shard {run.shard[0]}/{run.shard[1]} is invalid; expected K/N with 0 <= K < N")
-    if run.device.startswith("cuda") and not torch.cuda.is_available():
-        raise PriorswapError(f"--device {run.device} requested but no CUDA device is available; use --device cpu")
-    check_output_dir(run.output_dir)
+    return single_settings(run.guidance_scales or [run.paper.scale])
 
 
 def run_key(run: ProtocolRun, steps: int, size: int | None, items) -> dict:
@@ -184,12 +117,12 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     from ..pairing import pair
     from ..sampling import DTYPES, vae_decoder
 
-    check_run(run)
+    run.check()
     metrics = check_metrics(run.kind, run.metrics)
     methods = [Method("vanilla")] + prior_methods(run.priors)
     settings = settings_of(run)
-    steps = run.steps or DEFAULT_STEPS[run.kind]
-    size = run.size or (256 if run.kind == "zero123" else None)  # vd: the UNet's own, ip2p: each input's own
+    steps = run.resolved_steps()
+    size = run.size or run.paper.size  # zero123: 256; vd: the UNet's own; ip2p: each input's own
     if set(metrics) & set(SET_METRICS) and run.reference is None and not os.path.isdir(os.path.expanduser(run.data)):
         raise PriorswapError("--data is a manifest; FID / FD-DINOv2 need --reference (a folder of real images)")
     # 1. data and metric networks

@@ -22,26 +22,13 @@ from ..images import read_image, to_unit
 from ..metrics import FeatureStats
 from .generate import Method, SampleStore, Setting
 from .items import Item
+from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-exported)
 
 PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim")
 SET_METRICS = ("fid", "fd_dinov2")
-DEFAULT_METRICS = {"zero123": ("lpips", "psnr", "ssim"), "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"), "ip2p": ("clip_i", "clip_t", "clip_d")}
-ALLOWED = {
-    "zero123": ("lpips", "psnr", "ssim", "clip_i", "dino_sim"),
-    "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"),
-    "ip2p": ("clip_i", "clip_t", "clip_d", "dino_sim"),
-}
 LOWER_IS_BETTER = {"lpips", "fid", "fd_dinov2"}
 TITLES = {"lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "clip_d": "CLIP-D",
           "dino_sim": "DINOv2", "fid": "FID", "fd_dinov2": "FD_DINOv2"}
-
-
-def check_metrics(kind: str, metrics: list[str] | None) -> tuple[str, ...]:
-    chosen = tuple(metrics) if metrics else DEFAULT_METRICS[kind]
-    bad = [m for m in chosen if m not in ALLOWED[kind]]
-    if bad:
-        raise PriorswapError(f"metric {bad[0]!r} is not available for {kind}; choose from {', '.join(ALLOWED[kind])}")
-    return chosen
 
 
 @dataclass
@@ -84,9 +71,11 @@ def build_metric_nets(
     if "lpips" in metrics:
         nets.lpips = LPIPS(lpips_net, lpips_weights)
     if "fid" in metrics:
-        nets.inception = build_extractor("inception", inception_weights)
+        nets.inception = build_extractor("inception", inception_weights, allow_download=True,
+                                         weights_flag="as --inception-weights FILE")
     if {"fd_dinov2", "dino_sim"} & set(metrics):
-        nets.dinov2 = build_extractor("dinov2", dinov2_weights, model_name=dinov2_model, image_size=dinov2_size)
+        nets.dinov2 = build_extractor("dinov2", dinov2_weights, model_name=dinov2_model, image_size=dinov2_size,
+                                      weights_flag="as --dinov2-weights FILE")
     return nets
 
 

@@ -25,6 +25,7 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ..checks import check_output_dir
 from ..errors import PriorswapError
 from .module import DiTFineTune
 
@@ -142,7 +143,7 @@ def prepare_run_folder(cfg) -> None:
     if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and not os.path.isfile(os.path.expanduser(str(ckpt_path))):
         raise PriorswapError(f"--ckpt_path {ckpt_path!r} is not a file; pass a checkpoint, or `last` to resume the newest run")
     run = RunLayout.of(cfg.trainer)
-    check_writable_dir(run.save_dir, run.flag)
+    check_output_dir(run.flag, run.save_dir)
     if run.kind == "numbered":
         if ckpt_path == "last":
             chosen = _latest_resumable_version(run.base)
@@ -224,20 +225,6 @@ def _latest_resumable_version(base: str) -> int | None:
 def _class_name(spec) -> str:
     path = spec.get("class_path") if hasattr(spec, "get") else None
     return str(path).rsplit(".", 1)[-1] if path else ""
-
-
-def check_writable_dir(path: str, flag: str) -> None:
-    """One line if ``path`` cannot be created or written: a file in the way, or a read-only parent."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise PriorswapError(f"{flag} {path!r} cannot be created: {probe!r} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PriorswapError(f"{flag} {path!r} cannot be written: no write permission on {probe!r}")
 
 
 def _is_launch_rank_zero() -> bool:
