@@ -7,6 +7,7 @@ per-sample seeds, and logs one side-by-side grid per scale plus ``cfg_eval/<metr
 scalars. Samples are split across ranks and statistics summed, so the numbers do not depend on the GPU count;
 an error on one rank is raised on every rank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,17 @@ from lightning.pytorch.callbacks import Callback
 
 from priorswap.toolkit.denoisers import ModelDenoiser
 from priorswap.toolkit.errors import PriorswapError
-from priorswap.toolkit.evaluation import MODES, EvalSettings, PendingReference, eval_labels, evaluate_local, grid_rows, local_reference, sample_images, summarise
+from priorswap.toolkit.evaluation import (
+    MODES,
+    EvalSettings,
+    PendingReference,
+    eval_labels,
+    evaluate_local,
+    grid_rows,
+    local_reference,
+    sample_images,
+    summarise,
+)
 from priorswap.toolkit.loading import load_prior
 from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
 from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
@@ -58,7 +69,7 @@ class PriorSwapEval(Callback):
     def __init__(
         self,
         prior: str | ModelDenoiser | None = None,
-        guidance_scales: list[float] = [1.5],
+        guidance_scales: list[float] = [1.5],  # noqa: B006 - LightningCLI reads the default from the signature; never mutated
         num_samples: int = 1000,
         steps: int = 50,
         scheduler: str = "ddim",
@@ -81,16 +92,34 @@ class PriorSwapEval(Callback):
         output: str | None = None,
     ):
         if num_samples < 1 or grid_samples < 0 or not guidance_scales:
-            raise PriorswapError("PriorSwapEval needs num_samples >= 1, grid_samples >= 0 and at least one guidance scale")
-        self.settings = EvalSettings(tuple(float(g) for g in guidance_scales), num_samples, steps, scheduler, batch_size, seed, guided_channels, prior_mix)
+            raise PriorswapError(
+                "PriorSwapEval needs num_samples >= 1, grid_samples >= 0 and at least one guidance scale"
+            )
+        self.settings = EvalSettings(
+            tuple(float(g) for g in guidance_scales),
+            num_samples,
+            steps,
+            scheduler,
+            batch_size,
+            seed,
+            guided_channels,
+            prior_mix,
+        )
         self.prior_ref = prior
         self.every_n_steps, self.on_checkpoint, self.at_fit_end = every_n_steps, on_checkpoint, at_fit_end
         # built now, so missing weights or an unknown name fail before training starts
-        self.extractor = extractor if isinstance(extractor, torch.nn.Module) else build_extractor(extractor, extractor_weights)
+        self.extractor = (
+            extractor if isinstance(extractor, torch.nn.Module) else build_extractor(extractor, extractor_weights)
+        )
         self.metric = metric_name or fd_metric_name(extractor)
         self.classifier = load_feature_network(classifier) if isinstance(classifier, (str, os.PathLike)) else classifier
         self.reference_samples, self.stats_cache = reference_samples, stats_cache
-        self.grid_samples, self.offload_prior, self.progress, self.output = grid_samples, offload_prior, progress, output
+        self.grid_samples, self.offload_prior, self.progress, self.output = (
+            grid_samples,
+            offload_prior,
+            progress,
+            output,
+        )
         self.prior = None
         self._initial_state: dict[str, torch.Tensor] | None = None  # "initial" prior weights from a checkpoint
         self.reference = None
@@ -107,7 +136,9 @@ class PriorSwapEval(Callback):
             return
         ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)
         if not ref:
-            raise PriorswapError("PriorSwapEval has no prior: set prior (a base model folder, hub id or 'initial'); the fine-tune was not started from a pretrained model")
+            raise PriorswapError(
+                "PriorSwapEval has no prior: set prior (a base model folder, hub id or 'initial'); the fine-tune was not started from a pretrained model"
+            )
         if isinstance(ref, ModelDenoiser):
             self.prior = ref
         elif ref != "initial":
@@ -170,8 +201,19 @@ class PriorSwapEval(Callback):
             if self.reference is None:
                 self.reference = self._reference(trainer, pl_module, rank, world)
             with self._precision(trainer):
-                local = evaluate_local(model, self.prior, pl_module.num_classes, self.settings, pl_module.scheduler_config,
-                                       decode, self.extractor, self._classify(device), rank, world, self.progress)
+                local = evaluate_local(
+                    model,
+                    self.prior,
+                    pl_module.num_classes,
+                    self.settings,
+                    pl_module.scheduler_config,
+                    decode,
+                    self.extractor,
+                    self._classify(device),
+                    rank,
+                    world,
+                    self.progress,
+                )
                 if rank == 0 and self.grid_samples:
                     grids = self._grids(model, pl_module, decode)
         except BaseException as e:  # noqa: BLE001 - re-raised below on every rank
@@ -208,8 +250,19 @@ class PriorSwapEval(Callback):
         out = {}
         for scale in self.settings.guidance_scales:
             g = Guidance(scale=scale, prior_mix=self.settings.prior_mix, guided_channels=self.settings.guided_channels)
-            rows = {m: sample_images(model, self.prior if m == "swapped" else None, labels, list(range(k)), g, self.settings,
-                                     pl_module.scheduler_config, decode) for m in MODES}
+            rows = {
+                m: sample_images(
+                    model,
+                    self.prior if m == "swapped" else None,
+                    labels,
+                    list(range(k)),
+                    g,
+                    self.settings,
+                    pl_module.scheduler_config,
+                    decode,
+                )
+                for m in MODES
+            }
             out[scale] = grid_rows(rows)
         return out
 
@@ -218,15 +271,29 @@ class PriorSwapEval(Callback):
         """This rank's share of the real validation images' statistics (or the cached total)."""
         dm = trainer.datamodule
         if dm is None:
-            raise PriorswapError("PriorSwapEval needs a datamodule with a validation split for its reference statistics")
+            raise PriorswapError(
+                "PriorSwapEval needs a datamodule with a validation split for its reference statistics"
+            )
         loader = dm.val_dataloader()
         key = {
-            "dataset": getattr(dm, "dataset_name", type(dm).__name__), "split": "val",
-            "root": os.path.abspath(str(getattr(dm, "root", ""))), "classes": getattr(dm, "classes", None),
+            "dataset": getattr(dm, "dataset_name", type(dm).__name__),
+            "split": "val",
+            "root": os.path.abspath(str(getattr(dm, "root", ""))),
+            "classes": getattr(dm, "classes", None),
             "resolution": getattr(dm, "resolution", pl_module.transformer.config.sample_size),
         }
-        return local_reference(self.extractor, loader.dataset, self.reference_samples, key, self.stats_cache,
-                               lambda b: self._to_images(b, pl_module), loader.collate_fn, self.settings.batch_size, rank, world)
+        return local_reference(
+            self.extractor,
+            loader.dataset,
+            self.reference_samples,
+            key,
+            self.stats_cache,
+            lambda b: self._to_images(b, pl_module),
+            loader.collate_fn,
+            self.settings.batch_size,
+            rank,
+            world,
+        )
 
     @torch.no_grad()
     def _to_images(self, batch: dict, pl_module) -> torch.Tensor:
@@ -238,7 +305,9 @@ class PriorSwapEval(Callback):
         return (vae.decode(mean).sample.float() / 2 + 0.5).clamp(0, 1).cpu()
 
     # -- output -----------------------------------------------------------------------------------
-    def _log(self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor], seconds: float) -> None:
+    def _log(
+        self, trainer, step: int, values: dict[str, float], grids: dict[float, torch.Tensor], seconds: float
+    ) -> None:
         from priorswap.toolkit.images import make_grid
 
         metrics = {f"cfg_eval/{k}": v for k, v in values.items()}
@@ -248,8 +317,16 @@ class PriorSwapEval(Callback):
             if grids and hasattr(experiment, "add_image"):
                 for scale, images in grids.items():
                     grid = make_grid(list(images.float().chunk(2)), row_labels=list(MODES))
-                    experiment.add_image(f"cfg_eval/samples_g{scale:g} (top vanilla, bottom swapped)", grid, global_step=step)
-        row = {"step": step, "epoch": trainer.current_epoch, "metric": self.metric, "eval_seconds": round(seconds, 3), **values}
+                    experiment.add_image(
+                        f"cfg_eval/samples_g{scale:g} (top vanilla, bottom swapped)", grid, global_step=step
+                    )
+        row = {
+            "step": step,
+            "epoch": trainer.current_epoch,
+            "metric": self.metric,
+            "eval_seconds": round(seconds, 3),
+            **values,
+        }
         self.rows.append(row)
         self._write_rows(trainer)
 
@@ -272,7 +349,10 @@ class PriorSwapEval(Callback):
         from priorswap.toolkit.files import write_text_atomic
 
         write_text_atomic(path, lambda f: _write_csv(f, rows, fields))
-        write_text_atomic(path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
+        write_text_atomic(
+            path[:-4] + ".jsonl" if path.endswith(".csv") else path + ".jsonl",
+            lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)),
+        )
 
 
 def _write_csv(f, rows, fields):

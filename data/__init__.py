@@ -9,13 +9,29 @@ from priorswap.data.hf import HFImageDataModule
 from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
 from priorswap.data.robust import collate_drop_none
 from priorswap.data.skip_report import SkippedImagesReport
-from priorswap.data.torchvision_sets import (Caltech101DataModule, Food101DataModule, ImageFolderDataModule,
-                                   SUN397DataModule)
+from priorswap.data.torchvision_sets import (
+    Caltech101DataModule,
+    Food101DataModule,
+    ImageFolderDataModule,
+    SUN397DataModule,
+)
 from priorswap.data.transforms import AdmTransform, adm_center_crop
 
 __all__ = [
-    "AdmTransform", "CachedLatentDataset", "Caltech101DataModule", "Catalog", "FashionMNISTDataModule",
-    "Food101DataModule", "HFImageDataModule", "ImageDataModule", "ImageFolderDataModule", "SUN397DataModule",
-    "SkippedImagesReport", "adm_center_crop", "build_latent_cache", "cache_dir_for", "collate_drop_none",
+    "AdmTransform",
+    "CachedLatentDataset",
+    "Caltech101DataModule",
+    "Catalog",
+    "FashionMNISTDataModule",
+    "Food101DataModule",
+    "HFImageDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "SUN397DataModule",
+    "SkippedImagesReport",
+    "adm_center_crop",
+    "build_latent_cache",
+    "cache_dir_for",
+    "collate_drop_none",
     "is_complete",
 ]

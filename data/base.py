@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
-from priorswap.data.sampler import ResumableSampler, SeededItems
 from priorswap.data.robust import FileImages, RobustImageDataset, SkipLog, collate_drop_none
+from priorswap.data.sampler import ResumableSampler, SeededItems
 from priorswap.data.splits import limit_per_class, select_classes, stratified_split
 from priorswap.data.transforms import AdmTransform
 from priorswap.toolkit.errors import PriorswapError
@@ -64,10 +64,23 @@ class ImageDataModule(L.LightningDataModule):
 
     dataset_name = "images"
 
-    def __init__(self, root: str, resolution: int = 256, batch_size: int = 64, num_workers: int = 4, seed: int = 0,
-                 val_fraction: float = 0.05, download: bool = False, flip: bool = True, cache_dir: str | None = None,
-                 classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False):
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        seed: int = 0,
+        val_fraction: float = 0.05,
+        download: bool = False,
+        flip: bool = True,
+        cache_dir: str | None = None,
+        classes: list[int] | None = None,
+        limit_per_class: int | None = None,
+        latent_cache: str | None = None,
+        latent_dtype: LatentDtype = "float32",
+        drop_last: bool = False,
+    ):
         super().__init__()
         self.root = os.path.expanduser(root)
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
@@ -150,13 +163,17 @@ class ImageDataModule(L.LightningDataModule):
         """Use the split saved in a checkpoint, so a resumed run never leaks val images into train."""
         saved = self._restored
         if saved["class_names"] != self.class_names:
-            raise PriorswapError(f"checkpoint classes {saved['class_names'][:5]}... differ from the dataset's "
-                                 f"{self.class_names[:5]}...; use the same root and `classes`")
+            raise PriorswapError(
+                f"checkpoint classes {saved['class_names'][:5]}... differ from the dataset's "
+                f"{self.class_names[:5]}...; use the same root and `classes`"
+            )
         label_of = {i: l for s in SPLITS for i, l in zip(ids[s], labels[s])}
         missing = [i for s in SPLITS for i in saved["split"][s] if i not in label_of]
         if missing:
-            raise PriorswapError(f"{len(missing)} images of the checkpoint's split are not in {self.root}, "
-                                 f"e.g. {missing[0]}; restore the dataset or start a new run")
+            raise PriorswapError(
+                f"{len(missing)} images of the checkpoint's split are not in {self.root}, "
+                f"e.g. {missing[0]}; restore the dataset or start a new run"
+            )
         ids = {s: list(saved["split"][s]) for s in SPLITS}
         return ids, {s: [label_of[i] for i in ids[s]] for s in SPLITS}
 
@@ -202,10 +219,17 @@ class ImageDataModule(L.LightningDataModule):
         """Saved by Lightning in every checkpoint: label map and split, so sampling and resuming agree."""
         if not self.split:
             self._select()
-        return {"dataset": self.dataset_name, "root": self.root, "class_names": self.class_names,
-                "num_classes": self.num_classes, "classes": self.classes, "seed": self.seed,
-                "val_fraction": self.val_fraction, "limit_per_class": self.limit_per_class,
-                "split": {s: list(self.split[s]) for s in SPLITS}}
+        return {
+            "dataset": self.dataset_name,
+            "root": self.root,
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "classes": self.classes,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "limit_per_class": self.limit_per_class,
+            "split": {s: list(self.split[s]) for s in SPLITS},
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
@@ -224,15 +248,24 @@ class ImageDataModule(L.LightningDataModule):
         train = split == "train"
         if self.latent_cache is not None:
             if split not in self._latent_dirs:
-                raise PriorswapError(f"latent_cache={self.latent_cache} is set but build_latent_cache(encode, "
-                                     "encoder_id) was not called; the training module calls it in setup()")
+                raise PriorswapError(
+                    f"latent_cache={self.latent_cache} is set but build_latent_cache(encode, "
+                    "encoder_id) was not called; the training module calls it in setup()"
+                )
             dataset, collate = CachedLatentDataset(self._latent_dirs[split], flip=self.flip and train), None
         else:
             dataset, collate = self._datasets[split], collate_drop_none
         sampler = ResumableSampler(len(dataset), seed=self.seed, shuffle=train)
-        return DataLoader(SeededItems(dataset, self.seed), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=self.drop_last and train,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            SeededItems(dataset, self.seed),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            drop_last=self.drop_last and train,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Seeded per-epoch order; on a resumed run the batches of the interrupted epoch already seen are skipped."""
@@ -256,21 +289,48 @@ class ImageDataModule(L.LightningDataModule):
         if self.latent_cache is None:
             raise PriorswapError("latent_cache is not set; pass a cache folder, e.g. latent_cache: ~/.cache/priorswap")
         items = self.split_indices()[split]
-        identity = hashlib.sha256(json.dumps({"root": os.path.abspath(self.root), "classes": self.classes,
-                                              "items": items, "labels": self._labels[split]}).encode()).hexdigest()
-        return cache_dir_for(os.path.expanduser(self.latent_cache), self.dataset_name, split, identity,
-                             encoder_id, self.resolution, self.latent_dtype)
+        identity = hashlib.sha256(
+            json.dumps(
+                {
+                    "root": os.path.abspath(self.root),
+                    "classes": self.classes,
+                    "items": items,
+                    "labels": self._labels[split],
+                }
+            ).encode()
+        ).hexdigest()
+        return cache_dir_for(
+            os.path.expanduser(self.latent_cache),
+            self.dataset_name,
+            split,
+            identity,
+            encoder_id,
+            self.resolution,
+            self.latent_dtype,
+        )
 
-    def build_latent_cache(self, encode: Callable, encoder_id: str, rank: int | None = None,
-                           world_size: int | None = None, batch_size: int = 32, chunk_size: int = 512
-                           ) -> dict[str, Path]:
+    def build_latent_cache(
+        self,
+        encode: Callable,
+        encoder_id: str,
+        rank: int | None = None,
+        world_size: int | None = None,
+        batch_size: int = 32,
+        chunk_size: int = 512,
+    ) -> dict[str, Path]:
         """Encode train and val once (each rank its chunks), wait for all ranks, then serve latents.
 
         `encode(pixels (B,3,H,W) in [-1,1], on CPU) -> (mean, std)` of the unscaled latent distribution.
         rank/world_size default to the attached trainer's. Returns the cache folders.
         """
-        self._latent_request = dict(encode=encode, encoder_id=encoder_id, rank=rank, world_size=world_size,
-                                    batch_size=batch_size, chunk_size=chunk_size)
+        self._latent_request = dict(
+            encode=encode,
+            encoder_id=encoder_id,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+        )
         trainer = getattr(self, "trainer", None)
         rank = rank if rank is not None else (trainer.global_rank if trainer is not None else 0)
         world_size = world_size if world_size is not None else (trainer.world_size if trainer is not None else 1)
@@ -279,11 +339,26 @@ class ImageDataModule(L.LightningDataModule):
         for split in SPLITS:
             folder = self.latent_cache_dir(split, encoder_id)
             dataset = self._pixel_dataset(self.split[split], self._labels[split], train=False)
-            meta = {"dataset": self.dataset_name, "root": os.path.abspath(self.root), "split": split,
-                    "classes": self.classes, "encoder_id": encoder_id, "resolution": self.resolution}
-            build_latent_cache(folder, dataset, encode, meta, rank=rank, world_size=world_size,
-                               batch_size=batch_size, chunk_size=chunk_size, num_workers=self.num_workers,
-                               dtype=self.latent_dtype)
+            meta = {
+                "dataset": self.dataset_name,
+                "root": os.path.abspath(self.root),
+                "split": split,
+                "classes": self.classes,
+                "encoder_id": encoder_id,
+                "resolution": self.resolution,
+            }
+            build_latent_cache(
+                folder,
+                dataset,
+                encode,
+                meta,
+                rank=rank,
+                world_size=world_size,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                num_workers=self.num_workers,
+                dtype=self.latent_dtype,
+            )
             self._latent_dirs[split] = folder
         if trainer is not None and world_size > 1:
             trainer.strategy.barrier("latent_cache")

@@ -18,10 +18,11 @@ from priorswap.data.transforms import PadTransform
 from priorswap.toolkit.errors import PriorswapError
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -32,7 +33,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:3] != b"\x00\x00\x08":
         raise PriorswapError(f"{path} is not a uint8 IDX file (header {raw[:4].hex()})")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -55,19 +56,49 @@ class FashionMNISTDataModule(ImageDataModule):
 
     dataset_name = "fashion_mnist"
 
-    def __init__(self, root: str = DEBIAN_ROOT, resolution: int = 32, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0, val_fraction: float = 0.0, download: bool = False, flip: bool = True,
-                 cache_dir: str | None = None, classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False,
-                 rgb: bool = False):
+    def __init__(
+        self,
+        root: str = DEBIAN_ROOT,
+        resolution: int = 32,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        download: bool = False,
+        flip: bool = True,
+        cache_dir: str | None = None,
+        classes: list[int] | None = None,
+        limit_per_class: int | None = None,
+        latent_cache: str | None = None,
+        latent_dtype: LatentDtype = "float32",
+        drop_last: bool = False,
+        rgb: bool = False,
+    ):
         self.rgb = rgb
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        super().__init__(root, resolution, batch_size, num_workers, seed, val_fraction, download, flip, cache_dir,
-                         classes, limit_per_class, latent_cache, latent_dtype, drop_last)
+        super().__init__(
+            root,
+            resolution,
+            batch_size,
+            num_workers,
+            seed,
+            val_fraction,
+            download,
+            flip,
+            cache_dir,
+            classes,
+            limit_per_class,
+            latent_cache,
+            latent_dtype,
+            drop_last,
+        )
 
     def _folder(self) -> Path | None:
-        for folder in (Path(self.root), Path(self.root) / "FashionMNIST" / "raw",
-                       Path(self.cache_dir or self.root) / "FashionMNIST" / "raw"):
+        for folder in (
+            Path(self.root),
+            Path(self.root) / "FashionMNIST" / "raw",
+            Path(self.cache_dir or self.root) / "FashionMNIST" / "raw",
+        ):
             if all(find_idx(folder, stem) for pair in FILES.values() for stem in pair):
                 return folder
         return None
@@ -76,7 +107,8 @@ class FashionMNISTDataModule(ImageDataModule):
         if self._folder() is None:
             raise PriorswapError(
                 f"Fashion-MNIST root {self.root} lacks {{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]; "
-                f"run `apt-get install dataset-fashion-mnist` (installs them in {DEBIAN_ROOT}) or set download: true")
+                f"run `apt-get install dataset-fashion-mnist` (installs them in {DEBIAN_ROOT}) or set download: true"
+            )
 
     def _download(self) -> None:
         if self._folder() is None:
@@ -97,8 +129,13 @@ class FashionMNISTDataModule(ImageDataModule):
         (_, train), (_, test) = self._load("train"), self._load("test")
         if self.val_fraction > 0:  # carve val from train; the test set stays untouched for final FID
             return Catalog(list(CLASS_NAMES), [f"train/{i}" for i in range(len(train))], train.tolist())
-        return Catalog(list(CLASS_NAMES), [f"train/{i}" for i in range(len(train))], train.tolist(),
-                       [f"test/{i}" for i in range(len(test))], test.tolist())
+        return Catalog(
+            list(CLASS_NAMES),
+            [f"train/{i}" for i in range(len(train))],
+            train.tolist(),
+            [f"test/{i}" for i in range(len(test))],
+            test.tolist(),
+        )
 
     def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool) -> RobustImageDataset:
         pad = (32 - 28) // 2
@@ -107,5 +144,11 @@ class FashionMNISTDataModule(ImageDataModule):
         if any(not i.startswith(split + "/") for i in ids):
             raise PriorswapError(f"Fashion-MNIST ids mix splits: {ids[:2]}...")
         rows = [int(i.split("/")[1]) for i in ids]
-        return ArrayImages(self._load(split)[0], rows, labels, transform,
-                           name=os.path.join(self.root, FILES[split][0]), skip_log=self._skip_log)
+        return ArrayImages(
+            self._load(split)[0],
+            rows,
+            labels,
+            transform,
+            name=os.path.join(self.root, FILES[split][0]),
+            skip_log=self._skip_log,
+        )

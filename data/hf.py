@@ -19,8 +19,9 @@ from priorswap.toolkit.errors import PriorswapError
 class HFImages(RobustImageDataset):
     """Rows of a `datasets.Dataset`; the image column decodes to PIL (a bad one raises and is skipped)."""
 
-    def __init__(self, table, rows: list[int], labels: list[int], image_column: str, transform, name: str,
-                 skip_log=None):
+    def __init__(
+        self, table, rows: list[int], labels: list[int], image_column: str, transform, name: str, skip_log=None
+    ):
         super().__init__(labels, transform, skip_log)
         self.table, self.rows, self.image_column, self.name = table, rows, image_column, name
 
@@ -45,25 +46,57 @@ class HFImageDataModule(ImageDataModule):
 
     dataset_name = "hf"
 
-    def __init__(self, root: str, resolution: int = 256, batch_size: int = 64, num_workers: int = 4, seed: int = 0,
-                 val_fraction: float = 0.05, download: bool = False, flip: bool = True, cache_dir: str | None = None,
-                 classes: list[int] | None = None, limit_per_class: int | None = None,
-                 latent_cache: str | None = None, latent_dtype: LatentDtype = "float32", drop_last: bool = False,
-                 image_column: str = "image", label_column: str = "label", train_split: str = "train",
-                 val_split: str | None = None, config_name: str | None = None):
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        seed: int = 0,
+        val_fraction: float = 0.05,
+        download: bool = False,
+        flip: bool = True,
+        cache_dir: str | None = None,
+        classes: list[int] | None = None,
+        limit_per_class: int | None = None,
+        latent_cache: str | None = None,
+        latent_dtype: LatentDtype = "float32",
+        drop_last: bool = False,
+        image_column: str = "image",
+        label_column: str = "label",
+        train_split: str = "train",
+        val_split: str | None = None,
+        config_name: str | None = None,
+    ):
         self.image_column, self.label_column = image_column, label_column
         self.train_split, self.val_split, self.config_name = train_split, val_split, config_name
         self._tables: dict | None = None
-        super().__init__(root, resolution, batch_size, num_workers, seed, val_fraction, download, flip, cache_dir,
-                         classes, limit_per_class, latent_cache, latent_dtype, drop_last)
+        super().__init__(
+            root,
+            resolution,
+            batch_size,
+            num_workers,
+            seed,
+            val_fraction,
+            download,
+            flip,
+            cache_dir,
+            classes,
+            limit_per_class,
+            latent_cache,
+            latent_dtype,
+            drop_last,
+        )
 
     def _is_local(self) -> bool:
         return self.root.startswith(("/", ".", "~")) or Path(self.root).exists()
 
     def check_root(self) -> None:
         if self._is_local() and not Path(self.root).is_dir():
-            raise PriorswapError(f"HF dataset folder {self.root} does not exist; expected a save_to_disk folder, "
-                                 "a folder load_dataset understands, or a hub id like 'user/name'")
+            raise PriorswapError(
+                f"HF dataset folder {self.root} does not exist; expected a save_to_disk folder, "
+                "a folder load_dataset understands, or a hub id like 'user/name'"
+            )
 
     def _load_tables(self) -> dict:
         if self._tables is None:
@@ -94,16 +127,26 @@ class HFImageDataModule(ImageDataModule):
         else:
             names = sorted({str(v) for values in raw.values() for v in values})
             index = {name: i for i, name in enumerate(names)}
-        labels = {s: [index[str(v)] for v in values] if index else [int(v) for v in values] for s, values in raw.items()}
+        labels = {
+            s: [index[str(v)] for v in values] if index else [int(v) for v in values] for s, values in raw.items()
+        }
         ids = {s: [f"{s}/{i}" for i in range(len(values))] for s, values in raw.items()}
         if self.val_split is None:
             return Catalog(names, ids[self.train_split], labels[self.train_split])
-        return Catalog(names, ids[self.train_split], labels[self.train_split], ids[self.val_split],
-                       labels[self.val_split])
+        return Catalog(
+            names, ids[self.train_split], labels[self.train_split], ids[self.val_split], labels[self.val_split]
+        )
 
     def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool) -> RobustImageDataset:
         split = ids[0].rsplit("/", 1)[0] if ids else self.train_split
         rows = [int(i.rsplit("/", 1)[1]) for i in ids]
         transform = AdmTransform(self.resolution, flip=self.flip and train)
-        return HFImages(self._load_tables()[split], rows, labels, self.image_column, transform,
-                        name=f"{self.root}:{split}", skip_log=self._skip_log)
+        return HFImages(
+            self._load_tables()[split],
+            rows,
+            labels,
+            self.image_column,
+            transform,
+            name=f"{self.root}:{split}",
+            skip_log=self._skip_log,
+        )

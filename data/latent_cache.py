@@ -39,11 +39,24 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 COMPLETE = "complete.json"
 
 
-def cache_dir_for(cache_root: str, dataset_name: str, split: str, identity: str, encoder_id: str,
-                  resolution: int, dtype: str = "float32") -> Path:
+def cache_dir_for(
+    cache_root: str,
+    dataset_name: str,
+    split: str,
+    identity: str,
+    encoder_id: str,
+    resolution: int,
+    dtype: str = "float32",
+) -> Path:
     """Folder for one (dataset items, encoder, resolution, dtype); a change in any of them gives a new folder."""
-    key = {"dataset": dataset_name, "split": split, "identity": identity, "encoder": encoder_id,
-           "resolution": resolution, "dtype": dtype}
+    key = {
+        "dataset": dataset_name,
+        "split": split,
+        "identity": identity,
+        "encoder": encoder_id,
+        "resolution": resolution,
+        "dtype": dtype,
+    }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset_name}-{split}-{resolution}px-{encoder_id}")[:80]
     return Path(cache_root) / f"{slug}-{digest}"
@@ -82,10 +95,12 @@ def _collate_indexed(batch: list[tuple[int, Any]]) -> tuple[list[int], list[Any]
 
 
 @torch.no_grad()
-def _encode_chunk(dataset: Dataset, indices: range, encode: Encoder, batch_size: int, num_workers: int,
-                  dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], int]:
-    loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate_indexed)
+def _encode_chunk(
+    dataset: Dataset, indices: range, encode: Encoder, batch_size: int, num_workers: int, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], int]:
+    loader = DataLoader(
+        _Indexed(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_indexed
+    )
     kept: list[int] = []
     labels, means, stds = [], [], []
     for batch_indices, items in loader:
@@ -104,9 +119,18 @@ def _encode_chunk(dataset: Dataset, indices: range, encode: Encoder, batch_size:
     return tensors, len(indices) - len(kept)
 
 
-def build_latent_cache(folder: str | Path, dataset: Dataset, encode: Encoder, meta: dict[str, Any] | None = None,
-                       rank: int = 0, world_size: int = 1, batch_size: int = 32, chunk_size: int = 512,
-                       num_workers: int = 0, dtype: str = "float32") -> bool:
+def build_latent_cache(
+    folder: str | Path,
+    dataset: Dataset,
+    encode: Encoder,
+    meta: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 32,
+    chunk_size: int = 512,
+    num_workers: int = 0,
+    dtype: str = "float32",
+) -> bool:
     """Encode this rank's missing chunks of `dataset` (items {"pixels", "label"} or None, unflipped).
 
     Returns True when the cache is complete. With several ranks, the last one to finish writes the
@@ -126,8 +150,10 @@ def build_latent_cache(folder: str | Path, dataset: Dataset, encode: Encoder, me
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if (old["n_items"], old["chunk_size"]) != (n_items, chunk_size):
-            raise PriorswapError(f"latent cache {folder} was started with {old['n_items']} items in chunks of "
-                                 f"{old['chunk_size']}, now {n_items} in {chunk_size}; delete the folder")
+            raise PriorswapError(
+                f"latent cache {folder} was started with {old['n_items']} items in chunks of "
+                f"{old['chunk_size']}, now {n_items} in {chunk_size}; delete the folder"
+            )
     else:
         _atomic_write_json(meta_path, header)
 
@@ -169,8 +195,10 @@ class CachedLatentDataset(Dataset):
     def __init__(self, folder: str | Path, flip: bool = True):
         self.folder, self.flip = Path(folder), flip
         if not is_complete(self.folder):
-            raise PriorswapError(f"latent cache {self.folder} is not complete (no {COMPLETE}); "
-                                 "run build_latent_cache on every rank first")
+            raise PriorswapError(
+                f"latent cache {self.folder} is not complete (no {COMPLETE}); "
+                "run build_latent_cache on every rank first"
+            )
         n_chunks = json.loads((self.folder / COMPLETE).read_text())["n_chunks"]
         self._chunks = [str(self.folder / f"chunk-{j:06d}.safetensors") for j in range(n_chunks)]
         self._rows: list[tuple[int, int]] = []
@@ -197,6 +225,6 @@ class CachedLatentDataset(Dataset):
             self._handles[chunk] = safe_open(self._chunks[chunk], framework="pt")
         handle = self._handles[chunk]
         side = int(torch.randint(2, ())) if self.flip else 0
-        mean = handle.get_slice("mean")[row:row + 1, side:side + 1][0, 0].float()  # (c, h, w)
-        std = handle.get_slice("std")[row:row + 1, side:side + 1][0, 0].float()  # (c, h, w)
+        mean = handle.get_slice("mean")[row : row + 1, side : side + 1][0, 0].float()  # (c, h, w)
+        std = handle.get_slice("std")[row : row + 1, side : side + 1][0, 0].float()  # (c, h, w)
         return {"latent_mean": mean, "latent_std": std, "label": torch.tensor(self.labels[index], dtype=torch.long)}

@@ -92,8 +92,14 @@ class RobustImageDataset(Dataset):
 class FileImages(RobustImageDataset):
     """Images stored as files: `base / relpath`."""
 
-    def __init__(self, base: str, relpaths: Sequence[str], labels: Sequence[int], transform: Callable,
-                 skip_log: SkipLog | None = None):
+    def __init__(
+        self,
+        base: str,
+        relpaths: Sequence[str],
+        labels: Sequence[int],
+        transform: Callable,
+        skip_log: SkipLog | None = None,
+    ):
         super().__init__(labels, transform, skip_log)
         self.base, self.relpaths = base, list(relpaths)
 
@@ -107,8 +113,15 @@ class FileImages(RobustImageDataset):
 class ArrayImages(RobustImageDataset):
     """Images held in memory as a uint8 array (N, H, W) or (N, H, W, C)."""
 
-    def __init__(self, array: np.ndarray, rows: Sequence[int], labels: Sequence[int], transform: Callable,
-                 name: str = "array", skip_log: SkipLog | None = None):
+    def __init__(
+        self,
+        array: np.ndarray,
+        rows: Sequence[int],
+        labels: Sequence[int],
+        transform: Callable,
+        name: str = "array",
+        skip_log: SkipLog | None = None,
+    ):
         super().__init__(labels, transform, skip_log)
         self.array, self.rows, self.name = array, list(rows), name
 

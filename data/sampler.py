@@ -8,6 +8,7 @@ loading them. It also shards across ranks itself (``torch.distributed``), so the
 The sampler yields ``(epoch, index)`` keys; :class:`SeededItems` reseeds torch's RNG from the key around
 each item, so random flips (and the cached-latent flip choice) are the same after a resume, in any worker.
 """
+
 from __future__ import annotations
 
 import math

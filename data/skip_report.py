@@ -29,6 +29,11 @@ class SkippedImagesReport(L.Callback):
             return
         names = datamodule.pop_skipped()
         if names:
-            log.warning("epoch %d (%s): skipped %d unreadable images, e.g. %s",
-                        trainer.current_epoch, stage, len(names), ", ".join(names[:3]))
+            log.warning(
+                "epoch %d (%s): skipped %d unreadable images, e.g. %s",
+                trainer.current_epoch,
+                stage,
+                len(names),
+                ", ".join(names[:3]),
+            )
         pl_module.log(f"data/skipped_images_{stage}", float(len(names)), reduce_fx="sum", sync_dist=True)

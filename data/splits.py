@@ -56,9 +56,7 @@ def select_classes(labels: Sequence[int], classes: Sequence[int], num_classes: i
     """
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad or len(set(classes)) != len(classes) or not classes:
-        raise PriorswapError(
-            f"classes must be distinct ids in [0, {num_classes}), got {list(classes)}"
-        )
+        raise PriorswapError(f"classes must be distinct ids in [0, {num_classes}), got {list(classes)}")
     new_label = {old: new for new, old in enumerate(classes)}
     kept = [i for i, label in enumerate(labels) if label in new_label]
     return kept, [new_label[labels[i]] for i in kept]

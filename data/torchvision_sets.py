@@ -30,15 +30,21 @@ class Food101DataModule(ImageDataModule):
             if not needed.exists():
                 raise PriorswapError(
                     f"Food101 root {self.root} has no {os.path.relpath(needed, self.root)}; expected "
-                    "food-101/meta/{train,test}.json and food-101/images/<class>/<id>.jpg (or download: true)")
+                    "food-101/meta/{train,test}.json and food-101/images/<class>/<id>.jpg (or download: true)"
+                )
 
     def _download(self) -> None:
         tvd.Food101(self.root, split="train", download=True)
 
     def _catalog(self) -> Catalog:
         train, test = tvd.Food101(self.root, split="train"), tvd.Food101(self.root, split="test")
-        return Catalog(list(train.classes), _relative(train._image_files, self.root), list(train._labels),
-                       _relative(test._image_files, self.root), list(test._labels))
+        return Catalog(
+            list(train.classes),
+            _relative(train._image_files, self.root),
+            list(train._labels),
+            _relative(test._image_files, self.root),
+            list(test._labels),
+        )
 
 
 class SUN397DataModule(ImageDataModule):
@@ -50,7 +56,8 @@ class SUN397DataModule(ImageDataModule):
         if not (Path(self.root) / "SUN397" / "ClassName.txt").is_file():
             raise PriorswapError(
                 f"SUN397 root {self.root} has no SUN397/ClassName.txt; expected SUN397/ClassName.txt "
-                "(lines like /a/abbey) and SUN397/<letter>/<class>/sun_*.jpg (or download: true)")
+                "(lines like /a/abbey) and SUN397/<letter>/<class>/sun_*.jpg (or download: true)"
+            )
 
     def _download(self) -> None:
         tvd.SUN397(self.root, download=True)
@@ -73,15 +80,18 @@ class Caltech101DataModule(ImageDataModule):
             raise PriorswapError(
                 f"Caltech101 root {self.root} has no caltech101/101_ObjectCategories/BACKGROUND_Google; expected "
                 "caltech101/101_ObjectCategories/<category>/image_0001.jpg... and a BACKGROUND_Google folder "
-                "(or download: true)")
+                "(or download: true)"
+            )
 
     def _download(self) -> None:
         tvd.Caltech101(self.root, target_type="category", download=True)
 
     def _catalog(self) -> Catalog:
         cal = tvd.Caltech101(self.root, target_type="category")
-        paths = [os.path.join("caltech101", "101_ObjectCategories", cal.categories[y], f"image_{i:04d}.jpg")
-                 for y, i in zip(cal.y, cal.index)]
+        paths = [
+            os.path.join("caltech101", "101_ObjectCategories", cal.categories[y], f"image_{i:04d}.jpg")
+            for y, i in zip(cal.y, cal.index)
+        ]
         return Catalog(list(cal.categories), paths, list(cal.y))
 
 
@@ -94,7 +104,8 @@ class ImageFolderDataModule(ImageDataModule):
         root = Path(self.root)
         if not root.is_dir() or not any(child.is_dir() for child in root.iterdir()):
             raise PriorswapError(
-                f"ImageFolder root {self.root} has no class folders; expected <root>/<class>/<image>.jpg|png|...")
+                f"ImageFolder root {self.root} has no class folders; expected <root>/<class>/<image>.jpg|png|..."
+            )
 
     def _catalog(self) -> Catalog:
         try:

@@ -1,4 +1,5 @@
 """Offline, CPU-only test set-up: no hub access, few threads, and skip reasons for gpu/hub markers."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,7 +14,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def pytest_collection_modifyitems(config, items):
     no_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is available on this machine")
-    no_hub = pytest.mark.skip(reason="needs pretrained weights from the Hugging Face hub; set PRIORSWAP_HUB_TESTS=1 on a machine that can reach it")
+    no_hub = pytest.mark.skip(
+        reason="needs pretrained weights from the Hugging Face hub; set PRIORSWAP_HUB_TESTS=1 on a machine that can reach it"
+    )
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_gpu)

@@ -1,4 +1,5 @@
 """Tiny random diffusers models, saved with save_pretrained so tests load them through the real code."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,15 @@ def tiny_vae(scaling_factor: float = 0.18215, seed: int = 0):
     )
 
 
-def save_dit_pipeline(path: str, num_classes: int = 10, sample_size: int = 8, latent: bool = True, in_channels: int = 4, seed: int = 0, vae_scaling: float = 0.18215) -> str:
+def save_dit_pipeline(
+    path: str,
+    num_classes: int = 10,
+    sample_size: int = 8,
+    latent: bool = True,
+    in_channels: int = 4,
+    seed: int = 0,
+    vae_scaling: float = 0.18215,
+) -> str:
     """A tiny DiT pipeline folder (DDIM on DiT's linear schedule); pixel space when ``latent=False``."""
     from diffusers import DDIMScheduler, DiTPipeline
 
@@ -70,8 +79,15 @@ def tiny_clip_text_encoder(hidden: int = 32, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
-        vocab_size=200, hidden_size=hidden, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=16, bos_token_id=190, eos_token_id=191, pad_token_id=191,
+        vocab_size=200,
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=16,
+        bos_token_id=190,
+        eos_token_id=191,
+        pad_token_id=191,
     )
     return CLIPTextModel(cfg)
 
@@ -82,21 +98,38 @@ def save_sd_pipeline(path: str, prediction_type: str = "epsilon", vae_scaling: f
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=8, attention_head_dim=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        attention_head_dim=4,
     )
     tok = offline_clip_tokenizer(os.path.join(path + "-tok"))
     pipe = StableDiffusionPipeline(
-        unet=unet, vae=tiny_vae(vae_scaling, seed), text_encoder=tiny_clip_text_encoder(seed=seed), tokenizer=tok,
+        unet=unet,
+        vae=tiny_vae(vae_scaling, seed),
+        text_encoder=tiny_clip_text_encoder(seed=seed),
+        tokenizer=tok,
         scheduler=DDIMScheduler(**SD_SCHEDULE, prediction_type=prediction_type, clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(path)
     return path
 
 
-T5_CORPUS = ["a photo of a cat", "an empty room at night", "make it snowy", "the quick brown fox jumps over the lazy dog"]
+T5_CORPUS = [
+    "a photo of a cat",
+    "an empty room at night",
+    "make it snowy",
+    "the quick brown fox jumps over the lazy dog",
+]
 
 
 def sentencepiece_t5_tokenizer(folder: str, max_length: int = 120):
@@ -110,14 +143,33 @@ def sentencepiece_t5_tokenizer(folder: str, max_length: int = 120):
 
     os.makedirs(folder, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(T5_CORPUS * 50), model_prefix=os.path.join(folder, "spiece"), vocab_size=36,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
-        unk_piece="<unk>", minloglevel=2, num_threads=1,
+        sentence_iterator=iter(T5_CORPUS * 50),
+        model_prefix=os.path.join(folder, "spiece"),
+        vocab_size=36,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        minloglevel=2,
+        num_threads=1,
     )
     os.remove(os.path.join(folder, "spiece.vocab"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "T5Tokenizer", "model_max_length": max_length, "extra_ids": 0,
-                   "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}, f)
+        json.dump(
+            {
+                "tokenizer_class": "T5Tokenizer",
+                "model_max_length": max_length,
+                "extra_ids": 0,
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+            },
+            f,
+        )
     return T5Tokenizer.from_pretrained(folder)
 
 
@@ -128,21 +180,38 @@ def save_pixart_pipeline(path: str, seed: int = 0) -> str:
 
     torch.manual_seed(seed)
     tr = PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
-        patch_size=2, cross_attention_dim=16, caption_channels=32, norm_num_groups=8,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=32,
+        norm_num_groups=8,
     )
-    enc = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1))
+    enc = T5EncoderModel(
+        T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)
+    )
     tok = sentencepiece_t5_tokenizer(path + "-tok")
     pipe = PixArtAlphaPipeline(
-        tokenizer=tok, text_encoder=enc, vae=tiny_vae(seed=seed), transformer=tr,
+        tokenizer=tok,
+        text_encoder=enc,
+        vae=tiny_vae(seed=seed),
+        transformer=tr,
         scheduler=DDIMScheduler(**{**dit_scheduler_config(), "clip_sample": False}),
     )
     pipe.save_pretrained(path)
     import shutil
 
-    for name in os.listdir(os.path.join(path, "tokenizer")):  # keep PixArt's own layout: spiece.model, no tokenizer.json
+    for name in os.listdir(
+        os.path.join(path, "tokenizer")
+    ):  # keep PixArt's own layout: spiece.model, no tokenizer.json
         if name not in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
             os.remove(os.path.join(path, "tokenizer", name))
     shutil.copy(os.path.join(path + "-tok", "spiece.model"), os.path.join(path, "tokenizer", "spiece.model"))
-    shutil.copy(os.path.join(path + "-tok", "tokenizer_config.json"), os.path.join(path, "tokenizer", "tokenizer_config.json"))
+    shutil.copy(
+        os.path.join(path + "-tok", "tokenizer_config.json"), os.path.join(path, "tokenizer", "tokenizer_config.json")
+    )
     return path

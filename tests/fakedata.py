@@ -47,8 +47,14 @@ def _pick(names: list[str], classes: int) -> list[str]:
     return names[:classes]
 
 
-def make_food101(root: str | Path, classes: int = 3, per_class: int = 4, test_per_class: int = 2,
-                 corrupt: int = 0, size: tuple[int, int] = (48, 40)) -> str:
+def make_food101(
+    root: str | Path,
+    classes: int = 3,
+    per_class: int = 4,
+    test_per_class: int = 2,
+    corrupt: int = 0,
+    size: tuple[int, int] = (48, 40),
+) -> str:
     """food-101/meta/{train,test}.json + classes.txt and food-101/images/<class>/<id>.jpg."""
     base = Path(root) / "food-101"
     meta = {"train": {}, "test": {}}
@@ -71,8 +77,9 @@ def make_food101(root: str | Path, classes: int = 3, per_class: int = 4, test_pe
     return str(root)
 
 
-def make_sun397(root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0,
-                size: tuple[int, int] = (48, 40)) -> str:
+def make_sun397(
+    root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0, size: tuple[int, int] = (48, 40)
+) -> str:
     """SUN397/ClassName.txt (lines '/a/abbey') and SUN397/<letter>/<class>[/<sub>]/sun_<10 letters>.jpg."""
     base = Path(root) / "SUN397"
     picked = _pick(SUN_CLASSES, classes)
@@ -88,8 +95,9 @@ def make_sun397(root: str | Path, classes: int = 3, per_class: int = 4, corrupt:
     return str(root)
 
 
-def make_caltech101(root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0,
-                    size: tuple[int, int] = (48, 40)) -> str:
+def make_caltech101(
+    root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0, size: tuple[int, int] = (48, 40)
+) -> str:
     """caltech101/101_ObjectCategories/<cat>/image_0001.jpg... (contiguous) plus BACKGROUND_Google/.
 
     torchvision needs no Annotations/ for target_type="category". Corrupt files take the next numbers.
@@ -108,8 +116,9 @@ def make_caltech101(root: str | Path, classes: int = 3, per_class: int = 4, corr
     return str(root)
 
 
-def make_image_folder(root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0,
-                      size: tuple[int, int] = (48, 40)) -> str:
+def make_image_folder(
+    root: str | Path, classes: int = 3, per_class: int = 4, corrupt: int = 0, size: tuple[int, int] = (48, 40)
+) -> str:
     """root/<class>/<n>.jpg, classes named cat, dog, fox, ..."""
     seed = 0
     picked = _pick(FOLDER_CLASSES, classes)

@@ -2,6 +2,7 @@
 
 Each writer saves random weights with the real file's keys and shapes, so tests go through the real loading code.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def inception_weights(path: str) -> str:
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     torch.manual_seed(0)
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        fe.FeatureExtractorInceptionV3, "load_state_dict", return_value=None
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", return_value=None),
     ):
         net = fe.FeatureExtractorInceptionV3("fabricated", ["2048"])
     for m in net.modules():  # keep activations O(1) through 90 layers, so features are not ~1e-8
@@ -64,9 +66,20 @@ def write_tiny_clip(folder: str) -> dict:
         f.write("#version: 0.2\n")
     tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
     eos = vocab["<|endoftext|>"]
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -1,11 +1,12 @@
 """`priorswap sample dit`: outputs in the ADM evaluator layout, and one-line errors with exit code 2."""
+
 import os
 import subprocess
 import sys
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from priorswap.toolkit.cli import main
 
@@ -25,7 +26,24 @@ def run(capsys, *args):
 
 def test_sample_writes_uint8_nhwc_and_labels(dit, tmp_path, capsys):
     out = tmp_path / "s.npz"
-    code, _, err = run(capsys, "sample", "dit", "--model", dit, "--labels", "0", "3", "7", "--steps", "3", "--output", str(out), "--grid", str(tmp_path / "g.png"), "--no-progress")
+    code, _, err = run(
+        capsys,
+        "sample",
+        "dit",
+        "--model",
+        dit,
+        "--labels",
+        "0",
+        "3",
+        "7",
+        "--steps",
+        "3",
+        "--output",
+        str(out),
+        "--grid",
+        str(tmp_path / "g.png"),
+        "--no-progress",
+    )
     assert code == 0, err
     data = np.load(out)
     assert data["arr_0"].dtype == np.uint8 and data["arr_0"].shape == (3, 8, 8, 3)
@@ -43,7 +61,24 @@ def test_sample_writes_uint8_nhwc_and_labels(dit, tmp_path, capsys):
 
 def test_compare_with_same_prior_equals_vanilla(dit, tmp_path, capsys):
     out = tmp_path / "c.npz"
-    code, _, err = run(capsys, "sample", "dit", "--model", dit, "--prior", dit, "--compare", "--labels", "1", "2", "--steps", "3", "--output", str(out), "--no-progress")
+    code, _, err = run(
+        capsys,
+        "sample",
+        "dit",
+        "--model",
+        dit,
+        "--prior",
+        dit,
+        "--compare",
+        "--labels",
+        "1",
+        "2",
+        "--steps",
+        "3",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0, err
     data = np.load(out)
     assert np.abs(data["arr_0"].astype(int) - data["vanilla"].astype(int)).max() <= 1
@@ -88,7 +123,24 @@ def test_bad_input_is_one_line_exit_2(dit, tmp_path, capsys, args, needle):
 
 def test_console_script_runs_as_subprocess(dit, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    bad = subprocess.run([sys.executable, "-m", "priorswap.toolkit", "sample", "dit", "--model", dit, "--labels", "99", "--output", str(tmp_path / "x.npz")], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "priorswap.toolkit",
+            "sample",
+            "dit",
+            "--model",
+            dit,
+            "--labels",
+            "99",
+            "--output",
+            str(tmp_path / "x.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("priorswap: error: label 99")
     assert "Traceback" not in bad.stderr

@@ -1,5 +1,6 @@
 """The commands are dataclasses: the parser is derived from them, mistakes answer before any heavy import, and
 every output location is checked before any work."""
+
 import dataclasses
 import json
 import os
@@ -51,17 +52,41 @@ def parse(cls, argv, kind=None):
 
 
 def test_fields_become_flags_with_their_types():
-    t = parse(Toy, ["--name", "n", "--labels", "0", "3", "7", "--pair", "0.1", "0.9", "--fast", "--no-progress",
-                    "--prior", "a", "--prior", "b", "--shard", "1/4"], kind="a")
-    assert t == Toy(name="n", labels=[0, 3, 7], pair=(0.1, 0.9), fast=True, progress=False, prior=["a", "b"],
-                    shard=(1, 4), only_a=3)
+    t = parse(
+        Toy,
+        [
+            "--name",
+            "n",
+            "--labels",
+            "0",
+            "3",
+            "7",
+            "--pair",
+            "0.1",
+            "0.9",
+            "--fast",
+            "--no-progress",
+            "--prior",
+            "a",
+            "--prior",
+            "b",
+            "--shard",
+            "1/4",
+        ],
+        kind="a",
+    )
+    assert t == Toy(
+        name="n", labels=[0, 3, 7], pair=(0.1, 0.9), fast=True, progress=False, prior=["a", "b"], shard=(1, 4), only_a=3
+    )
     d = parse(Toy, ["--name", "n"])
     assert (d.labels, d.pair, d.fast, d.progress, d.prior, d.shard) == ([1, 2], None, False, True, [], None)
     assert "only_a" not in {f.name for f in cli_fields(Toy, "b")} and "kind" not in {f.name for f in cli_fields(Toy)}
 
 
-@pytest.mark.parametrize("argv", [[], ["--name", "n", "--labels"], ["--name", "n", "--pair", "1"], ["--nam", "n"],
-                                  ["--name", "n", "--labels", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--name", "n", "--labels"], ["--name", "n", "--pair", "1"], ["--nam", "n"], ["--name", "n", "--labels", "x"]],
+)
 def test_usage_mistakes_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
         parse(Toy, argv)
@@ -94,26 +119,50 @@ def test_protocol_flags_differ_per_kind():
     parser = build_parser()
     ip2p = parser.parse_args(["eval", "ip2p", "--model", "m", "--data", "d", "--output-dir", "o"])
     assert ip2p.image_guidance == [1.5] and ip2p.text_guidance == [7.5] and not hasattr(ip2p, "guidance_scales")
-    vd = parser.parse_args(["eval", "vd", "--model", "m", "--data", "d", "--output-dir", "o", "--guidance-scale", "2", "3",
-                            "--prior", "a=x", "--prior", "y", "--shard", "1/2"])
+    vd = parser.parse_args(
+        [
+            "eval",
+            "vd",
+            "--model",
+            "m",
+            "--data",
+            "d",
+            "--output-dir",
+            "o",
+            "--guidance-scale",
+            "2",
+            "3",
+            "--prior",
+            "a=x",
+            "--prior",
+            "y",
+            "--shard",
+            "1/2",
+        ]
+    )
     run_ = vd._command.build(vd)
     assert (run_.kind, run_.guidance_scales, run_.priors, run_.shard) == ("vd", [2.0, 3.0], ["a=x", "y"], (1, 2))
     assert not hasattr(vd, "image_guidance") and hasattr(vd, "reference")
 
 
 # -- fast answers -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [
-    ["sample", "dit", "--model", "m", "--labels", "0", "--output", "x.npz", "--bogus"],
-    ["sample", "dit", "--model", "m"],
-    ["sample", "zero123", "--model", "m", "--image", "i", "--output-dir", "o", "--scheduler", "heun9"],
-    ["eval", "zero123", "--model", "m", "--data", "d", "--output-dir", "o", "--steps", "x"],
-    ["sample", "vd", "--model", "m", "--image", "/no/such.png", "--output-dir", "o", "--device", "cpu"],
-    ["bench", "unet", "--modes", "vanilla"],
-    ["sample", "dit", "--help"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "dit", "--model", "m", "--labels", "0", "--output", "x.npz", "--bogus"],
+        ["sample", "dit", "--model", "m"],
+        ["sample", "zero123", "--model", "m", "--image", "i", "--output-dir", "o", "--scheduler", "heun9"],
+        ["eval", "zero123", "--model", "m", "--data", "d", "--output-dir", "o", "--steps", "x"],
+        ["sample", "vd", "--model", "m", "--image", "/no/such.png", "--output-dir", "o", "--device", "cpu"],
+        ["bench", "unet", "--modes", "vanilla"],
+        ["sample", "dit", "--help"],
+    ],
+)
 def test_mistakes_and_help_answer_before_torch_is_imported(argv, tmp_path):
-    code = ("import sys, json\nfrom priorswap.toolkit.cli import main\n"
-            f"rc = main({argv!r})\nprint(json.dumps([rc, sorted(m for m in ('torch', 'diffusers', 'lightning') if m in sys.modules)]))")
+    code = (
+        "import sys, json\nfrom priorswap.toolkit.cli import main\n"
+        f"rc = main({argv!r})\nprint(json.dumps([rc, sorted(m for m in ('torch', 'diffusers', 'lightning') if m in sys.modules)]))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     rc, heavy = json.loads(res.stdout.strip().splitlines()[-1])
     assert rc == (0 if "--help" in argv else 2), res.stderr
@@ -137,19 +186,36 @@ def dit(tmp_path_factory):
 
 
 def sample_argv(dit, tmp_path, *extra):
-    return ["sample", "dit", "--model", dit, "--labels", "0", "--steps", "2", "--no-progress", "--device", "cpu",
-            "--output", str(tmp_path / "o.npz"), *extra]
+    return [
+        "sample",
+        "dit",
+        "--model",
+        dit,
+        "--labels",
+        "0",
+        "--steps",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "o.npz"),
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--dtype", "fp16"], "--dtype fp16 is not supported on the CPU"),
-    (["--guidance-scale", "-1"], "--guidance-scale must be at least 0"),
-    (["--prior-mix", "1.5"], "--prior-mix must lie in [0, 1]"),
-    (["--guidance-interval", "0.8", "0.2"], "not an interval"),
-    (["--device", "tpu"], "unknown --device 'tpu'"),
-    (["--labels", "pizzza"], "unknown class name 'pizzza'"),
-    (["--labels", "4"], "label 4 is out of range"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--dtype", "fp16"], "--dtype fp16 is not supported on the CPU"),
+        (["--guidance-scale", "-1"], "--guidance-scale must be at least 0"),
+        (["--prior-mix", "1.5"], "--prior-mix must lie in [0, 1]"),
+        (["--guidance-interval", "0.8", "0.2"], "not an interval"),
+        (["--device", "tpu"], "unknown --device 'tpu'"),
+        (["--labels", "pizzza"], "unknown class name 'pizzza'"),
+        (["--labels", "4"], "label 4 is out of range"),
+    ],
+)
 def test_values_that_cannot_be_meant_are_refused(dit, tmp_path, capsys, extra, needle):
     code, _, err = run(capsys, *sample_argv(dit, tmp_path, *extra))
     assert code == 2 and needle in one_error_line(err)
@@ -168,15 +234,16 @@ def test_labels_by_class_name_and_labelled_grid_columns(dit, tmp_path, capsys):
     from PIL import Image
 
     argv = sample_argv(dit, tmp_path, "--grid", str(tmp_path / "g.png"))
-    argv[argv.index("--labels") + 1: argv.index("--labels") + 2] = ["Pizza", "2", "sushi", "apple pie"]
+    argv[argv.index("--labels") + 1 : argv.index("--labels") + 2] = ["Pizza", "2", "sushi", "apple pie"]
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     assert np.load(tmp_path / "o.npz")["labels"].tolist() == [2, 2, 3, 0]
     (tmp_path / "by_id").mkdir()
     assert run(capsys, *sample_argv(dit, tmp_path / "by_id", "--labels", "2", "2", "3", "0"))[0] == 0
     assert np.array_equal(np.load(tmp_path / "o.npz")["arr_0"], np.load(tmp_path / "by_id" / "o.npz")["arr_0"])
-    from priorswap.toolkit.images import make_grid
     import torch
+
+    from priorswap.toolkit.images import make_grid
 
     grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
     rows_only = make_grid([torch.zeros(4, 3, 8, 8)], row_labels=["vanilla"])
@@ -208,14 +275,32 @@ def test_sample_outputs_are_checked_before_sampling(dit, tmp_path, capsys, block
         assert "wrote" not in out and not os.path.exists(tmp_path / "o.npz")  # nothing sampled, nothing written
 
 
-@pytest.mark.parametrize("argv,flag", [
-    (["sample", "vd", "--model", "m", "--image", "IMG", "--output-dir", "BLOCKED"], "--output-dir"),
-    (["eval", "zero123", "--model", "m", "--data", "d", "--output-dir", "BLOCKED"], "--output-dir"),
-    (["eval", "dit", "--model", "m", "--prior", "p", "--data", "food101", "--data-root", "ROOT", "--output-dir", "BLOCKED"],
-     "--output-dir"),
-    (["demo", "--out", "BLOCKED"], "--out"),
-    (["export", "--ckpt", "IMG", "--out", "BLOCKED"], "--out"),
-])
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["sample", "vd", "--model", "m", "--image", "IMG", "--output-dir", "BLOCKED"], "--output-dir"),
+        (["eval", "zero123", "--model", "m", "--data", "d", "--output-dir", "BLOCKED"], "--output-dir"),
+        (
+            [
+                "eval",
+                "dit",
+                "--model",
+                "m",
+                "--prior",
+                "p",
+                "--data",
+                "food101",
+                "--data-root",
+                "ROOT",
+                "--output-dir",
+                "BLOCKED",
+            ],
+            "--output-dir",
+        ),
+        (["demo", "--out", "BLOCKED"], "--out"),
+        (["export", "--ckpt", "IMG", "--out", "BLOCKED"], "--out"),
+    ],
+)
 def test_unwritable_output_folders_are_one_line(tmp_path, capsys, blocker, argv, flag):
     img = tmp_path / "i.png"
     img.write_bytes(b"not read before the output check")
@@ -259,11 +344,18 @@ def test_a_project_with_its_own_data_and_callbacks_modules(tmp_path):
     (tmp_path / "toolkit").mkdir()
     (tmp_path / "toolkit" / "__init__.py").write_text("raise ImportError('the user project toolkit was imported')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    code = ("import priorswap.data, priorswap.callbacks, priorswap.toolkit.cli\n"
-            "from priorswap.data import Food101DataModule\nfrom priorswap.callbacks import PriorSwapEval\nprint('ok')")
+    code = (
+        "import priorswap.data, priorswap.callbacks, priorswap.toolkit.cli\n"
+        "from priorswap.data import Food101DataModule\nfrom priorswap.callbacks import PriorSwapEval\nprint('ok')"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
-    res = subprocess.run([sys.executable, "-m", "priorswap.toolkit", "fit", "-c", "tiny_food101.yaml", "--print_config"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "priorswap.toolkit", "fit", "-c", "tiny_food101.yaml", "--print_config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "priorswap.callbacks.PriorSwapEval" in res.stdout and "user project" not in res.stderr

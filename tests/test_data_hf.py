@@ -28,8 +28,9 @@ def _save(tmp_path, labels_as_strings=False, corrupt=0):
         datasets.DatasetDict({"train": table}).save_to_disk(str(out))
         return str(out)
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog", "fox"])})
-    table = datasets.Dataset.from_dict({"image": paths, "label": [["cat", "dog", "fox"].index(n) for n in names]},
-                                       features=features)
+    table = datasets.Dataset.from_dict(
+        {"image": paths, "label": [["cat", "dog", "fox"].index(n) for n in names]}, features=features
+    )
     out = tmp_path / "hf"
     datasets.DatasetDict({"train": table, "test": table.select(range(3))}).save_to_disk(str(out))
     assert root
@@ -48,15 +49,24 @@ def test_hf_saved_dataset_with_classlabel_and_val_split(tmp_path):
 
 def test_hf_string_labels_custom_columns_seeded_split_and_corrupt(tmp_path):
     path = _save(tmp_path, labels_as_strings=True, corrupt=1)
-    dm = HFImageDataModule(path, resolution=8, batch_size=32, num_workers=0, image_column="img",
-                           label_column="kind", val_fraction=0.25, seed=3)
+    dm = HFImageDataModule(
+        path,
+        resolution=8,
+        batch_size=32,
+        num_workers=0,
+        image_column="img",
+        label_column="kind",
+        val_fraction=0.25,
+        seed=3,
+    )
     assert dm.class_names == ["cat", "dog", "fox"]
     dm.setup()
     assert len(dm.split["train"]) + len(dm.split["val"]) == 13
     n_seen = sum(len(b["label"]) for b in dm.train_dataloader()) + sum(len(b["label"]) for b in dm.val_dataloader())
     assert n_seen == 12 and len(dm.pop_skipped()) == 1
-    reseeded = HFImageDataModule(path, num_workers=0, image_column="img", label_column="kind", val_fraction=0.25,
-                                 seed=4)
+    reseeded = HFImageDataModule(
+        path, num_workers=0, image_column="img", label_column="kind", val_fraction=0.25, seed=4
+    )
     assert reseeded.split_indices()["val"] != dm.split["val"]
 
 
@@ -68,5 +78,6 @@ def test_hf_bad_paths_columns_and_splits(tmp_path):
         HFImageDataModule(path, image_column="picture", num_workers=0).setup()
     with pytest.raises(PriorswapError, match="no split 'validation'"):
         HFImageDataModule(path, val_split="validation", num_workers=0).setup()
-    assert torch.is_tensor(HFImageDataModule(path, num_workers=0, resolution=8, val_split="test")
-                           .val_dataloader().dataset[0]["pixels"])
+    assert torch.is_tensor(
+        HFImageDataModule(path, num_workers=0, resolution=8, val_split="test").val_dataloader().dataset[0]["pixels"]
+    )

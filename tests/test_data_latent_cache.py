@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from priorswap.data import CachedLatentDataset, Food101DataModule, ImageFolderDataModule, build_latent_cache, is_complete
+from priorswap.data import (
+    CachedLatentDataset,
+    Food101DataModule,
+    ImageFolderDataModule,
+    build_latent_cache,
+    is_complete,
+)
 from priorswap.toolkit.errors import PriorswapError
 
 try:

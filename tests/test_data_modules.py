@@ -10,8 +10,13 @@ import lightning as L
 import pytest
 import torch
 
-from priorswap.data import (Caltech101DataModule, FashionMNISTDataModule, Food101DataModule, ImageFolderDataModule,
-                  SUN397DataModule)
+from priorswap.data import (
+    Caltech101DataModule,
+    FashionMNISTDataModule,
+    Food101DataModule,
+    ImageFolderDataModule,
+    SUN397DataModule,
+)
 from priorswap.data.fashion_mnist import DEBIAN_ROOT
 from priorswap.toolkit.errors import PriorswapError
 
@@ -77,7 +82,7 @@ def test_corrupt_image_is_skipped_and_counted_across_workers(tmp_path, caplog):
     root = make_food101(tmp_path, classes=2, per_class=3, corrupt=1)
     dm = Food101DataModule(root, resolution=8, batch_size=4, num_workers=1)
     dm.setup("fit")
-    for epoch in range(2):
+    for _epoch in range(2):
         _, labels = _all(dm.train_dataloader())
         assert len(labels) == 6  # 7 listed, the corrupt one dropped
         skipped = dm.pop_skipped()
@@ -100,8 +105,15 @@ def test_state_dict_restores_split_and_lightning_saves_it(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(Tiny(), datamodule=dm)
     assert trainer.callback_metrics["data/skipped_images_train"] == 1  # reported by the auto-added callback
     trainer.save_checkpoint(tmp_path / "last.ckpt")
@@ -122,8 +134,7 @@ def test_state_dict_restores_split_and_lightning_saves_it(tmp_path):
 
 def test_class_subset_and_limit_on_image_folder(tmp_path):
     root = make_image_folder(tmp_path, classes=4, per_class=5)
-    dm = ImageFolderDataModule(root, resolution=8, num_workers=0, classes=[3, 1], limit_per_class=2,
-                               val_fraction=0.2)
+    dm = ImageFolderDataModule(root, resolution=8, num_workers=0, classes=[3, 1], limit_per_class=2, val_fraction=0.2)
     assert dm.num_classes == 2 and dm.class_names == ["owl", "dog"]
     dm.setup()
     _, labels = _all(dm.train_dataloader())
@@ -160,8 +171,10 @@ def test_fashion_mnist_class_subset_relabelled_and_limited():
     assert len(dm.split["val"]) == 4000  # 1000 test images per kept class
     reseeded = FashionMNISTDataModule(classes=[5, 7, 8, 9], limit_per_class=3, num_workers=0, seed=1)
     assert reseeded.split_indices()["train"] != dm.split["train"]
-    assert FashionMNISTDataModule(classes=[5, 7, 8, 9], limit_per_class=3, num_workers=0, seed=0
-                                  ).split_indices()["train"] == dm.split["train"]
+    assert (
+        FashionMNISTDataModule(classes=[5, 7, 8, 9], limit_per_class=3, num_workers=0, seed=0).split_indices()["train"]
+        == dm.split["train"]
+    )
 
 
 def test_fashion_mnist_missing_files_name_the_debian_package(tmp_path):

@@ -1,4 +1,5 @@
 """`priorswap demo --tiny`: every stage of the demo on the shipped weights, in seconds; re-runs reuse work."""
+
 import os
 
 import pytest
@@ -10,7 +11,10 @@ from priorswap.toolkit.errors import PriorswapError
 DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
-@pytest.mark.skipif(not os.path.isdir(DEBIAN), reason="needs the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not os.path.isdir(DEBIAN),
+    reason="needs the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+)
 def test_tiny_demo_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--tiny", "--out", str(out), "--no-progress"]) == 0

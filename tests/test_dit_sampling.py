@@ -1,11 +1,12 @@
 """`sample dit` against diffusers' own DiTPipeline, and the paired-randomness guarantees."""
+
 import numpy as np
 import pytest
 import torch
 
 from priorswap.toolkit.api import class_conditional_samples, sample_dit
-from priorswap.toolkit.loading import load_dit, load_prior
 from priorswap.toolkit.images import to_uint8
+from priorswap.toolkit.loading import load_dit, load_prior
 from priorswap.toolkit.sampling import Guidance, initial_noise
 
 from factories import save_dit_pipeline
@@ -26,7 +27,9 @@ def diffusers_reference(path, labels, seed, steps, scale):
 
     pipe = DiTPipeline.from_pretrained(path)
     gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(labels))]
-    return pipe(class_labels=labels, guidance_scale=scale, generator=gens, num_inference_steps=steps, output_type="np").images
+    return pipe(
+        class_labels=labels, guidance_scale=scale, generator=gens, num_inference_steps=steps, output_type="np"
+    ).images
 
 
 def test_vanilla_equals_diffusers_dit_pipeline(imagenet_like):

@@ -5,6 +5,7 @@ coordinates, PSNR against numpy, FID against scipy's sqrtm, CLIP metrics against
 called directly. A fine-tune used as its own prior must give exactly vanilla; a killed run must resume to the
 same table; bad input must be one line and exit code 2 before any sample is written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,13 +22,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-import metric_factories as mf  # noqa: E402
-import unet_factories as uf  # noqa: E402
-
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
 from priorswap.toolkit.protocols.items import read_items, relative_pose  # noqa: E402
+
+import metric_factories as mf  # noqa: E402
+import unet_factories as uf  # noqa: E402
 
 STEPS = "3"
 
@@ -69,7 +70,9 @@ def read_csv(path: str) -> list[dict]:
 
 
 def values(out: str) -> dict[tuple[str, str, str], float]:
-    return {(r["method"], r["setting"], r["metric"]): float(r["value"]) for r in read_csv(os.path.join(out, "eval.csv"))}
+    return {
+        (r["method"], r["setting"], r["metric"]): float(r["value"]) for r in read_csv(os.path.join(out, "eval.csv"))
+    }
 
 
 def assert_same_values(a: dict, b: dict) -> None:
@@ -102,7 +105,12 @@ def env(tmp_path_factory):
     edits = [
         {"image": "coco/img0.png", "edit": "make it red", "input_caption": "a photo", "output_caption": "a red photo"},
         {"image": "coco/img1.png", "edit": "add snow", "input_caption": "a field", "output_caption": "a snowy field"},
-        {"image": "coco/img2.png", "edit": "make it night", "input_caption": "a street", "output_caption": "a street at night"},
+        {
+            "image": "coco/img2.png",
+            "edit": "make it night",
+            "input_caption": "a street",
+            "output_caption": "a street at night",
+        },
     ]
     return {
         "root": root,
@@ -122,8 +130,25 @@ def env(tmp_path_factory):
 
 
 def zero123_args(env, out, *extra):
-    return ["eval", "zero123", "--model", env["zero123"], "--data", env["objects"], "--output-dir", str(out),
-            "--size", "32", "--steps", STEPS, "--lpips-weights", env["alexnet"], "--batch-size", "3", *extra]
+    return [
+        "eval",
+        "zero123",
+        "--model",
+        env["zero123"],
+        "--data",
+        env["objects"],
+        "--output-dir",
+        str(out),
+        "--size",
+        "32",
+        "--steps",
+        STEPS,
+        "--lpips-weights",
+        env["alexnet"],
+        "--batch-size",
+        "3",
+        *extra,
+    ]
 
 
 def to_t(im) -> torch.Tensor:
@@ -146,7 +171,9 @@ def reference_clip(folder: str):
     def image(x):  # shortest side to s (bicubic, antialiased), centre crop, CLIP normalisation
         h, w = x.shape[-2:]
         size = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
-        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
+            0, 1
+        )
         top, left = (x.shape[-2] - s) // 2, (x.shape[-1] - s) // 2
         with torch.no_grad():
             return pooled(clip.get_image_features(pixel_values=(x[..., top : top + s, left : left + s] - mean) / std))
@@ -186,10 +213,14 @@ def test_manifest_problems_are_one_line(tmp_path):
     (tmp_path / "j.jsonl").write_text('{"image": "a.png"}\nnot json\n')
     with pytest.raises(PriorswapError, match=r"j.jsonl:2 is not valid JSON"):
         read_items(str(tmp_path / "j.jsonl"), "vd")
-    (tmp_path / "e.csv").write_text("image,Instruction,Source Prompt,Target Prompt\na.png,add snow,a field,a snowy field\n")
+    (tmp_path / "e.csv").write_text(
+        "image,Instruction,Source Prompt,Target Prompt\na.png,add snow,a field,a snowy field\n"
+    )
     it = read_items(str(tmp_path / "e.csv"), "ip2p", captions=True)[0]  # benchmark column names are understood
     assert (it.edit, it.input_caption, it.output_caption, it.id) == ("add snow", "a field", "a snowy field", "000002")
-    caption = write_jsonl(str(tmp_path / "c.jsonl"), [{"image": "a.png", "edit": "x", "input_caption": 5, "output_caption": "y"}])
+    caption = write_jsonl(
+        str(tmp_path / "c.jsonl"), [{"image": "a.png", "edit": "x", "input_caption": 5, "output_caption": "y"}]
+    )
     with pytest.raises(PriorswapError, match=r"c.jsonl:1 has a non-text input_caption \(5\)"):
         read_items(caption, "ip2p", captions=True)
     (tmp_path / "latin1.csv").write_bytes("image,edit\na.png,caf\xe9\n".encode("latin-1"))
@@ -204,7 +235,9 @@ def test_manifest_problems_are_one_line(tmp_path):
 # -- Zero-1-to-3 -----------------------------------------------------------------------------------
 def test_zero123_table_own_prior_equals_vanilla_and_psnr_matches_numpy(env, capsys, tmp_path):
     out = tmp_path / "z"
-    code, text, err = run_cli(capsys, *zero123_args(env, out, "--prior", f"own={env['zero123']}", "--prior", f"sd={env['sd']}"))
+    code, text, err = run_cli(
+        capsys, *zero123_args(env, out, "--prior", f"own={env['zero123']}", "--prior", f"sd={env['sd']}")
+    )
     assert code == 0, err
     assert "| vanilla CFG | g=5 | 4 |" in text and "ours w/ own" in text and "ours w/ sd" in text
     v = values(str(out))
@@ -257,7 +290,9 @@ def test_zero123_killed_run_resumes_to_the_same_table(env, capsys, tmp_path, mon
     assert_same_values(values(str(resumed)), values(str(fresh)))
     code, _, err = run_cli(capsys, *zero123_args(env, resumed, *args, "--steps", "4"))
     assert "holds a run with steps=3" in one_line_error(code, err)
-    code, _, err = run_cli(capsys, *zero123_args(env, resumed, "--prior", f"sd={env['zero123']}", "--guidance-scale", "2", "5"))
+    code, _, err = run_cli(
+        capsys, *zero123_args(env, resumed, "--prior", f"sd={env['zero123']}", "--guidance-scale", "2", "5")
+    )
     assert "holds samples of prior 'sd'" in one_line_error(code, err)  # a name keeps its prior
     code, text, err = run_cli(capsys, *zero123_args(env, resumed, *args, "--prior", f"own={env['zero123']}"))
     assert code == 0 and "ours w/ own" in text, err  # a new prior is added next to the old samples
@@ -314,9 +349,33 @@ def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path
 
     out = tmp_path / "vd"
     code, text, err = run_cli(
-        capsys, "eval", "vd", "--model", env["vd"], "--data", env["images"], "--output-dir", str(out), "--steps", STEPS,
-        "--prior", f"sd={env['sd']}", "--num-samples", "2", "--clip", env["clip"], "--inception-weights", env["inception"],
-        "--dinov2-weights", env["vit"], "--dinov2-model", mf.TINY_VIT, "--dinov2-size", "32", "--stats-cache", str(tmp_path / "stats"),
+        capsys,
+        "eval",
+        "vd",
+        "--model",
+        env["vd"],
+        "--data",
+        env["images"],
+        "--output-dir",
+        str(out),
+        "--steps",
+        STEPS,
+        "--prior",
+        f"sd={env['sd']}",
+        "--num-samples",
+        "2",
+        "--clip",
+        env["clip"],
+        "--inception-weights",
+        env["inception"],
+        "--dinov2-weights",
+        env["vit"],
+        "--dinov2-model",
+        mf.TINY_VIT,
+        "--dinov2-size",
+        "32",
+        "--stats-cache",
+        str(tmp_path / "stats"),
     )
     assert code == 0, err
     assert "FID ↓" in text and "FD_DINOv2 ↓" in text and "CLIP-I ↑" in text and "DINOv2 ↑" in text
@@ -329,7 +388,13 @@ def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path
         im = Image.open(os.path.join(env["images"], p)).convert("RGB")
         w, h = im.size
         s = min(w, h)
-        refs.append(to_t(im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((32, 32), Image.BICUBIC)))
+        refs.append(
+            to_t(
+                im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize(
+                    (32, 32), Image.BICUBIC
+                )
+            )
+        )
     f1, f2 = inc(gen).double().numpy(), inc(torch.cat(refs)).double().numpy()
     m1, m2, s1, s2 = f1.mean(0), f2.mean(0), np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
     covmean = scipy.linalg.sqrtm(s1 @ s2).real
@@ -337,15 +402,24 @@ def test_vd_fid_matches_scipy_and_clip_i_matches_clipmodel(env, capsys, tmp_path
     assert v[("vanilla", "g=2", "fid")] == pytest.approx(fid, rel=1e-3, abs=1e-3)
     # CLIP-I of one sample, recomputed with transformers' CLIPModel and its own image features
     embed, _ = reference_clip(env["clip"])
-    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "img3" and r["sample"] == "1")
-    expected = float(embed(to_t(Image.open(os.path.join(env["images"], "img3.png")))) @ embed(to_t(Image.open(out / "samples" / "vanilla" / "g2" / "img3_1.png"))))
+    row = next(
+        r
+        for r in read_csv(str(out / "items.csv"))
+        if r["method"] == "vanilla" and r["item"] == "img3" and r["sample"] == "1"
+    )
+    expected = float(
+        embed(to_t(Image.open(os.path.join(env["images"], "img3.png"))))
+        @ embed(to_t(Image.open(out / "samples" / "vanilla" / "g2" / "img3_1.png")))
+    )
     assert float(row["clip_i"]) == pytest.approx(expected, abs=1e-4)
     assert len(list((tmp_path / "stats").glob("refstats-*.safetensors"))) == 2  # FID and FD-DINOv2 references cached
 
 
 def test_vd_manifest_without_reference_folder_is_refused(env, capsys, tmp_path):
     manifest = write_jsonl(str(tmp_path / "v.jsonl"), [{"image": os.path.join(env["images"], "img0.png")}])
-    code, _, err = run_cli(capsys, "eval", "vd", "--model", env["vd"], "--data", manifest, "--output-dir", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "eval", "vd", "--model", env["vd"], "--data", manifest, "--output-dir", str(tmp_path / "o")
+    )
     assert "need --reference" in one_line_error(code, err)
 
 
@@ -353,8 +427,24 @@ def test_vd_manifest_without_reference_folder_is_refused(env, capsys, tmp_path):
 def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_path):
     out = tmp_path / "ip2p"
     code, text, err = run_cli(
-        capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(out), "--steps", STEPS,
-        "--prior", f"own={env['ip2p']}", "--text-guidance", "3", "7.5", "--clip", env["clip"],
+        capsys,
+        "eval",
+        "ip2p",
+        "--model",
+        env["ip2p"],
+        "--data",
+        env["edits"],
+        "--output-dir",
+        str(out),
+        "--steps",
+        STEPS,
+        "--prior",
+        f"own={env['ip2p']}",
+        "--text-guidance",
+        "3",
+        "7.5",
+        "--clip",
+        env["clip"],
     )
     assert code == 0, err
     assert "gI=1.5, gT=3" in text and "gI=1.5, gT=7.5" in text
@@ -369,7 +459,11 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
     edited = image(to_t(Image.open(out / "samples" / "vanilla" / "gI1.5_gT3" / "000002_0.png")))
     source = image(to_t(Image.open(os.path.join(env["images"], "img1.png"))))
     t_in, t_out = text("a field"), text("a snowy field")
-    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["setting"] == "gI=1.5, gT=3" and r["item"] == "000002")
+    row = next(
+        r
+        for r in read_csv(str(out / "items.csv"))
+        if r["method"] == "vanilla" and r["setting"] == "gI=1.5, gT=3" and r["item"] == "000002"
+    )
     assert float(row["clip_t"]) == pytest.approx(float(edited @ t_out), abs=1e-4)
     assert float(row["clip_i"]) == pytest.approx(float(source @ edited), abs=1e-4)
     d_img, d_txt = edited - source, t_out - t_in  # InstructPix2Pix's directional similarity
@@ -384,24 +478,32 @@ def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypa
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0
     calls = []
     real = Offloaded.predict
-    monkeypatch.setattr(Offloaded, "predict", lambda self, *a: calls.append(os.path.basename(self.inner.name)) or real(self, *a))
+    monkeypatch.setattr(
+        Offloaded, "predict", lambda self, *a: calls.append(os.path.basename(self.inner.name)) or real(self, *a)
+    )
     code, text, err = run_cli(capsys, *zero123_args(env, offload, *common, "--offload"))
     assert code == 0, err
     assert {"zero123", "sd"} <= set(calls)  # both models ran through the offloading wrapper
     assert "| vanilla CFG | g=5 | 2 |" in text  # --limit 2 of the 4 views
-    assert sorted(p.name for p in (plain / "samples" / "sd" / "g5").iterdir()) == sorted(p.name for p in (offload / "samples" / "sd" / "g5").iterdir())
+    assert sorted(p.name for p in (plain / "samples" / "sd" / "g5").iterdir()) == sorted(
+        p.name for p in (offload / "samples" / "sd" / "g5").iterdir()
+    )
     assert_same_values(values(str(offload)), values(str(plain)))
 
 
 def test_shard_runs_check_metric_weights_too(env, capsys, tmp_path):
-    code, _, err = run_cli(capsys, *zero123_args(env, tmp_path / "s", "--shard", "0/2", "--lpips-weights", str(tmp_path / "nope.pth")))
+    code, _, err = run_cli(
+        capsys, *zero123_args(env, tmp_path / "s", "--shard", "0/2", "--lpips-weights", str(tmp_path / "nope.pth"))
+    )
     assert "LPIPS backbone weights" in one_line_error(code, err)
 
 
 def test_zero123_manifest_with_explicit_poses_equals_object_folders(env, capsys, tmp_path):
     folder_items = read_items(env["objects"], "zero123")
-    rows = [{"image": it.image, "target": it.target, "polar": it.pose[0], "azimuth": it.pose[1], "radius": it.pose[2]}
-            for it in folder_items[:2]]
+    rows = [
+        {"image": it.image, "target": it.target, "polar": it.pose[0], "azimuth": it.pose[1], "radius": it.pose[2]}
+        for it in folder_items[:2]
+    ]
     manifest = write_jsonl(str(tmp_path / "views.jsonl"), rows)
     a, b = tmp_path / "folder", tmp_path / "manifest"
     assert run_cli(capsys, *zero123_args(env, a, "--metrics", "psnr"))[0] == 0
@@ -413,11 +515,29 @@ def test_zero123_manifest_with_explicit_poses_equals_object_folders(env, capsys,
 
 
 def test_ip2p_shard_with_a_missing_image_elsewhere_is_one_line(env, capsys, tmp_path):
-    rows = [{**json.loads(line), "image": os.path.join(env["images"], f"img{i}.png")} for i, line in enumerate(open(env["edits"]))]
+    rows = [
+        {**json.loads(line), "image": os.path.join(env["images"], f"img{i}.png")}
+        for i, line in enumerate(open(env["edits"]))
+    ]
     rows[2]["image"] = os.path.join(env["images"], "missing.png")  # item 2 belongs to shard 0/2; this run is shard 1/2
     manifest = write_jsonl(str(tmp_path / "edits.jsonl"), rows)
-    code, _, err = run_cli(capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", manifest, "--output-dir", str(tmp_path / "o"),
-                           "--steps", STEPS, "--clip", env["clip"], "--shard", "1/2")
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "ip2p",
+        "--model",
+        env["ip2p"],
+        "--data",
+        manifest,
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--steps",
+        STEPS,
+        "--clip",
+        env["clip"],
+        "--shard",
+        "1/2",
+    )
     assert "missing.png" in one_line_error(code, err) and not (tmp_path / "o" / "samples").exists()
 
 

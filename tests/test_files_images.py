@@ -1,4 +1,5 @@
 """The one atomic writer (whole-or-absent files that honour the umask) and the one image home (uint8, grids)."""
+
 import json
 import os
 import stat
@@ -57,8 +58,11 @@ def write_everything(root):
 
     export = save_dit_pipeline(str(root / "export"), num_classes=3, sample_size=8, latent=False, in_channels=3)
     folders.append(root / "export")
-    files += [root / "export" / "id2label.json", root / "export" / "model_index.json",
-              root / "export" / "transformer" / "diffusion_pytorch_model.safetensors"]
+    files += [
+        root / "export" / "id2label.json",
+        root / "export" / "model_index.json",
+        root / "export" / "transformer" / "diffusion_pytorch_model.safetensors",
+    ]
     folders.append(os.path.join(export, "transformer"))
 
     SampleStore(str(root / "proto")).save("vanilla", "g1", "item", 0, np.zeros((4, 4, 3), np.uint8))
@@ -66,7 +70,12 @@ def write_everything(root):
     claim_output(str(root / "proto"), {"kind": "ip2p"}, [Method("vanilla")])
     files.append(root / "proto" / "run.json")
 
-    write_outputs(str(root / "unet"), Image.new("RGB", (8, 8)), {"vanilla": torch.rand(2, 3, 8, 8), "swapped": torch.rand(2, 3, 8, 8)}, {"k": 1})
+    write_outputs(
+        str(root / "unet"),
+        Image.new("RGB", (8, 8)),
+        {"vanilla": torch.rand(2, 3, 8, 8), "swapped": torch.rand(2, 3, 8, 8)},
+        {"k": 1},
+    )
     files += [root / "unet" / n for n in ("input.png", "grid.png", "meta.json", "vanilla/000.png", "swapped/001.png")]
 
     with atomic_dir(str(root / "folder")) as tmp:
@@ -82,7 +91,9 @@ def test_every_writer_honours_the_umask(tmp_path, umask, umask_value, file_mode,
     files, folders = write_everything(tmp_path)
     assert {str(p): oct(mode(p)) for p in files} == {str(p): oct(file_mode) for p in files}
     assert {str(p): oct(mode(p)) for p in folders} == {str(p): oct(dir_mode) for p in folders}
-    leftovers = [os.path.join(d, n) for d, subdirs, names in os.walk(tmp_path) for n in names + subdirs if n.endswith(".tmp")]
+    leftovers = [
+        os.path.join(d, n) for d, subdirs, names in os.walk(tmp_path) for n in names + subdirs if n.endswith(".tmp")
+    ]
     assert leftovers == []
 
 
@@ -199,7 +210,9 @@ def test_grid_upscales_small_tiles_and_keeps_large_ones():
 def test_labelled_grid_adds_margins_with_text_and_keeps_the_tiles():
     rows = [torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)]
     plain = make_grid(rows)
-    labelled = make_grid(rows, row_labels=["vanilla", "swapped"], col_labels=["tench", "goldfish", "a very long class name indeed"])
+    labelled = make_grid(
+        rows, row_labels=["vanilla", "swapped"], col_labels=["tench", "goldfish", "a very long class name indeed"]
+    )
     _, h, w = plain.shape
     _, lh, lw = labelled.shape
     top, left = lh - h, lw - w
@@ -211,7 +224,7 @@ def test_labelled_grid_adds_margins_with_text_and_keeps_the_tiles():
     only_rows = make_grid(rows, row_labels=["vanilla", "swapped"])
     assert only_rows.shape[1] == h and only_rows.shape[2] == lw
     # a column label too wide for its tile is cut short: it never spills into the next column's gap
-    assert (labelled[:, :top, left + 2 * 98: left + 2 * 98 + 2] == 1).all()
+    assert (labelled[:, :top, left + 2 * 98 : left + 2 * 98 + 2] == 1).all()
 
 
 def test_grid_rejects_mismatched_labels_and_sizes():
@@ -234,4 +247,3 @@ def test_save_grid_writes_the_labelled_grid_as_png(tmp_path):
         saved = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
     assert torch.equal(saved, make_grid(rows, ["vanilla", "swapped"], ["cat", "dog"]))
     assert os.listdir(tmp_path) == ["g.png"]
-

@@ -1,4 +1,5 @@
 """`priorswap fit` as a user runs it: the paper recipes end to end (sizes shrunk), run folders, refusals up front."""
+
 import glob
 import os
 import warnings
@@ -32,15 +33,61 @@ def base(tmp_path_factory):
 def shrunk(recipe: str, root: str, base: str, runs: str, steps: int = 2) -> list[str]:
     """The paper recipe with only its sizes shrunk (and the hub models replaced by the tiny base folder)."""
     return [
-        "fit", "-c", os.path.join(RECIPES, recipe), "--data.root", root, "--data.resolution", "32", "--data.batch_size", "4",
-        "--data.num_workers", "0", "--data.latent_cache", "null", "--model.pretrained", base, "--model.vae", base,
-        "--trainer.accelerator", "cpu", "--trainer.precision", "32", "--trainer.max_steps", str(steps),
-        "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.logger.init_args.save_dir", runs,
-        CB + "prior", base, CB + "extractor", FMNIST, CB + "metric_name", "fd_fmnist", CB + "num_samples", "4",
-        CB + "reference_samples", "4", CB + "steps", "2", CB + "batch_size", "4", CB + "every_n_steps", "2",
-        CB + "grid_samples", "2", CB + "stats_cache", os.path.join(runs, "stats"),
+        "fit",
+        "-c",
+        os.path.join(RECIPES, recipe),
+        "--data.root",
+        root,
+        "--data.resolution",
+        "32",
+        "--data.batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--data.latent_cache",
+        "null",
+        "--model.pretrained",
+        base,
+        "--model.vae",
+        base,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.precision",
+        "32",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        runs,
+        CB + "prior",
+        base,
+        CB + "extractor",
+        FMNIST,
+        CB + "metric_name",
+        "fd_fmnist",
+        CB + "num_samples",
+        "4",
+        CB + "reference_samples",
+        "4",
+        CB + "steps",
+        "2",
+        CB + "batch_size",
+        "4",
+        CB + "every_n_steps",
+        "2",
+        CB + "grid_samples",
+        "2",
+        CB + "stats_cache",
+        os.path.join(runs, "stats"),
     ]
 
 
@@ -48,8 +95,15 @@ def noise(record) -> list[str]:
     return [str(w.message)[:120] for w in record if any(n in str(w.message) for n in NOISE)]
 
 
-@pytest.mark.parametrize("recipe,make", [("dit_xl2_food101.yaml", make_food101), ("dit_xl2_sun397.yaml", make_sun397),
-                                         ("dit_xl2_caltech101.yaml", make_caltech101)], ids=["food101", "sun397", "caltech101"])
+@pytest.mark.parametrize(
+    "recipe,make",
+    [
+        ("dit_xl2_food101.yaml", make_food101),
+        ("dit_xl2_sun397.yaml", make_sun397),
+        ("dit_xl2_caltech101.yaml", make_caltech101),
+    ],
+    ids=["food101", "sun397", "caltech101"],
+)
 def test_paper_recipe_evaluates_itself_end_to_end(tmp_path, base, recipe, make):
     root = make(str(tmp_path / "data"), classes=3, per_class=4)
     runs = str(tmp_path / "runs")
@@ -60,7 +114,9 @@ def test_paper_recipe_evaluates_itself_end_to_end(tmp_path, base, recipe, make):
     run = os.path.join(runs, recipe[:-5], "version_0")
     acc = EventAccumulator(run, size_guidance={"scalars": 0, "images": 0}).Reload()
     scalars, images = acc.Tags()["scalars"], acc.Tags()["images"]
-    assert "cfg_eval/fd_fmnist_vanilla_g1.5" in scalars and "cfg_eval/fd_fmnist_swapped_g1.5" in scalars  # the recipe's g
+    assert (
+        "cfg_eval/fd_fmnist_vanilla_g1.5" in scalars and "cfg_eval/fd_fmnist_swapped_g1.5" in scalars
+    )  # the recipe's g
     assert any(t.startswith("cfg_eval/samples_g1.5") for t in images)
     with open(os.path.join(run, "cfg_eval.csv")) as f:
         rows = f.read().strip().splitlines()
@@ -85,7 +141,9 @@ def test_second_fit_gets_its_own_version_and_resume_continues_the_newest(tmp_pat
         assert main(shrunk("dit_xl2_food101.yaml", root, base, runs, steps=3) + ["--ckpt_path", "last"]) == 0
     assert not noise(record)  # includes Lightning's "dataloader is not resumable" (false here: data/sampler.py)
     assert sorted(os.listdir(parent)) == ["version_0", "version_1"]  # resumed in place
-    state = torch.load(os.path.join(parent, "version_1", "checkpoints", "last.ckpt"), weights_only=False, map_location="cpu")
+    state = torch.load(
+        os.path.join(parent, "version_1", "checkpoints", "last.ckpt"), weights_only=False, map_location="cpu"
+    )
     assert state["global_step"] == 3
     with open(os.path.join(parent, "version_1", "cfg_eval.csv")) as f:
         assert [r.split(",")[0] for r in f.read().strip().splitlines()[1:]] == ["2", "3"]  # earlier row kept
@@ -104,7 +162,9 @@ def quick(tmp_path, *extra) -> list[str]:
 
 
 def test_resume_with_nothing_to_resume_is_refused(tmp_path, capsys):
-    assert main(quick(tmp_path, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--ckpt_path", "last")) == 2
+    assert (
+        main(quick(tmp_path, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--ckpt_path", "last")) == 2
+    )
     assert "nothing to resume" in error_line(capsys)
     assert not os.path.exists(tmp_path / "runs" / "tiny_food101")
 
@@ -113,7 +173,13 @@ def test_a_named_run_folder_that_holds_a_run_is_refused(tmp_path, capsys):
     run = tmp_path / "runs" / "tiny_food101" / "mine"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-    args = quick(tmp_path, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.logger.init_args.version", "mine")
+    args = quick(
+        tmp_path,
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+        "--trainer.logger.init_args.version",
+        "mine",
+    )
     assert main(args) == 2
     line = error_line(capsys)
     assert "already holds a run" in line and "--ckpt_path last" in line and "--trainer.logger.init_args.version" in line
@@ -128,7 +194,18 @@ def test_unwritable_save_dir_is_refused_before_the_model_loads(tmp_path, capsys)
 
 
 def test_missing_checkpoint_file_is_refused(tmp_path, capsys):
-    assert main(quick(tmp_path, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--ckpt_path", str(tmp_path / "x.ckpt"))) == 2
+    assert (
+        main(
+            quick(
+                tmp_path,
+                "--trainer.logger.init_args.save_dir",
+                str(tmp_path / "runs"),
+                "--ckpt_path",
+                str(tmp_path / "x.ckpt"),
+            )
+        )
+        == 2
+    )
     assert "x.ckpt" in error_line(capsys)
 
 
@@ -140,19 +217,36 @@ def test_abbreviated_lightning_flag_is_refused(tmp_path, capsys):
 
 
 def test_python_api_without_num_classes_says_what_to_pass(tmp_path):
-    dm = Food101DataModule(root=make_food101(str(tmp_path / "food"), classes=2, per_class=2), resolution=16, batch_size=2, num_workers=0)
+    dm = Food101DataModule(
+        root=make_food101(str(tmp_path / "food"), classes=2, per_class=2), resolution=16, batch_size=2, num_workers=0
+    )
     model = DiTFineTune(pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, export_on_fit_end=False)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, use_distributed_sampler=False)
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, use_distributed_sampler=False
+    )
     with pytest.raises(PriorswapError, match="num_classes=dm.num_classes"):
-        trainer.fit(model, dm)  # the class count is passed (the CLI links it), not read from the datamodule by the module
+        trainer.fit(
+            model, dm
+        )  # the class count is passed (the CLI links it), not read from the datamodule by the module
 
 
 def test_an_unrelated_module_in_eval_mode_still_warns(tmp_path):
-    dm = Food101DataModule(root=make_food101(str(tmp_path / "food"), classes=2, per_class=2), resolution=16, batch_size=2, num_workers=0)
-    model = DiTFineTune(pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, num_classes=2, export_on_fit_end=False)
+    dm = Food101DataModule(
+        root=make_food101(str(tmp_path / "food"), classes=2, per_class=2), resolution=16, batch_size=2, num_workers=0
+    )
+    model = DiTFineTune(
+        pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, num_classes=2, export_on_fit_end=False
+    )
     model.extra = torch.nn.Linear(2, 2).eval()  # not one of the frozen parts the module knows about
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, use_distributed_sampler=False,
-                        enable_checkpointing=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+    )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer.fit(model, dm)
@@ -170,11 +264,30 @@ def test_ddp_default_output_folders(tmp_path):
     food = make_food101(str(tmp_path / "food"), classes=3, per_class=4)
     dm = Food101DataModule(root=food, resolution=16, batch_size=2, num_workers=0)
     model = DiTFineTune(pretrained=pixel, vae=None, num_classes=3, ema_decay=0.5)
-    cb = PriorSwapEval(prior=pixel, num_samples=4, steps=2, batch_size=2, every_n_steps=2, extractor=FMNISTExtractor(),
-                       reference_samples=4, stats_cache=None, grid_samples=0)
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[cb],
-                        logger=TensorBoardLogger(str(tmp_path / "tb"), name="ddp"), enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False, limit_val_batches=0)
+    cb = PriorSwapEval(
+        prior=pixel,
+        num_samples=4,
+        steps=2,
+        batch_size=2,
+        every_n_steps=2,
+        extractor=FMNISTExtractor(),
+        reference_samples=4,
+        stats_cache=None,
+        grid_samples=0,
+    )
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[cb],
+        logger=TensorBoardLogger(str(tmp_path / "tb"), name="ddp"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     run = tmp_path / "tb" / "ddp" / "version_0"
     assert (run / "cfg_eval.csv").is_file() and (run / "export" / "model_index.json").is_file()

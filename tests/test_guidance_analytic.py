@@ -4,6 +4,7 @@ For x_0 ~ N(mu, s^2 I) and x_t = sqrt(a) x_0 + sqrt(1 - a) eps, the exact E[eps 
 sqrt(1 - a) (x_t - sqrt(a) mu) / (a s^2 + 1 - a). Denoisers that output this (as eps, v or x0, on either
 schedule) must give exactly the expected guided eps.
 """
+
 import pytest
 import torch
 
@@ -114,7 +115,11 @@ def test_vanilla_and_swapped_cfg_match_closed_form(ptype):
 def test_prior_equal_to_model_gives_vanilla():
     ft = Gaussian(LINEAR, "epsilon", CLASSES, FT_NULL)
     x, t = torch.randn(2, 4, 4, 4), torch.tensor(123)
-    assert torch.allclose(cfg_eps(ft, "cat", Guidance(scale=2.0), prior=ft)(x, t), cfg_eps(ft, "cat", Guidance(scale=2.0))(x, t), atol=1e-6)
+    assert torch.allclose(
+        cfg_eps(ft, "cat", Guidance(scale=2.0), prior=ft)(x, t),
+        cfg_eps(ft, "cat", Guidance(scale=2.0))(x, t),
+        atol=1e-6,
+    )
 
 
 def test_dual_cfg_swaps_only_fully_unconditional_term():

@@ -1,4 +1,5 @@
 """Hub ids on a machine that cannot reach the hub: one line at once, not 30 s of retries."""
+
 import socket
 
 import pytest
@@ -55,5 +56,7 @@ def test_probe_is_skipped_behind_a_proxy_or_when_offline(online_mode_without_net
 def test_clip_metric_hub_id_offline_is_one_line(online_mode_without_network):
     from priorswap.toolkit.metrics import CLIPSimilarity
 
-    with pytest.raises(PriorswapError, match="openai/clip-vit-large-patch14' is not a local folder, not in the hub cache"):
+    with pytest.raises(
+        PriorswapError, match="openai/clip-vit-large-patch14' is not a local folder, not in the hub cache"
+    ):
         CLIPSimilarity("openai/clip-vit-large-patch14")

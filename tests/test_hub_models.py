@@ -1,6 +1,7 @@
 """The hub models the README names, loaded through the project's own loading code, then one denoiser call at a
 small size. Each check runs on a tiny local folder (always) and on the real hub model (``hub`` marker: only
 with PRIORSWAP_HUB_TESTS=1 on a machine that can reach the hub, since each downloads gigabytes)."""
+
 import os
 
 import numpy as np
@@ -30,8 +31,11 @@ def resolve(request, tmp_path, monkeypatch):
             return ref
         build = {
             "tiny-dit": lambda p: save_dit_pipeline(p, num_classes=10, sample_size=8),
-            "tiny-sd": uf.save_sd, "tiny-pixart": save_pixart_pipeline, "tiny-ip2p": uf.save_ip2p,
-            "tiny-zero123": uf.save_zero123, "tiny-vd": uf.save_vd,
+            "tiny-sd": uf.save_sd,
+            "tiny-pixart": save_pixart_pipeline,
+            "tiny-ip2p": uf.save_ip2p,
+            "tiny-zero123": uf.save_zero123,
+            "tiny-vd": uf.save_vd,
         }[ref]
         return build(str(tmp_path / ref))
 
@@ -63,8 +67,13 @@ def test_dit(ref, resolve):
 
 @pytest.mark.parametrize(
     "ref",
-    ["tiny-sd", "tiny-pixart", hub("CompVis/stable-diffusion-v1-4", "4 GB"), hub("stabilityai/stable-diffusion-2-1", "5 GB"),
-     hub("PixArt-alpha/PixArt-XL-2-512x512", "20 GB: its T5-XXL text encoder")],
+    [
+        "tiny-sd",
+        "tiny-pixart",
+        hub("CompVis/stable-diffusion-v1-4", "4 GB"),
+        hub("stabilityai/stable-diffusion-2-1", "5 GB"),
+        hub("PixArt-alpha/PixArt-XL-2-512x512", "20 GB: its T5-XXL text encoder"),
+    ],
 )
 def test_text_to_image_prior(ref, resolve):
     from priorswap.toolkit.loading import load_prior
@@ -94,7 +103,9 @@ def test_zero123(ref, resolve):
     model = load_zero123(resolve(ref))
     pixels = torch.zeros(1, 3, 64, 64)
     enc = model.encoders
-    emb = zero123_embedding(enc["image_encoder"], enc["cc_projection"], pixels, pose_vector(30.0, 60.0, 0.0), enc["mean"], enc["std"])
+    emb = zero123_embedding(
+        enc["image_encoder"], enc["cc_projection"], pixels, pose_vector(30.0, 60.0, 0.0), enc["mean"], enc["std"]
+    )
     image = image_latents(model.vae, pixels)
     finite_eps(model.denoiser, torch.randn(1, 4, *image.shape[-2:]), [Zero123Cond(emb, image), None])
 

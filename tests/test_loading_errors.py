@@ -1,5 +1,6 @@
 """Loading failures say what they are (offline, unreachable, gated, not logged in, missing file), and errors
 name models by full path or hub id."""
+
 import os
 import shutil
 
@@ -29,11 +30,17 @@ def test_offline_hub_id_says_offline_not_missing(hub_offline):
     with pytest.raises(PriorswapError) as e:
         read_model_index("someone/some-model")
     msg = one_line(e)
-    assert "HF_HUB_OFFLINE is set" in msg and "not in the local hub cache" in msg and "hf download someone/some-model" in msg
+    assert (
+        "HF_HUB_OFFLINE is set" in msg
+        and "not in the local hub cache" in msg
+        and "hf download someone/some-model" in msg
+    )
     with pytest.raises(PriorswapError) as e:
         scheduler_config("someone/some-model")
     msg = one_line(e)
-    assert "HF_HUB_OFFLINE is set" in msg and "has no" not in msg  # it used to say "has no readable scheduler_config.json"
+    assert (
+        "HF_HUB_OFFLINE is set" in msg and "has no" not in msg
+    )  # it used to say "has no readable scheduler_config.json"
 
 
 def test_zero123_cc_projection_offline_says_offline(hub_offline):
@@ -46,7 +53,10 @@ def test_zero123_cc_projection_offline_says_offline(hub_offline):
 
 
 def test_folder_lacking_a_file_says_which(tmp_path):
-    for part, expected in (("scheduler", "has no scheduler/scheduler_config.json"), ("transformer", "has no transformer/ folder")):
+    for part, expected in (
+        ("scheduler", "has no scheduler/scheduler_config.json"),
+        ("transformer", "has no transformer/ folder"),
+    ):
         folder = save_dit_pipeline(str(tmp_path / part), latent=False, in_channels=3)
         shutil.rmtree(os.path.join(folder, part))
         with pytest.raises(PriorswapError) as e:
@@ -74,7 +84,7 @@ def _chained(outer: str, inner: BaseException) -> OSError:
         try:
             raise inner
         except BaseException:
-            raise OSError(outer)
+            raise OSError(outer)  # noqa: B904 - the test builds exactly this implicit chain
     except OSError as e:
         return e
 
@@ -120,8 +130,9 @@ def test_hub_failures_are_named(make, expected, monkeypatch):
 def test_a_file_the_hub_lacks_is_missing_not_a_hub_problem():
     from huggingface_hub import errors
 
-    error = _chained("does not appear to have a file named scheduler_config.json.",
-                     _http(errors.RemoteEntryNotFoundError, 404))
+    error = _chained(
+        "does not appear to have a file named scheduler_config.json.", _http(errors.RemoteEntryNotFoundError, 404)
+    )
     assert hub_problem("owner/model", error) is None
 
 

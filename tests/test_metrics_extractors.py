@@ -1,4 +1,5 @@
 """Feature extractors loaded from fabricated local weights through the real loading code."""
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -10,7 +11,6 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-import metric_factories as mf  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.metrics import (
     DINOv2Extractor,
@@ -22,8 +22,12 @@ from priorswap.toolkit.metrics import (
     load_feature_network,
 )
 
+import metric_factories as mf  # noqa: E402
+
 TINY_VIT = mf.TINY_VIT
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")  # TorchScript is still a supported input
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.*deprecated:FutureWarning"
+)  # TorchScript is still a supported input
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,12 @@ def test_inception_no_path_offline_names_url_and_option(monkeypatch, tmp_path):
     with pytest.raises(PriorswapError) as e:
         build_extractor("inception")
     msg = str(e.value)
-    assert "\n" not in msg and "https://github.com/toshas/torch-fidelity/releases" in msg and "weights_path" in msg and "None" not in msg
+    assert (
+        "\n" not in msg
+        and "https://github.com/toshas/torch-fidelity/releases" in msg
+        and "weights_path" in msg
+        and "None" not in msg
+    )
 
 
 def test_inception_wrong_weights_file(tmp_path):

@@ -1,4 +1,5 @@
 """Fréchet distance, streaming feature statistics, Inception Score and the reference-stats cache."""
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -1,4 +1,5 @@
 """Paired-image metrics on tiny inputs: PSNR, SSIM, LPIPS, CLIP-I/T/D and DINOv2 similarity."""
+
 import math
 import os
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-import metric_factories as mf  # noqa: E402
-
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.metrics import LPIPS, CLIPSimilarity, DINOv2Extractor, dino_similarity, psnr, ssim
+
+import metric_factories as mf  # noqa: E402
 
 
 def test_psnr_matches_mse_formula():
@@ -42,7 +43,9 @@ def alexnet_weights(tmp_path_factory) -> str:
 def test_lpips_ships_lin_weights_and_loads_local_backbone(alexnet_weights):
     metric = LPIPS("alex", backbone_weights=alexnet_weights)
     ref = torch.load(alexnet_weights, weights_only=True)
-    torch.testing.assert_close(getattr(metric.net.net.slice1, "0").weight, ref["features.0.weight"])  # backbone from the file
+    torch.testing.assert_close(
+        getattr(metric.net.net.slice1, "0").weight, ref["features.0.weight"]
+    )  # backbone from the file
     torch.testing.assert_close(getattr(metric.net.net.slice5, "10").weight, ref["features.10.weight"])
     import torchmetrics.functional.image.lpips as tm_lpips
 
@@ -93,7 +96,9 @@ def test_clip_token_ids_equal_strings(clip_folder):
 
     clip = CLIPSimilarity(clip_folder)
     tok = CLIPTokenizer.from_pretrained(clip_folder)(["a cat", "dogs"], padding=True, return_tensors="pt")
-    torch.testing.assert_close(clip.text_embeds(tok["input_ids"], tok["attention_mask"]), clip.text_embeds(["a cat", "dogs"]))
+    torch.testing.assert_close(
+        clip.text_embeds(tok["input_ids"], tok["attention_mask"]), clip.text_embeds(["a cat", "dogs"])
+    )
 
 
 def test_clip_without_tokenizer_needs_ids(clip_folder, tmp_path):

@@ -1,4 +1,5 @@
 """The fine-tune hands out its own denoiser; the evaluation callback only assembles parts, in Lightning's hook order."""
+
 import lightning as L
 import pytest
 import torch
@@ -29,7 +30,9 @@ def test_denoiser_wraps_the_ema_weights_on_the_modules_schedule():
     assert den.space.vae_scaling_factor is None and den.latent_channels == 3  # pixel space
     x, t = torch.randn(1, 3, 16, 16), torch.tensor(500)
     with torch.no_grad():
-        want = model.ema.module(x.repeat(2, 1, 1, 1), timestep=t.expand(2), class_labels=torch.tensor([0, 3])).sample[:, :3]
+        want = model.ema.module(x.repeat(2, 1, 1, 1), timestep=t.expand(2), class_labels=torch.tensor([0, 3])).sample[
+            :, :3
+        ]
     torch.testing.assert_close(den.predict(x, t, [torch.tensor([0]), None]), list(want.chunk(2)))
 
 
@@ -51,11 +54,23 @@ def features():
 
 
 def fit(tmp_path, food, max_steps, ckpt_path=None):
-    cb = PriorSwapEval(prior="initial", extractor=features(), num_samples=2, steps=2, every_n_steps=None, at_fit_end=False)
-    model = tiny_module(num_classes=3, lr=1e-2, ema_decay=0.5, export_on_fit_end=False)  # the CLI links it from the data
+    cb = PriorSwapEval(
+        prior="initial", extractor=features(), num_samples=2, steps=2, every_n_steps=None, at_fit_end=False
+    )
+    model = tiny_module(
+        num_classes=3, lr=1e-2, ema_decay=0.5, export_on_fit_end=False
+    )  # the CLI links it from the data
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=1, save_last=True)
-    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, callbacks=[cb, ckpt], enable_progress_bar=False,
-                        enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[cb, ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, Food101DataModule(root=food, resolution=16, batch_size=2, num_workers=0), ckpt_path=ckpt_path)
     return cb, model
 

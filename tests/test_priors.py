@@ -1,4 +1,5 @@
 """UNet and PixArt priors: their own empty-prompt null, schedule bridging, and pairing refusals."""
+
 import os
 
 import pytest
@@ -59,8 +60,13 @@ def test_pixart_prior_null_and_learned_sigma(paths):
     assert prior.null_embedding.shape[1] == 120  # T5 padded to 120 tokens, as PixArt's pipeline does
     tr = PixArtTransformer2DModel.from_pretrained(paths["pixart"], subfolder="transformer")
     x, t = torch.randn(1, 4, 8, 8), torch.tensor([250])
-    out = tr(x, encoder_hidden_states=prior.null_embedding, encoder_attention_mask=prior.null_mask, timestep=t,
-             added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+    out = tr(
+        x,
+        encoder_hidden_states=prior.null_embedding,
+        encoder_attention_mask=prior.null_mask,
+        timestep=t,
+        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+    ).sample
     assert out.shape[1] == 8
     assert torch.allclose(prior(x, t, None), out[:, :4], atol=1e-5)
 
@@ -74,7 +80,9 @@ def test_pixart_null_equals_its_pipelines_negative_prompt(paths):
     prior = load_prior(paths["pixart"]).denoiser
     pipe = PixArtAlphaPipeline.from_pretrained(paths["pixart"])
     assert isinstance(pipe.tokenizer, T5Tokenizer)
-    _, _, neg, neg_mask = pipe.encode_prompt("a photo of a cat", do_classifier_free_guidance=True, negative_prompt="", device="cpu")
+    _, _, neg, neg_mask = pipe.encode_prompt(
+        "a photo of a cat", do_classifier_free_guidance=True, negative_prompt="", device="cpu"
+    )
     assert int(prior.null_mask.sum()) == 1 and prior.null_mask[0, 0] == 1  # "" is just </s>
     torch.testing.assert_close(prior.null_mask.to(neg_mask.dtype), neg_mask)
     torch.testing.assert_close(prior.null_embedding, neg, atol=1e-6, rtol=1e-5)

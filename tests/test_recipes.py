@@ -1,4 +1,5 @@
 """Every recipe parses against the real classes' typed signatures (LightningCLI, nothing instantiated)."""
+
 import glob
 import os
 import shutil
@@ -38,18 +39,24 @@ def test_recipe_parses(recipe):
     if "xl2" in recipe:  # the paper's settings (appendix B)
         assert cfg.model.pretrained == "facebook/DiT-XL-2-256" and cfg.model.vae == "stabilityai/sd-vae-ft-ema"
         assert cfg.model.lr == 1e-4 and cfg.model.cfg_dropout == 0.1 and cfg.model.ema_decay == 0.9999
-        assert cfg.trainer.max_steps == 20000 and cfg.data.init_args.batch_size == 64 and cfg.data.init_args.resolution == 256
+        assert (
+            cfg.trainer.max_steps == 20000
+            and cfg.data.init_args.batch_size == 64
+            and cfg.data.init_args.resolution == 256
+        )
 
 
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_recipe_attaches_the_papers_evaluation(name):
     cfg = parse("-c", os.path.join(RECIPE_DIR, name))
-    dataset = name[len("dit_xl2_"):-len(".yaml")]
+    dataset = name[len("dit_xl2_") : -len(".yaml")]
     assert cfg.data.class_path.lower() == f"priorswap.data.{dataset}datamodule"
     assert cfg.trainer.logger.init_args.name == f"dit_xl2_{dataset}" and cfg.trainer.logger.init_args.version is None
     by_class = {c.class_path.rsplit(".", 1)[-1]: c.init_args for c in cfg.trainer.callbacks}
     ev, ckpt = by_class["PriorSwapEval"], by_class["ModelCheckpoint"]
-    assert cfg.trainer.callbacks[-1].class_path == "priorswap.callbacks.PriorSwapEval"  # `--trainer.callbacks.init_args.X` sets it
+    assert (
+        cfg.trainer.callbacks[-1].class_path == "priorswap.callbacks.PriorSwapEval"
+    )  # `--trainer.callbacks.init_args.X` sets it
     assert ev.prior == "facebook/DiT-XL-2-256" and ev.guidance_scales == [1.5]
     assert ev.steps == 50 and ev.scheduler == "ddim" and ev.num_samples == 5000 and ev.reference_samples == 5000
     assert ev.every_n_steps == 2000 and ev.on_checkpoint and ev.at_fit_end
@@ -60,8 +67,12 @@ def test_paper_recipe_attaches_the_papers_evaluation(name):
 
 def test_offline_inception_path_is_one_flag():
     weights = "/models/weights-inception-2015-12-05-6726825d.pth"
-    cfg = parse("-c", os.path.join(RECIPE_DIR, "dit_xl2_food101.yaml"),
-                "--trainer.callbacks.init_args.extractor.init_args.weights_path", weights)
+    cfg = parse(
+        "-c",
+        os.path.join(RECIPE_DIR, "dit_xl2_food101.yaml"),
+        "--trainer.callbacks.init_args.extractor.init_args.weights_path",
+        weights,
+    )
     ev = cfg.trainer.callbacks[-1].init_args
     assert ev.extractor.init_args.weights_path == weights and ev.num_samples == 5000  # the rest of the recipe kept
     assert cfg.trainer.callbacks[0].init_args.every_n_train_steps == 2000

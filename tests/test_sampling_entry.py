@@ -4,6 +4,7 @@ A toy denoiser whose eps is ``x * c`` (c a per-sample number, 0.1 for the null) 
 cheap and distinguishable; ``sample`` must equal the hand-written "scheduler -> guided eps per batch ->
 generate" glue it replaced, for single and dual CFG.
 """
+
 import pytest
 import torch
 
@@ -44,8 +45,19 @@ def old_glue(model, make_eps, seeds, batch_size):
 
 
 def run(model, conds, guidance, prior=None, seeds=range(5), batch_size=2, **kw):
-    return sample(model, conds, guidance, prior=prior, seeds=list(seeds), shape=SHAPE, steps=3, scheduler="ddim",
-                  scheduler_config=SCHED, batch_size=batch_size, **kw)
+    return sample(
+        model,
+        conds,
+        guidance,
+        prior=prior,
+        seeds=list(seeds),
+        shape=SHAPE,
+        steps=3,
+        scheduler="ddim",
+        scheduler_config=SCHED,
+        batch_size=batch_size,
+        **kw,
+    )
 
 
 def test_single_cfg_equals_the_hand_written_glue_vanilla_and_swapped():
@@ -53,7 +65,7 @@ def test_single_cfg_equals_the_hand_written_glue_vanilla_and_swapped():
     c = torch.tensor([0.5, 0.9, 1.3, 0.2, 0.4])
     g = Guidance(scale=2.0)
     for p in (None, prior):
-        want = old_glue(model, lambda part: cfg_eps(model, c[part], g, p), list(range(5)), 2)
+        want = old_glue(model, lambda part, p=p: cfg_eps(model, c[part], g, p), list(range(5)), 2)
         assert torch.equal(run(model, c, g, p), want)
     assert not torch.equal(run(model, c, g), run(model, c, g, prior))  # the prior really supplies the uncond term
 
@@ -81,7 +93,7 @@ def test_conditions_per_sample_shared_or_callable_give_the_same_samples():
 
 def test_unconditional_sampling_is_the_models_own_null():
     model, prior = Toy(0.1), Toy(0.7, "prior")
-    want = old_glue(model, lambda part: (lambda x, t: model(x, t, None)), list(range(5)), 2)
+    want = old_glue(model, lambda part: lambda x, t: model(x, t, None), list(range(5)), 2)
     assert torch.equal(run(model, None, Guidance(scale=1.0)), want)
     assert torch.equal(run(model, None, Guidance(scale=4.0)), want)  # nothing to guide towards
     with pytest.raises(PriorswapError, match="pass the prior itself as the model"):
@@ -115,8 +127,10 @@ def test_zero_percent_accurate_classifier_still_reports_acc():
     local = evaluate_local(Pixels(0.1), Pixels(0.7), 2, settings, SCHED, None, extractor(), never_right)
     values = summarise(local, FeatureStats(3).add(torch.rand(8, 3)))
     assert values["acc_vanilla_g1.5"] == 0.0 and values["acc_swapped_g1.5"] == 0.0 and values["acc_delta_g1.5"] == 0.0
-    no_classifier = summarise(evaluate_local(Pixels(0.1), Pixels(0.7), 2, settings, SCHED, None, extractor()),
-                              FeatureStats(3).add(torch.rand(8, 3)))
+    no_classifier = summarise(
+        evaluate_local(Pixels(0.1), Pixels(0.7), 2, settings, SCHED, None, extractor()),
+        FeatureStats(3).add(torch.rand(8, 3)),
+    )
     assert not any(k.startswith("acc_") for k in no_classifier)
 
 

@@ -1,4 +1,5 @@
 """Fine-tuning DiT with Lightning on fabricated Food101 / SUN397 / Caltech101 folders (tiny models, CPU)."""
+
 import os
 
 import lightning as L
@@ -26,19 +27,38 @@ def food(tmp_path_factory):
 
 def trainer(tmp_path, max_steps, **kw):
     return L.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(tmp_path),
-        limit_val_batches=0, **kw,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=str(tmp_path),
+        limit_val_batches=0,
+        **kw,
     )
 
 
 def tiny_module(**kw):
-    args = dict(pretrained=None, vae=None, size="tiny", in_channels=3, sample_size=16, num_classes=3, ema_decay=0.9, lr=1e-3,
-                export_on_fit_end=False)
+    args = dict(
+        pretrained=None,
+        vae=None,
+        size="tiny",
+        in_channels=3,
+        sample_size=16,
+        num_classes=3,
+        ema_decay=0.9,
+        lr=1e-3,
+        export_on_fit_end=False,
+    )
     return DiTFineTune(**{**args, **kw})
 
 
-@pytest.mark.parametrize("make,cls", [(make_food101, Food101DataModule), (make_sun397, SUN397DataModule), (make_caltech101, Caltech101DataModule)])
+@pytest.mark.parametrize(
+    "make,cls",
+    [(make_food101, Food101DataModule), (make_sun397, SUN397DataModule), (make_caltech101, Caltech101DataModule)],
+)
 def test_tiny_fit_on_each_dataset_layout(tmp_path, make, cls):
     root = make(str(tmp_path / "d"), classes=3, per_class=6)
     dm = cls(root=root, resolution=16, batch_size=4, num_workers=0)
@@ -47,17 +67,29 @@ def test_tiny_fit_on_each_dataset_layout(tmp_path, make, cls):
     trainer(tmp_path, 3).fit(model, dm)
     assert model.num_classes == 3 and model.class_names == dm.class_names
     assert model.global_step == 3
-    changed = [k for k, v in model.transformer.state_dict().items() if k in before and v.shape == before[k].shape and not torch.equal(v, before[k])]
+    changed = [
+        k
+        for k, v in model.transformer.state_dict().items()
+        if k in before and v.shape == before[k].shape and not torch.equal(v, before[k])
+    ]
     assert changed  # the optimiser really stepped
     assert all(torch.isfinite(v).all() for v in model.ema.module.state_dict().values())
 
 
 def test_fine_tune_replaces_label_table_in_every_block(tmp_path, food):
     base = save_dit_pipeline(str(tmp_path / "base"), num_classes=1000, sample_size=4)
-    base_tables = [e.embedding_table.weight.detach().clone() for e in label_embedders(load_dit(base).denoiser.transformer)]
+    base_tables = [
+        e.embedding_table.weight.detach().clone() for e in label_embedders(load_dit(base).denoiser.transformer)
+    ]
     dm = Food101DataModule(root=food, resolution=32, batch_size=4, num_workers=0)
-    model = DiTFineTune(pretrained=base, vae=base, num_classes=dm.num_classes, class_names=dm.class_names, ema_decay=0.9,
-                        export_dir=str(tmp_path / "export"))
+    model = DiTFineTune(
+        pretrained=base,
+        vae=base,
+        num_classes=dm.num_classes,
+        class_names=dm.class_names,
+        ema_decay=0.9,
+        export_dir=str(tmp_path / "export"),
+    )
     trainer(tmp_path, 2).fit(model, dm)
     tables = label_embedders(model.ema.module)
     assert len(tables) == len(base_tables) > 1
@@ -90,7 +122,9 @@ def test_cfg_dropout_rate_and_same_labels_in_every_block(tmp_path):
     model = tiny_module(num_classes=5, cfg_dropout=0.5)
     model.configure_model()
     seen = []
-    hooks = [e.register_forward_hook(lambda m, i, o: seen.append(i[0].clone())) for e in label_embedders(model.transformer)]
+    hooks = [
+        e.register_forward_hook(lambda m, i, o: seen.append(i[0].clone())) for e in label_embedders(model.transformer)
+    ]
     batch = {"pixels": torch.rand(64, 3, 16, 16) * 2 - 1, "label": torch.randint(0, 5, (64,))}
     model.train()
     terms = model.diffusion_loss(batch)
@@ -139,8 +173,20 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, food):
 
 
 def test_cli_fit_twice_in_same_log_dir_and_resume_last(tmp_path, food):
-    common = ["-c", RECIPE, "--data.root", food, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-              "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false"]
+    common = [
+        "-c",
+        RECIPE,
+        "--data.root",
+        food,
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     assert main(["fit", *common, "--trainer.max_steps", "2"]) == 0
     run = tmp_path / "runs" / "tiny_food101" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "export" / "model_index.json").exists()
@@ -170,8 +216,18 @@ def test_corrupt_images_do_not_stop_training(tmp_path):
 def test_ddp_two_processes(tmp_path, food):
     dm = Food101DataModule(root=food, resolution=16, batch_size=4, num_workers=0)
     model = tiny_module(export_on_fit_end=True, export_dir=str(tmp_path / "export"))
-    t = L.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0, default_root_dir=str(tmp_path))
+    t = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
     t.fit(model, dm)
     exported = load_dit(str(tmp_path / "export"))
     assert exported.denoiser.num_classes == 3

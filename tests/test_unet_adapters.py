@@ -4,6 +4,7 @@ Vanilla paths must reproduce diffusers' own pipelines (IP2P, VD image variation)
 re-derived from the community Zero-1-to-3 pipeline's logic; a fine-tune used as its own prior must give
 exactly vanilla; the CLI must write complete outputs or fail with one line and exit code 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,23 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-import unet_factories as uf  # noqa: E402
-
 from priorswap.toolkit.adapters.ip2p import IP2PCond, image_latents, prompt_embedding  # noqa: E402
 from priorswap.toolkit.adapters.versatile import vd_image_embedding  # noqa: E402
 from priorswap.toolkit.adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding  # noqa: E402
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
-from priorswap.toolkit.loading_unet import Offloaded, conditional_samples, load_ip2p, load_unet_prior, load_vd, load_zero123  # noqa: E402
+from priorswap.toolkit.loading_unet import (
+    Offloaded,
+    conditional_samples,
+    load_ip2p,
+    load_unet_prior,
+    load_vd,
+    load_zero123,
+)  # noqa: E402
 from priorswap.toolkit.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
+
+import unet_factories as uf  # noqa: E402
 
 STEPS, SEEDS = 4, 2  # DDIM steps and samples per check
 ATOL = 1e-4
@@ -75,7 +83,9 @@ def _ip2p_conds(model, img, prompt="make it blue"):
 
 
 def _run(model, cond, hw, guidance, prior=None, **kw):
-    return conditional_samples(model, cond, hw, guidance, prior, steps=STEPS, seed=0, num_samples=SEEDS, progress=False, **kw)
+    return conditional_samples(
+        model, cond, hw, guidance, prior, steps=STEPS, seed=0, num_samples=SEEDS, progress=False, **kw
+    )
 
 
 # -- equivalence with diffusers --------------------------------------------------------------------
@@ -90,8 +100,16 @@ def test_ip2p_vanilla_matches_diffusers_pipeline(folders):
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(folders["ip2p"], safety_checker=None)
     pipe.scheduler = _ddim(model)
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe("make it blue", image=img, num_inference_steps=STEPS, guidance_scale=7.5, image_guidance_scale=1.5,
-               num_images_per_prompt=SEEDS, generator=_gens(), output_type="pt").images
+    ref = pipe(
+        "make it blue",
+        image=img,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        image_guidance_scale=1.5,
+        num_images_per_prompt=SEEDS,
+        generator=_gens(),
+        output_type="pt",
+    ).images
     assert ours.shape == ref.shape == (SEEDS, 3, uf.IMAGE_SIZE, uf.IMAGE_SIZE)
     torch.testing.assert_close(ours, ref.float(), atol=ATOL, rtol=0)
 
@@ -107,7 +125,14 @@ def test_vd_vanilla_matches_diffusers_pipeline(folders):
     pipe = VersatileDiffusionImageVariationPipeline.from_pretrained(folders["vd"])
     pipe.scheduler = _ddim(model)
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe(img, num_inference_steps=STEPS, guidance_scale=2.0, num_images_per_prompt=SEEDS, generator=_gens(), output_type="pt").images
+    ref = pipe(
+        img,
+        num_inference_steps=STEPS,
+        guidance_scale=2.0,
+        num_images_per_prompt=SEEDS,
+        generator=_gens(),
+        output_type="pt",
+    ).images
     torch.testing.assert_close(ours, ref.float(), atol=ATOL, rtol=0)
 
 
@@ -151,7 +176,9 @@ def test_zero123_vanilla_matches_rederived_community_pipeline(folders):
     model = load_zero123(folders["zero123"])
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
     enc = model.encoders
-    emb = zero123_embedding(enc["image_encoder"], enc["cc_projection"], x, pose_vector(20.0, 45.0, 0.3), enc["mean"], enc["std"])
+    emb = zero123_embedding(
+        enc["image_encoder"], enc["cc_projection"], x, pose_vector(20.0, 45.0, 0.3), enc["mean"], enc["std"]
+    )
     ours = _run(model, Zero123Cond(emb, image_latents(model.vae, x)), (16, 16), Guidance(5.0))
     ref = _zero123_reference(folders["zero123"], img, 20.0, 45.0, 0.3, 5.0, list(range(SEEDS)))
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
@@ -170,7 +197,9 @@ def test_own_prior_reproduces_vanilla(folders, kind):
         kw, guidance = {"image_cond": image_only}, DualGuidance(1.5, 7.5)
     elif kind == "zero123":
         x = _to_tensor(img)
-        emb = zero123_embedding(model.encoders["image_encoder"], model.encoders["cc_projection"], x, pose_vector(0, 90, 0))
+        emb = zero123_embedding(
+            model.encoders["image_encoder"], model.encoders["cc_projection"], x, pose_vector(0, 90, 0)
+        )
         cond = Zero123Cond(emb, image_latents(model.vae, x))
     else:
         cond = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [img])
@@ -200,7 +229,9 @@ def test_ip2p_swaps_only_the_fully_unconditional_term(folders):
 def test_offload_wrapper_matches_and_returns_to_cpu(folders):
     model = load_vd(folders["vd"])
     prior = load_unet_prior(folders["sd"])
-    emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [_pil(folders["image"])])
+    emb = vd_image_embedding(
+        model.encoders["feature_extractor"], model.encoders["image_encoder"], [_pil(folders["image"])]
+    )
     plain = _run(model, emb, (16, 16), Guidance(2.0), prior)
     offloaded = _run(model, emb, (16, 16), Guidance(2.0), prior, offload=True)
     torch.testing.assert_close(offloaded, plain, atol=0, rtol=0)
@@ -217,8 +248,26 @@ def _cli(capsys, *argv):
 
 def test_cli_ip2p_writes_vanilla_and_swapped_side_by_side(folders, capsys, tmp_path):
     out = tmp_path / "edit"
-    code, stdout, err = _cli(capsys, "sample", "ip2p", "--model", folders["ip2p"], "--image", folders["image"], "--prompt", "make it blue",
-                             "--prior", folders["sd"], "--output-dir", str(out), "--steps", "2", "--num-samples", "2", "--no-progress")
+    code, stdout, err = _cli(
+        capsys,
+        "sample",
+        "ip2p",
+        "--model",
+        folders["ip2p"],
+        "--image",
+        folders["image"],
+        "--prompt",
+        "make it blue",
+        "--prior",
+        folders["sd"],
+        "--output-dir",
+        str(out),
+        "--steps",
+        "2",
+        "--num-samples",
+        "2",
+        "--no-progress",
+    )
     assert code == 0, err
     assert sorted(os.listdir(out)) == ["grid.png", "input.png", "meta.json", "swapped", "vanilla"]
     assert sorted(os.listdir(out / "swapped")) == ["000.png", "001.png"]
@@ -234,8 +283,28 @@ def test_cli_ip2p_writes_vanilla_and_swapped_side_by_side(folders, capsys, tmp_p
 def test_cli_zero123_converts_rgba_and_resizes_with_a_note(folders, capsys, tmp_path):
     image = uf.save_image(str(tmp_path / "rgba.png"), (48, 40), "RGBA")
     out = tmp_path / "view"
-    code, _, err = _cli(capsys, "sample", "zero123", "--model", folders["zero123"], "--image", image, "--size", "32", "--azimuth", "90",
-                        "--output-dir", str(out), "--steps", "2", "--num-samples", "1", "--no-progress", "--dtype", "bf16")
+    code, _, err = _cli(
+        capsys,
+        "sample",
+        "zero123",
+        "--model",
+        folders["zero123"],
+        "--image",
+        image,
+        "--size",
+        "32",
+        "--azimuth",
+        "90",
+        "--output-dir",
+        str(out),
+        "--steps",
+        "2",
+        "--num-samples",
+        "1",
+        "--no-progress",
+        "--dtype",
+        "bf16",
+    )
     assert code == 0, err
     assert "composited onto white" in err and "resized from 48x40 to 32x32" in err
     assert Image.open(out / "vanilla" / "000.png").size == (32, 32)
@@ -244,8 +313,25 @@ def test_cli_zero123_converts_rgba_and_resizes_with_a_note(folders, capsys, tmp_
 
 def test_cli_vd_with_offload(folders, capsys, tmp_path):
     image = uf.save_image(str(tmp_path / "grey.png"), (40, 40), "L")
-    code, _, err = _cli(capsys, "sample", "vd", "--model", folders["vd"], "--image", image, "--prior", folders["sd"], "--offload",
-                        "--output-dir", str(tmp_path / "var"), "--steps", "2", "--num-samples", "1", "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "sample",
+        "vd",
+        "--model",
+        folders["vd"],
+        "--image",
+        image,
+        "--prior",
+        folders["sd"],
+        "--offload",
+        "--output-dir",
+        str(tmp_path / "var"),
+        "--steps",
+        "2",
+        "--num-samples",
+        "1",
+        "--no-progress",
+    )
     assert code == 0, err
     assert "mode L converted to RGB" in err
     assert os.path.isfile(tmp_path / "var" / "swapped" / "000.png")
@@ -259,8 +345,22 @@ def _one_line_error(code, err):
 
 def test_cli_refuses_incompatible_prior_naming_both_vaes(folders, capsys, tmp_path):
     out = tmp_path / "never"
-    code, _, err = _cli(capsys, "sample", "vd", "--model", folders["vd"], "--image", folders["image"], "--prior", folders["sdxl_vae"],
-                        "--output-dir", str(out), "--steps", "2", "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "sample",
+        "vd",
+        "--model",
+        folders["vd"],
+        "--image",
+        folders["image"],
+        "--prior",
+        folders["sdxl_vae"],
+        "--output-dir",
+        str(out),
+        "--steps",
+        "2",
+        "--no-progress",
+    )
     line = _one_line_error(code, err)
     assert "latent spaces differ" in line and "0.18215" in line and "0.13025" in line
     assert folders["vd"] in line and folders["sdxl_vae"] in line
@@ -273,11 +373,30 @@ def test_cli_bad_inputs_are_one_line_errors(folders, capsys, tmp_path):
     common = ["--output-dir", str(tmp_path / "o"), "--steps", "2", "--no-progress"]
     line = _one_line_error(*_cli(capsys, "sample", "vd", "--model", folders["vd"], "--image", str(bad), *common)[::2])
     assert "cannot read input image" in line
-    line = _one_line_error(*_cli(capsys, "sample", "vd", "--model", folders["ip2p"], "--image", folders["image"], *common)[::2])
+    line = _one_line_error(
+        *_cli(capsys, "sample", "vd", "--model", folders["ip2p"], "--image", folders["image"], *common)[::2]
+    )
     assert "is InstructPix2Pix, not Versatile Diffusion" in line
-    line = _one_line_error(*_cli(capsys, "sample", "ip2p", "--model", folders["ip2p"], "--image", folders["image"], "--prompt", " ", *common)[::2])
+    line = _one_line_error(
+        *_cli(
+            capsys, "sample", "ip2p", "--model", folders["ip2p"], "--image", folders["image"], "--prompt", " ", *common
+        )[::2]
+    )
     assert "--prompt is empty" in line
-    line = _one_line_error(*_cli(capsys, "sample", "zero123", "--model", folders["zero123"], "--image", folders["image"], "--size", "30", *common)[::2])
+    line = _one_line_error(
+        *_cli(
+            capsys,
+            "sample",
+            "zero123",
+            "--model",
+            folders["zero123"],
+            "--image",
+            folders["image"],
+            "--size",
+            "30",
+            *common,
+        )[::2]
+    )
     assert "multiple of" in line
     assert not os.path.exists(tmp_path / "o" / "grid.png")
 
@@ -293,7 +412,9 @@ def test_missing_weights_say_what_to_download(folders, capsys, tmp_path):
     args = ["--image", folders["image"], "--output-dir", str(tmp_path / "o"), "--no-progress"]
     line = _one_line_error(*_cli(capsys, "sample", "zero123", "--model", str(broken), *args)[::2])
     assert "'unet' weights" in line and "hf download kxic/zero123-xl" in line
-    line = _one_line_error(*_cli(capsys, "sample", "ip2p", "--model", "timbrooks/instruct-pix2pix", "--prompt", "x", *args)[::2])
+    line = _one_line_error(
+        *_cli(capsys, "sample", "ip2p", "--model", "timbrooks/instruct-pix2pix", "--prompt", "x", *args)[::2]
+    )
     assert "hf download timbrooks/instruct-pix2pix" in line
     with pytest.raises(PriorswapError, match="cc_projection"):
         os.remove(broken / "cc_projection" / "diffusion_pytorch_model.safetensors")
@@ -303,8 +424,26 @@ def test_missing_weights_say_what_to_download(folders, capsys, tmp_path):
 
 
 def test_bench_unet_prints_table_and_json(capsys):
-    code, out, err = _cli(capsys, "bench", "unet", "--tiny", "--kind", "vd", "--modes", "vanilla", "swapped", "--steps", "2",
-                          "--num-samples", "1", "--repeats", "1", "--device", "cpu", "--json")
+    code, out, err = _cli(
+        capsys,
+        "bench",
+        "unet",
+        "--tiny",
+        "--kind",
+        "vd",
+        "--modes",
+        "vanilla",
+        "swapped",
+        "--steps",
+        "2",
+        "--num-samples",
+        "1",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     rows = {r["mode"]: r for r in result["rows"]}
@@ -325,8 +464,31 @@ def test_bench_unet_tiny_never_reads_the_tests_folder(tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", guard, "bench", "unet", "--tiny", "--kind", "vd", "--modes", "vanilla",
-                          "--steps", "1", "--num-samples", "1", "--repeats", "1", "--device", "cpu"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            guard,
+            "bench",
+            "unet",
+            "--tiny",
+            "--kind",
+            "vd",
+            "--modes",
+            "vanilla",
+            "--steps",
+            "1",
+            "--num-samples",
+            "1",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert "vanilla" in res.stdout

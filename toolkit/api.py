@@ -6,12 +6,14 @@
 
 Both calls draw the same per-sample noise, so the two results compare like for like.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
+from .checks import label_ids
 from .loading import Loaded, load_dit, load_prior
 from .pairing import pair
 from .sampling import Guidance, sample, vae_decoder
@@ -35,17 +37,25 @@ def class_conditional_samples(
     if prior is not None:
         pair(den, prior.denoiser, (size, size))
     return sample(
-        den, labels.to(den.device), guidance, prior=None if prior is None else prior.denoiser,
-        seeds=[seed + i for i in range(len(labels))], shape=(den.latent_channels, size, size), steps=steps,
-        scheduler=scheduler, scheduler_config=model.scheduler_config,
+        den,
+        labels.to(den.device),
+        guidance,
+        prior=None if prior is None else prior.denoiser,
+        seeds=[seed + i for i in range(len(labels))],
+        shape=(den.latent_channels, size, size),
+        steps=steps,
+        scheduler=scheduler,
+        scheduler_config=model.scheduler_config,
         decode=vae_decoder(model.vae) if model.vae is not None else None,
-        batch_size=batch_size, progress=progress, desc=desc,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
     )
 
 
 def sample_dit(
     model: str,
-    labels: Sequence[int],
+    labels: Sequence[int | str],
     prior: str | None = None,
     guidance_scale: float = 1.5,
     steps: int = 50,
@@ -58,9 +68,11 @@ def sample_dit(
     prior_mix: float = 1.0,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Load a DiT (and optionally a prior) from folders or hub ids and sample ``labels``."""
+    """Load a DiT (and optionally a prior) from folders or hub ids and sample ``labels`` (class ids, or names from
+    the model's id2label)."""
     loaded = load_dit(model, "model", dtype, device)
-    lab = loaded.denoiser.check_labels(labels)
+    den = loaded.denoiser
+    lab = den.check_labels(label_ids(list(labels), loaded.id2label, den.num_classes, den.name))
     base = load_prior(prior, dtype, device) if prior else None
     guidance = Guidance(scale=guidance_scale, prior_mix=prior_mix, guided_channels=guided_channels)
     return class_conditional_samples(loaded, lab, guidance, base, steps, seed, scheduler, batch_size, progress=progress)

@@ -19,6 +19,7 @@ users already type; the Lightning commands (``fit``) do use it, through Lightnin
 Only the standard library is imported here, so ``priorswap sample --help`` and any usage mistake answer at once,
 before torch is imported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,19 @@ def arg(
     :class:`PriorswapError`. ``type``: how one command-line value is read, where the field's own type says
     otherwise (``--shard 0/4`` is a string, parsed into a tuple). ``kinds``: the flag exists only on those sub-commands of a shared dataclass.
     """
-    meta = {_META: dict(help=help, flag=flag, append=append, metavar=metavar, choices=choices, parse=parse,
-                        kinds=kinds, group=group, type=type)}
+    meta = {
+        _META: dict(
+            help=help,
+            flag=flag,
+            append=append,
+            metavar=metavar,
+            choices=choices,
+            parse=parse,
+            kinds=kinds,
+            group=group,
+            type=type,
+        )
+    }
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -96,12 +108,18 @@ def cli_fields(cls: type, kind: str | None = None) -> list[dataclasses.Field]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, kind: str | None = None,
-                  context: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    kind: str | None = None,
+    context: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
     """Add one flag per field of ``cls``. ``defaults`` overrides field defaults on this sub-command only (the
     dataclass keeps its own, for the Python API)."""
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
+
     def rank(f: dataclasses.Field) -> tuple[bool, int]:  # required flags first (shared ones leading), then the
         depth = next(i for i, k in enumerate(cls.__mro__) if f.name in k.__dict__.get("__annotations__", {}))
         optional = (defaults or {}).get(f.name, _default_of(f)) is not dataclasses.MISSING  # command's own options

@@ -5,6 +5,7 @@ second and gives one line (:class:`PriorswapError`; exit code 2 from the ``prior
 meant is refused; what is merely unusual is warned about once and allowed. Only :func:`check_device` imports
 torch, and only when a CUDA device is asked for.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,15 @@ def check_scales(flag: str, values: float | Iterable[float] | None) -> None:
         return
     for v in [values] if isinstance(values, (int, float)) else list(values):
         if v < 0:
-            raise PriorswapError(f"{flag} must be at least 0, got {v} (a negative scale guides away from the condition)")
+            raise PriorswapError(
+                f"{flag} must be at least 0, got {v} (a negative scale guides away from the condition)"
+            )
         if v < 1:
-            warnings.warn(f"{flag} {v} is below 1: CFG then interpolates toward the unconditional prediction "
-                          "instead of extrapolating past the conditional one (the paper uses 1.5 and above)", stacklevel=2)
+            warnings.warn(
+                f"{flag} {v} is below 1: CFG then interpolates toward the unconditional prediction "
+                "instead of extrapolating past the conditional one (the paper uses 1.5 and above)",
+                stacklevel=2,
+            )
 
 
 def check_interval(flag: str, interval: tuple[float, float] | None) -> None:
@@ -101,7 +107,9 @@ def check_output_file(flag: str, path: str) -> None:
     """An output file that can be written: not an existing folder, in an existing, writable folder."""
     path = os.path.expanduser(path)
     if os.path.isdir(path):
-        raise PriorswapError(f"{flag} {path!r} is a folder; give a file name (e.g. {os.path.join(path, 'samples.npz')})")
+        raise PriorswapError(
+            f"{flag} {path!r} is a folder; give a file name (e.g. {os.path.join(path, 'samples.npz')})"
+        )
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         what = "is a file" if os.path.exists(parent) else "does not exist"
@@ -123,9 +131,12 @@ def check_output_dir(flag: str, path: str) -> None:
     _check_parent(flag, path)
 
 
-def label_ids(values: list[str | int], id2label: dict[int, str], num_classes: int, model: str = "the model") -> list[int]:
+def label_ids(
+    values: list[str | int], id2label: dict[int, str], num_classes: int, model: str = "the model"
+) -> list[int]:
     """Class ids from ids or names. A name matches a class of ``id2label`` case-insensitively, whole or as one of
     its comma-separated aliases (ImageNet's "tench, Tinca tinca" is ``tench``), with ``_`` and space alike."""
+
     def norm(s: str) -> str:
         return " ".join(s.replace("_", " ").lower().split())
 
@@ -141,13 +152,17 @@ def label_ids(values: list[str | int], id2label: dict[int, str], num_classes: in
         elif norm(text) in by_name:
             i = by_name[norm(text)]
         elif not id2label:
-            raise PriorswapError(f"label {text!r} is not a class id, and {model} has no class names (id2label.json); "
-                                 f"use ids 0..{num_classes - 1}")
+            raise PriorswapError(
+                f"label {text!r} is not a class id, and {model} has no class names (id2label.json); "
+                f"use ids 0..{num_classes - 1}"
+            )
         else:
             known = sorted(id2label.items())
             shown = ", ".join(n.split(",")[0] for _, n in known[:6]) + (", ..." if len(known) > 6 else "")
             raise PriorswapError(f"unknown class name {text!r} for {model}; its {len(known)} classes are {shown}")
         if not 0 <= i < num_classes:
-            raise PriorswapError(f"label {i} is out of range for {model}, which has {num_classes} classes (0..{num_classes - 1})")
+            raise PriorswapError(
+                f"label {i} is out of range for {model}, which has {num_classes} classes (0..{num_classes - 1})"
+            )
         ids.append(i)
     return ids

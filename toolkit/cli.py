@@ -7,6 +7,7 @@
   (``spec.check()``) before the function imports torch or loads anything, so a mistake answers at once.
   User mistakes (:class:`PriorswapError`) are one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="priorswap", description="Fine-tune diffusion models and sample them with a swapped unconditional prior.")
+    parser = OneLineParser(
+        prog="priorswap", description="Fine-tune diffusion models and sample them with a swapped unconditional prior."
+    )
     sub = parser.add_subparsers(dest="_command_name", metavar="command", required=True, parser_class=OneLineParser)
     for name, module_name in GROUPS.items():
         module = importlib.import_module(module_name)
@@ -51,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         for kind, command in module.COMMANDS.items():
             command.register(kinds, kind)
     for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"LightningCLI {name} (e.g. priorswap {name} -c dit_xl2_food101.yaml)", add_help=False)
+        sub.add_parser(
+            name, help=f"LightningCLI {name} (e.g. priorswap {name} -c dit_xl2_food101.yaml)", add_help=False
+        )
     return parser
 
 

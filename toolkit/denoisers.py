@@ -5,6 +5,7 @@ schedule and ``cond=None`` means the model's own null condition. Adapters (``pri
 their model's quirks: null id or null embedding, learned sigma, prediction type, timestep mapping.
 Nothing downstream (guidance, samplers, callbacks) knows which model it holds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ class LatentSpace:
     vae_name: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alphas_cumprod", torch.as_tensor(self.alphas_cumprod).detach().to(torch.float64).cpu())
+        object.__setattr__(
+            self, "alphas_cumprod", torch.as_tensor(self.alphas_cumprod).detach().to(torch.float64).cpu()
+        )
 
     def describe(self) -> str:
         """The space in words, for pairing errors."""

@@ -5,6 +5,7 @@ callback and ``priorswap eval`` run. No Lightning here: work is split by (rank, 
 Sample i of an evaluation has label ``i % num_classes`` and seed ``seed + i``, whatever the world size, so
 results do not depend on the number of GPUs, and vanilla/swapped pairs share their noise (paired randomness).
 """
+
 from __future__ import annotations
 
 import math
@@ -79,9 +80,19 @@ def sample_images(
         conds = labels[indices].to(model.device)
     size = model.sample_size
     return sample(
-        model, conds, guidance, prior=prior, seeds=[settings.seed + i for i in indices],
-        shape=(model.latent_channels, size, size), steps=settings.steps, scheduler=settings.scheduler,
-        scheduler_config=scheduler_config, decode=decode, batch_size=settings.batch_size, progress=progress, desc=desc,
+        model,
+        conds,
+        guidance,
+        prior=prior,
+        seeds=[settings.seed + i for i in indices],
+        shape=(model.latent_channels, size, size),
+        steps=settings.steps,
+        scheduler=settings.scheduler,
+        scheduler_config=scheduler_config,
+        decode=decode,
+        batch_size=settings.batch_size,
+        progress=progress,
+        desc=desc,
     )
 
 
@@ -107,8 +118,18 @@ def evaluate_local(
         for mode in MODES:
             res = ModeResult(FeatureStats(extractor.dim))
             for chunk in _chunks(mine, max(settings.batch_size, 1) * 4):
-                images = sample_images(model, prior if mode == "swapped" else None, labels, chunk, g, settings,
-                                       scheduler_config, decode, progress, f"{mode} g={scale:g}")
+                images = sample_images(
+                    model,
+                    prior if mode == "swapped" else None,
+                    labels,
+                    chunk,
+                    g,
+                    settings,
+                    scheduler_config,
+                    decode,
+                    progress,
+                    f"{mode} g={scale:g}",
+                )
                 x = images.to(extractor.device)
                 if has_logits(extractor):  # Inception: one pass gives pool features and IS logits
                     feats, logits = extractor.features_and_logits(x)
@@ -143,7 +164,9 @@ def summarise(
         tag = f"g{scale:g}"
         values[f"{metric}_{mode}_{tag}"] = stats.frechet_to(reference)
         # reduced on every rank, so a rank with no hits (or no samples) never decides alone
-        correct, count, classified = all_reduce(torch.tensor([res.correct, res.count, float(res.classified)], dtype=torch.float64))
+        correct, count, classified = all_reduce(
+            torch.tensor([res.correct, res.count, float(res.classified)], dtype=torch.float64)
+        )
         if classified > 0 and count > 0:
             values[f"acc_{mode}_{tag}"] = float(correct / count)
         if res.logits:

@@ -8,6 +8,7 @@ any other file the user writes. ``tempfile.mkstemp``/``mkdtemp`` make 0600/0700,
 ``safetensors.torch.save_file`` (0.8 writes its own temp file and renames it), which is why the mode is set
 explicitly rather than left to ``open``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,6 @@ import secrets
 import shutil
 import stat
 from typing import IO, Callable, Iterator, TextIO
-
 
 
 def current_umask() -> int:
@@ -63,8 +63,9 @@ def _remove(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = "",
-                 exclusive: bool = False) -> Iterator[IO]:
+def atomic_write(
+    path: str, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = "", exclusive: bool = False
+) -> Iterator[IO]:
     """``with atomic_write(path, "w"|"wb") as f: ...`` writes ``f`` to a temp file next to ``path`` and renames it in.
 
     On any exception in the block the temp file is removed and an existing ``path`` is left as it was. The file

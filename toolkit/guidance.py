@@ -4,6 +4,7 @@ Vanilla and prior-swapped CFG are the *same* function: they differ only in who p
 ``uncond`` (the fine-tuned model itself, paper Eq. 6, or a base model, Eq. 7), exactly as
 edm2 guides with a second network. The extras (interval, rescale, prior mix) are off by default.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,9 +24,7 @@ def cfg(cond: Tensor, uncond: Tensor, scale: float, guided_channels: int | None 
     return torch.cat([guided[:, :guided_channels], cond[:, guided_channels:]], dim=1)
 
 
-def dual_cfg(
-    full: Tensor, image_only: Tensor, uncond: Tensor, image_scale: float, text_scale: float
-) -> Tensor:
+def dual_cfg(full: Tensor, image_only: Tensor, uncond: Tensor, image_scale: float, text_scale: float) -> Tensor:
     """Dual-condition CFG, Eq. 8/9 (InstructPix2Pix, DynamiCrafter).
 
     eps = u + gI * (eps(cI, null) - u) + gT * (eps(cI, cT) - eps(cI, null)), with u = eps(null, null).

@@ -5,6 +5,7 @@ error. One TCP connection attempt answers the same question in a moment, so a hu
 gets its one-line error at once. Skipped when a proxy is configured (a direct connection would then say
 nothing) and when ``HF_HUB_OFFLINE`` is set (huggingface_hub then fails fast, or uses its cache).
 """
+
 from __future__ import annotations
 
 import os

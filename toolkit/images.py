@@ -1,6 +1,7 @@
 """Images in and out: condition images read the way the UNet fine-tunes expect them (used by ``sample`` and
 ``eval``), the one float-to-uint8 rule, and the one (labelled) grid builder every command, the demo and the
 callback draw with."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError) as e:
-        raise PriorswapError(f"cannot read input image {path!r} ({type(e).__name__}); expected a PNG, JPEG or other Pillow format") from None
+        raise PriorswapError(
+            f"cannot read input image {path!r} ({type(e).__name__}); expected a PNG, JPEG or other Pillow format"
+        ) from None
     notes, mode = [], img.mode
     if mode != "RGB":
         if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
@@ -43,7 +46,10 @@ def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1
         raise PriorswapError(f"input image {path!r} is {w}x{h}; it needs at least {max(multiple, 8)} pixels per side")
     if target != (w, h):
         img = img.resize(target, Image.BICUBIC)
-        notes.append(f"resized from {w}x{h} to {target[0]}x{target[1]}" + (" (aspect ratio changed)" if w * target[1] != h * target[0] else ""))
+        notes.append(
+            f"resized from {w}x{h} to {target[0]}x{target[1]}"
+            + (" (aspect ratio changed)" if w * target[1] != h * target[0] else "")
+        )
     if not quiet:
         for n in notes:
             print(f"priorswap: note: input {path}: {n}", file=sys.stderr)
@@ -108,8 +114,12 @@ def _fit(draw, text: str, font, width: int) -> str:
     return text + "..." if text else ""
 
 
-def make_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None, col_labels: list[str] | None = None,
-              min_tile: int = 96) -> torch.Tensor:
+def make_grid(
+    rows: list[torch.Tensor],
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+    min_tile: int = 96,
+) -> torch.Tensor:
     """Rows of images as one labelled picture: (3, H, W) floats in [0, 1].
 
     Each row is a (k, C, H, W) batch in [0, 1] (C = 1 or 3; grey is shown as grey RGB), drawn left to right with
@@ -136,7 +146,11 @@ def make_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None, col
     font = _font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_h = measure.textbbox((0, 0), "Ag", font=font)[3]
-    left = max((int(measure.textlength(s, font=font)) for s in row_labels), default=0) + 2 * _LABEL_PAD if row_labels else 0
+    left = (
+        max((int(measure.textlength(s, font=font)) for s in row_labels), default=0) + 2 * _LABEL_PAD
+        if row_labels
+        else 0
+    )
     top = line_h + 2 * _LABEL_PAD if col_labels else 0
     width = left + GRID_PAD + ncol * (tw + GRID_PAD)
     height = top + GRID_PAD + len(rows) * (th + GRID_PAD)
@@ -159,8 +173,13 @@ def make_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None, col
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
 
 
-def save_grid(path: str, rows: list[torch.Tensor], row_labels: list[str] | None = None, col_labels: list[str] | None = None,
-              min_tile: int = 96) -> None:
+def save_grid(
+    path: str,
+    rows: list[torch.Tensor],
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+    min_tile: int = 96,
+) -> None:
     """:func:`make_grid` saved as a PNG, atomically (whole or absent) and honouring the umask."""
     from PIL import Image
 
@@ -169,5 +188,3 @@ def save_grid(path: str, rows: list[torch.Tensor], row_labels: list[str] | None 
     array = to_uint8(make_grid(rows, row_labels, col_labels, min_tile)[None])[0]
     with atomic_write(path, "wb") as f:
         Image.fromarray(array).save(f, format="PNG")
-
-

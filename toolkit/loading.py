@@ -4,6 +4,7 @@ Every reference is either an existing local folder (what tests and offline machi
 ``owner/name`` (what users have). Anything else, or a hub id that cannot be reached, is a one-line
 :class:`PriorswapError` raised before any sampling starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def locate(ref: str, what: str = "model") -> str:
     if os.path.exists(ref):
         raise PriorswapError(f"{what} {ref!r} is a file; expected a diffusers pipeline folder or a hub id (owner/name)")
     if not _HUB_ID.match(ref):
-        raise PriorswapError(f"{what} {ref!r} does not exist; expected a diffusers pipeline folder or a hub id (owner/name)")
+        raise PriorswapError(
+            f"{what} {ref!r} does not exist; expected a diffusers pipeline folder or a hub id (owner/name)"
+        )
     return ref
 
 
@@ -38,7 +41,9 @@ def read_model_index(ref: str, what: str = "model") -> dict:
     if os.path.isdir(ref):
         path = os.path.join(ref, "model_index.json")
         if not os.path.isfile(path):
-            raise PriorswapError(f"{what} folder {ref!r} has no model_index.json; expected a folder written by a diffusers pipeline's save_pretrained")
+            raise PriorswapError(
+                f"{what} folder {ref!r} has no model_index.json; expected a folder written by a diffusers pipeline's save_pretrained"
+            )
         with open(path) as f:
             return json.load(f)
     from diffusers import DiffusionPipeline
@@ -48,7 +53,9 @@ def read_model_index(ref: str, what: str = "model") -> dict:
     if not cached(ref, "model_index.json"):
         reason = unreachable_reason()
         if reason:
-            raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}")
+            raise PriorswapError(
+                f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}"
+            )
     try:
         return dict(DiffusionPipeline.load_config(ref))
     except Exception as e:  # noqa: BLE001 - classified below
@@ -84,7 +91,11 @@ def hub_problem(ref: str, error: BaseException) -> str | None:
         if isinstance(e, hf.HfHubHTTPError) and getattr(e.response, "status_code", None) in (401, 403):
             return "was refused by the hub (not logged in, or no access): log in with `hf auth login`"
     for e in chain:
-        if isinstance(e, hf.LocalEntryNotFoundError) or type(e).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionError"):
+        if isinstance(e, hf.LocalEntryNotFoundError) or type(e).__name__ in (
+            "ConnectError",
+            "ConnectTimeout",
+            "ConnectionError",
+        ):
             return f"is not in the local hub cache and the hub cannot be reached; {offline_hint(ref)}"
     return None
 
@@ -208,7 +219,9 @@ def _vae(ref: str, index: dict, dtype, what: str):
     return vae
 
 
-def load_dit(ref: str, what: str = "model", dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Loaded:
+def load_dit(
+    ref: str, what: str = "model", dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> Loaded:
     """A class-conditional DiT pipeline folder (``DiTPipeline.save_pretrained``, VAE optional) or hub id."""
     from .adapters.dit import DiTDenoiser
 

@@ -8,6 +8,7 @@
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
 - :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.sampling.sample``, optionally offloaded.
 """
+
 from __future__ import annotations
 
 import glob
@@ -109,7 +110,9 @@ def load_ip2p(ref: str, dtype: torch.dtype | None = None, device="cpu", what: st
     text_encoder = load_component(ref, index, "text_encoder", dtype, what).to(device).eval()
     null_text = prompt_embedding(tokenizer, text_encoder, [""]).cpu()  # (1, L, D)
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
-    den = IP2PDenoiser(load_component(ref, index, "unet", dtype, what), null_text, _space(ref, sched, vae), model_name(ref))
+    den = IP2PDenoiser(
+        load_component(ref, index, "unet", dtype, what), null_text, _space(ref, sched, vae), model_name(ref)
+    )
     return _finish(den, ref, sched, vae, "ip2p", {"tokenizer": tokenizer, "text_encoder": text_encoder}, device)
 
 
@@ -187,7 +190,9 @@ def load_vd(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str 
     encoder = load_component(ref, index, "image_encoder", dtype, what).to(device).eval()
     null = grey_null_embedding(extractor, encoder).cpu()  # (1, T, D)
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
-    den = VersatileDenoiser(load_component(ref, index, "image_unet", dtype, what), null, _space(ref, sched, vae), model_name(ref))
+    den = VersatileDenoiser(
+        load_component(ref, index, "image_unet", dtype, what), null, _space(ref, sched, vae), model_name(ref)
+    )
     return _finish(den, ref, sched, vae, "vd", {"feature_extractor": extractor, "image_encoder": encoder}, device)
 
 
@@ -280,8 +285,18 @@ def conditional_samples(
         den, base = Offloaded(den, device), None if base is None else Offloaded(base, device)
     decode = offloaded_decoder(model.vae, device) if offload else vae_decoder(model.vae)
     return sample(
-        den, cond if image_cond is None else (cond, image_cond), guidance, prior=base,
-        seeds=[seed + i for i in range(num_samples)], shape=(den.latent_channels, *latent_hw), steps=steps,
-        scheduler=scheduler, scheduler_config=model.scheduler_config, decode=decode, batch_size=batch_size,
-        device=device, progress=progress, desc=desc,
+        den,
+        cond if image_cond is None else (cond, image_cond),
+        guidance,
+        prior=base,
+        seeds=[seed + i for i in range(num_samples)],
+        shape=(den.latent_channels, *latent_hw),
+        steps=steps,
+        scheduler=scheduler,
+        scheduler_config=model.scheduler_config,
+        decode=decode,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc=desc,
     )

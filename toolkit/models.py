@@ -3,6 +3,7 @@
 ``build_dit("S/2", ...)`` gives a randomly initialised ``DiTTransformer2DModel``; pretrained weights come
 through :mod:`priorswap.toolkit.loading` instead. Sizes follow Peebles & Xie, Table 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ statistics (docs/method.md trap 8: SD1.x/SD2.x/PixArt-alpha/DiT share the SD VAE
 not), and a latent size the prior accepts (docs/method.md trap 9). Schedules may differ: the prior is then called at
 the nearest-alpha_bar timestep (docs/method.md trap 4), and :func:`priorswap.toolkit.schedules.pairing_error` says by how much.
 """
+
 from __future__ import annotations
 
 from .denoisers import ModelDenoiser

@@ -1,5 +1,6 @@
 """The paper's settings for each model kind (its appendix B), stated once: the commands' defaults, help texts
 and error hints all read them from here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,17 @@ class KindDefaults:
 
 PAPER = {
     "dit": KindDefaults(model=None, prior="facebook/DiT-XL-2-256", steps=50, scale=1.5),
-    "ip2p": KindDefaults(model="timbrooks/instruct-pix2pix", prior="runwayml/stable-diffusion-v1-5", steps=100,
-                         image_scale=1.5, text_scale=7.5),
-    "zero123": KindDefaults(model="kxic/zero123-xl", prior="CompVis/stable-diffusion-v1-4", steps=50, scale=5.0, size=256),
-    "vd": KindDefaults(model="shi-labs/versatile-diffusion", prior="CompVis/stable-diffusion-v1-4", steps=50, scale=2.0),
+    "ip2p": KindDefaults(
+        model="timbrooks/instruct-pix2pix",
+        prior="runwayml/stable-diffusion-v1-5",
+        steps=100,
+        image_scale=1.5,
+        text_scale=7.5,
+    ),
+    "zero123": KindDefaults(
+        model="kxic/zero123-xl", prior="CompVis/stable-diffusion-v1-4", steps=50, scale=5.0, size=256
+    ),
+    "vd": KindDefaults(
+        model="shi-labs/versatile-diffusion", prior="CompVis/stable-diffusion-v1-4", steps=50, scale=2.0
+    ),
 }

@@ -10,6 +10,7 @@
   seeds, shape, steps, scheduler and decoder in; images out. It picks single (Eq. 6/7) or dual (Eq. 8/9) CFG
   from the guidance type.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -195,7 +196,7 @@ def generate(
         noise, gens = initial_noise(seeds[part], shape)
         sched = type(scheduler).from_config(scheduler.config)  # fresh multistep state per batch
         n = part.stop - part.start
-        x = denoise(make_eps(part), sched, noise.to(device), steps, gens, callback=lambda *_: bar.update(n))
+        x = denoise(make_eps(part), sched, noise.to(device), steps, gens, callback=lambda *_, n=n: bar.update(n))
         with torch.no_grad():
             img = decode(x) if decode is not None else (x / 2 + 0.5).clamp(0, 1)
         out.append(img.float().cpu())
@@ -224,12 +225,16 @@ def batch_conds(conds: Any, part: slice, n: int) -> Any:
         if rows == 1 and n != 1 or conds.ndim == 0:
             return conds
         if rows != n:
-            raise PriorswapError(f"a condition has {rows} rows for {n} samples; give one row per sample, or one shared row")
+            raise PriorswapError(
+                f"a condition has {rows} rows for {n} samples; give one row per sample, or one shared row"
+            )
         return conds[part]
     return conds  # anything else (e.g. a test's string condition) is shared by every sample
 
 
-def guided_eps(model: Denoiser, cond: Any, guidance: Guidance | DualGuidance, prior: Denoiser | None, t_max: int) -> EpsFn:
+def guided_eps(
+    model: Denoiser, cond: Any, guidance: Guidance | DualGuidance, prior: Denoiser | None, t_max: int
+) -> EpsFn:
     """The guided eps of one batch: Eq. 6/7 for :class:`Guidance`, Eq. 8/9 for :class:`DualGuidance` (then ``cond``
     is the pair (full condition, image-only condition)); ``cond=None`` is the model's own unconditional eps."""
     if cond is None:

@@ -5,6 +5,7 @@ x_t = sqrt(a) * x_0 + sqrt(1 - a) * eps with a = alpha_bar(t), so the same x_t c
 model trained on another schedule once it is called at the timestep t' whose alpha_bar is closest
 (paper Sec. 4.2, docs/method.md trap 4).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ it back through the real loading code. Sizes are the smallest that keep every co
 32 px images, a 2-level VAE (scale factor 2, so 16x16 latents) and a 2-level UNet.
 The CLIP tokenizer is built from a vocab written here (docs/method.md trap 12), so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def tiny_tokenizer(folder: str):
         json.dump(vocab, f)
     with open(os.path.join(folder, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n")
-    return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=TEXT_LEN)
+    return CLIPTokenizer(
+        os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=TEXT_LEN
+    )
 
 
 def tiny_text_encoder(seed: int = 0):
@@ -51,8 +54,15 @@ def tiny_text_encoder(seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
-        hidden_size=EMBED_DIM, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        vocab_size=200, max_position_embeddings=TEXT_LEN, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        hidden_size=EMBED_DIM,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=200,
+        max_position_embeddings=TEXT_LEN,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     return CLIPTextModel(cfg).eval()
 
@@ -63,8 +73,13 @@ def tiny_image_encoder(seed: int = 0, projection_dim: int = EMBED_DIM):
 
     torch.manual_seed(seed)
     cfg = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        image_size=IMAGE_SIZE, patch_size=8, projection_dim=projection_dim,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=projection_dim,
     )
     return CLIPVisionModelWithProjection(cfg).eval()
 
@@ -80,9 +95,16 @@ def tiny_unet(in_channels: int = 4, cross_attention_dim: int = EMBED_DIM, seed: 
 
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, sample_size=IMAGE_SIZE // 2,
-        in_channels=in_channels, out_channels=4, cross_attention_dim=cross_attention_dim, attention_head_dim=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE // 2,
+        in_channels=in_channels,
+        out_channels=4,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     ).eval()
 
 
@@ -91,9 +113,15 @@ def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215):
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(16, 32), norm_num_groups=8, in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=IMAGE_SIZE, scaling_factor=scaling_factor,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=IMAGE_SIZE,
+        scaling_factor=scaling_factor,
     ).eval()
 
 
@@ -106,9 +134,14 @@ def ddim(prediction_type: str = "epsilon"):
 # -- pipeline folders ----------------------------------------------------------------------------
 def ip2p_components(folder: str, seed: int = 0) -> dict:
     return dict(
-        unet=tiny_unet(in_channels=8, seed=seed), vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed),
-        tokenizer=tiny_tokenizer(os.path.join(folder, "_vocab")), scheduler=ddim(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        unet=tiny_unet(in_channels=8, seed=seed),
+        vae=tiny_vae(seed),
+        text_encoder=tiny_text_encoder(seed),
+        tokenizer=tiny_tokenizer(os.path.join(folder, "_vocab")),
+        scheduler=ddim(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -125,9 +158,14 @@ def save_sd(folder: str, seed: int = 1, prediction_type: str = "epsilon", vae_sc
     from diffusers import StableDiffusionPipeline
 
     StableDiffusionPipeline(
-        unet=tiny_unet(4, seed=seed), vae=tiny_vae(0, vae_scaling), text_encoder=tiny_text_encoder(seed),
-        tokenizer=tiny_tokenizer(os.path.join(folder, "_vocab")), scheduler=ddim(prediction_type),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        unet=tiny_unet(4, seed=seed),
+        vae=tiny_vae(0, vae_scaling),
+        text_encoder=tiny_text_encoder(seed),
+        tokenizer=tiny_tokenizer(os.path.join(folder, "_vocab")),
+        scheduler=ddim(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     ).save_pretrained(folder)
     return folder
 
@@ -137,8 +175,11 @@ def save_vd(folder: str, seed: int = 0) -> str:
     from diffusers import VersatileDiffusionImageVariationPipeline
 
     VersatileDiffusionImageVariationPipeline(
-        image_feature_extractor=tiny_feature_extractor(), image_encoder=tiny_image_encoder(seed),
-        image_unet=tiny_unet(4, seed=seed), vae=tiny_vae(seed), scheduler=ddim(),
+        image_feature_extractor=tiny_feature_extractor(),
+        image_encoder=tiny_image_encoder(seed),
+        image_unet=tiny_unet(4, seed=seed),
+        vae=tiny_vae(seed),
+        scheduler=ddim(),
     ).save_pretrained(folder)
     return folder
 
@@ -153,8 +194,11 @@ def save_zero123(folder: str, seed: int = 0) -> str:
 
     os.makedirs(folder, exist_ok=True)
     parts = {
-        "unet": tiny_unet(in_channels=8, seed=seed), "vae": tiny_vae(seed),
-        "image_encoder": tiny_image_encoder(seed), "feature_extractor": tiny_feature_extractor(), "scheduler": ddim(),
+        "unet": tiny_unet(in_channels=8, seed=seed),
+        "vae": tiny_vae(seed),
+        "image_encoder": tiny_image_encoder(seed),
+        "feature_extractor": tiny_feature_extractor(),
+        "scheduler": ddim(),
     }
     for name, obj in parts.items():
         obj.save_pretrained(os.path.join(folder, name))
@@ -163,15 +207,20 @@ def save_zero123(folder: str, seed: int = 0) -> str:
     os.makedirs(os.path.join(folder, "cc_projection"), exist_ok=True)
     with open(os.path.join(folder, "cc_projection", "config.json"), "w") as f:
         json.dump({"_class_name": "CCProjection", "in_channel": EMBED_DIM + 4, "out_channel": EMBED_DIM}, f)
-    save_file({"projection.weight": proj.weight.detach().contiguous(), "projection.bias": proj.bias.detach().contiguous()},
-              os.path.join(folder, "cc_projection", "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {"projection.weight": proj.weight.detach().contiguous(), "projection.bias": proj.bias.detach().contiguous()},
+        os.path.join(folder, "cc_projection", "diffusion_pytorch_model.safetensors"),
+    )
     index = {
-        "_class_name": "Zero1to3StableDiffusionPipeline", "_diffusers_version": "0.18.2",
+        "_class_name": "Zero1to3StableDiffusionPipeline",
+        "_diffusers_version": "0.18.2",
         "cc_projection": ["pipeline_zero1to3", "CCProjection"],
         "feature_extractor": ["transformers", "CLIPImageProcessor"],
         "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-        "requires_safety_checker": False, "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
     with open(os.path.join(folder, "model_index.json"), "w") as f:

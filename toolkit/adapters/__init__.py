@@ -1,4 +1,5 @@
 """Adapters: each wraps one model family as a :class:`priorswap.toolkit.denoisers.Denoiser`."""
+
 from .dit import DiTDenoiser
 from .text_prior import PixArtPrior, UNetPrior
 

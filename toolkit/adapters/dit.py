@@ -5,6 +5,7 @@ Quirks owned here (docs/method.md traps 1-3):
 - diffusers keeps one label embedder per block and drops labels in train mode, so the model is put in eval;
 - learned sigma: the network outputs 2 * C channels and only the first C are eps.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -12,15 +13,17 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import PriorswapError
 from ..denoisers import LatentSpace, ModelDenoiser
+from ..errors import PriorswapError
 
 
 def label_embedders(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     """Every block's ``LabelEmbedding`` (diffusers' DiT has one per block)."""
     found = [m for m in transformer.modules() if type(m).__name__ == "LabelEmbedding"]
     if not found:
-        raise PriorswapError(f"{type(transformer).__name__} has no class-label embedding; expected a class-conditional DiT")
+        raise PriorswapError(
+            f"{type(transformer).__name__} has no class-label embedding; expected a class-conditional DiT"
+        )
     return found
 
 
@@ -64,7 +67,10 @@ class DiTDenoiser(ModelDenoiser):
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)
         labels = torch.cat(
-            [torch.full((b,), self.null_id, dtype=torch.long) if c is None else torch.as_tensor(c).reshape(-1) for c in conds]
+            [
+                torch.full((b,), self.null_id, dtype=torch.long) if c is None else torch.as_tensor(c).reshape(-1)
+                for c in conds
+            ]
         ).to(x.device)  # (n*B,)
         out = self.transformer(x.to(self.dtype), timestep=t, class_labels=labels).sample  # (n*B, C or 2C, H, W)
         return out

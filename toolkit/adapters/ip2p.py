@@ -7,6 +7,7 @@ Quirks owned here (docs/method.md traps 6-7):
 - guidance is dual (paper Eq. 9); only the fully unconditional ``cond=None`` = (null image, null text)
   is swappable, ``IP2PCond(image=..., text=None)`` always comes from this model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class IP2PCond:
 @torch.no_grad()
 def prompt_embedding(tokenizer, text_encoder, prompts: Sequence[str]) -> Tensor:
     """CLIP text embeddings (N, L, D) of ``prompts``, padded to the tokenizer's length as SD pipelines do."""
-    tok = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    tok = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     device = next(text_encoder.parameters()).device
     use_mask = getattr(text_encoder.config, "use_attention_mask", False)
     out = text_encoder(tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device) if use_mask else None)

@@ -4,6 +4,7 @@ Each prior's null condition is *its own* text encoder's embedding of the empty p
 computed once by :func:`empty_prompt_embedding` so the encoder can be freed before sampling.
 PixArt is a DiT with learned sigma and a linear schedule; the base class handles both.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -48,7 +49,12 @@ class PixArtPrior(ModelDenoiser):
     """A ``PixArtTransformer2DModel``; ``cond`` is (embedding (B, L, D), mask (B, L)), ``None`` the empty prompt."""
 
     def __init__(
-        self, transformer: torch.nn.Module, null_embedding: Tensor, null_mask: Tensor, space: LatentSpace, name: str = "pixart"
+        self,
+        transformer: torch.nn.Module,
+        null_embedding: Tensor,
+        null_mask: Tensor,
+        space: LatentSpace,
+        name: str = "pixart",
     ):
         super().__init__(space, name)
         self._check_channels(int(transformer.config.in_channels))
@@ -81,5 +87,9 @@ class PixArtPrior(ModelDenoiser):
                 "aspect_ratio": torch.tensor([[h / w]], device=x.device, dtype=self.dtype).repeat(x.shape[0], 1),
             }
         return self.transformer(
-            x.to(self.dtype), encoder_hidden_states=emb, encoder_attention_mask=mask, timestep=t, added_cond_kwargs=added
+            x.to(self.dtype),
+            encoder_hidden_states=emb,
+            encoder_attention_mask=mask,
+            timestep=t,
+            added_cond_kwargs=added,
         ).sample

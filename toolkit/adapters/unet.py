@@ -1,4 +1,5 @@
 """The shared part of every ``UNet2DConditionModel``-based adapter: placement and the latent-size rule."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ As diffusers' ``VersatileDiffusionImageVariationPipeline`` builds them, the toke
 null condition is the same embedding of a uniform grey image (0.5 everywhere, 512x512) sent through the
 pipeline's own image processor (docs/method.md trap 6). Otherwise it is a plain SD UNet, hence :class:`UNetPrior`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,9 @@ def grey_null_embedding(feature_extractor, image_encoder) -> Tensor:
 class VersatileDenoiser(UNetPrior):
     """VD's ``image_unet``; ``cond`` is a (B or 1, T, D) image embedding, ``None`` the grey-image null."""
 
-    def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, space: LatentSpace, name: str = "versatile-diffusion"):
+    def __init__(
+        self, unet: torch.nn.Module, null_embedding: Tensor, space: LatentSpace, name: str = "versatile-diffusion"
+    ):
         super().__init__(unet, null_embedding, space, name)
 
     def forward_batch(self, x: Tensor, t: Tensor, conds) -> Tensor:

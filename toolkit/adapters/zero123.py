@@ -5,6 +5,7 @@ The condition (Liu et al. 2023, as the diffusers-format zero123 weights implemen
 cross-attended, plus the *unscaled* VAE latent of the input image concatenated to the noisy latent (docs/method.md trap 7).
 Its null is zeros *after* ``cc_projection`` and zero image latents (docs/method.md trap 6); that is what ``cond=None`` gives.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..denoisers import LatentSpace
-from .unet import UNetDenoiser
 from .ip2p import batch_to
+from .unet import UNetDenoiser
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -54,7 +55,9 @@ def clip_pixels(images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> Tens
 
 
 @torch.no_grad()
-def zero123_embedding(image_encoder, cc_projection, images: Tensor, pose: Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor:
+def zero123_embedding(
+    image_encoder, cc_projection, images: Tensor, pose: Tensor, mean=CLIP_MEAN, std=CLIP_STD
+) -> Tensor:
     """The cross-attention condition (N, 1, D): cc_projection of [CLIP image embed, pose] (pose (N or 1, 1, 4))."""
     p = next(image_encoder.parameters())
     pixels = clip_pixels(images, int(image_encoder.config.image_size), mean, std).to(p.device, p.dtype)

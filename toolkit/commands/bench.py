@@ -3,6 +3,7 @@
 Each (mode, batch) cell runs in its own subprocess so that peak memory is that cell's alone: on CUDA
 ``torch.cuda.max_memory_allocated``, on the CPU the process's peak resident set size (ru_maxrss).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import time
-
 from dataclasses import dataclass
 
 from .. import checks
@@ -53,8 +53,7 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     from ..denoisers import LatentSpace
     from ..loading import alphas_cumprod
     from ..models import build_dit, dit_scheduler_config
-    from ..sampling import Guidance, cfg_eps
-    from ..sampling import DTYPES
+    from ..sampling import DTYPES, Guidance, cfg_eps
 
     torch.manual_seed(0)
     space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
@@ -62,7 +61,10 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     need_prior = task in ("time", "mem-swapped")
     prior = DiTDenoiser(build_dit(size, num_classes=1000), space).to(device, DTYPES[dtype]) if need_prior else None
     labels = torch.randint(0, 101, (batch,), device=device)
-    fns = {"vanilla": cfg_eps(model, labels, Guidance(scale=1.5)), "swapped": cfg_eps(model, labels, Guidance(scale=1.5), prior)}
+    fns = {
+        "vanilla": cfg_eps(model, labels, Guidance(scale=1.5)),
+        "swapped": cfg_eps(model, labels, Guidance(scale=1.5), prior),
+    }
     modes = ["vanilla", "swapped"] if task == "time" else [task.removeprefix("mem-")]
     x = torch.randn(batch, 4, model.sample_size, model.sample_size, device=device)
     t = torch.tensor(500, device=device)
@@ -82,16 +84,32 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
                 if i:
                     times[m].append(time.perf_counter() - start)
     if task != "time":
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
         return {"task": task, "batch": batch, "peak_mb": peak}
     return {"task": task, "batch": batch, **{f"{m}_s": statistics.median(v) for m, v in times.items()}}
 
 
 def _worker(task: str, batch: int, args: BenchSample) -> dict:
-    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench", task, str(batch), args.size, str(args.repeats), args.device, args.dtype]
+    cmd = [
+        sys.executable,
+        "-m",
+        "priorswap.toolkit.commands.bench",
+        task,
+        str(batch),
+        args.size,
+        str(args.repeats),
+        args.device,
+        args.dtype,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+        raise RuntimeError(
+            f"benchmark worker failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
+        )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -102,9 +120,18 @@ def run_sample_bench(args: BenchSample) -> int:
     for batch in args.batch_sizes:
         timing = _worker("time", batch, args)
         mem = {m: _worker(f"mem-{m}", batch, args)["peak_mb"] for m in ("vanilla", "swapped")}
-        rows.append({"batch": batch, "vanilla_s": timing["vanilla_s"], "swapped_s": timing["swapped_s"],
-                     "vanilla_peak_mb": mem["vanilla"], "swapped_peak_mb": mem["swapped"]})
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+        rows.append(
+            {
+                "batch": batch,
+                "vanilla_s": timing["vanilla_s"],
+                "swapped_s": timing["swapped_s"],
+                "vanilla_peak_mb": mem["vanilla"],
+                "swapped_peak_mb": mem["swapped"],
+            }
+        )
+    device = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
     mem = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     print(f"one guided prediction, random DiT-{args.size}, {args.dtype}, {device}, median of {args.repeats}")
     print(f"| batch | vanilla s | swapped s | swapped/vanilla | vanilla {mem} | swapped {mem} |")
@@ -112,7 +139,9 @@ def run_sample_bench(args: BenchSample) -> int:
     ratios = {}
     for r in rows:
         ratios[r["batch"]] = r["swapped_s"] / r["vanilla_s"]
-        print(f"| {r['batch']} | {r['vanilla_s']:.3f} | {r['swapped_s']:.3f} | {ratios[r['batch']]:.2f} | {r['vanilla_peak_mb']:.0f} | {r['swapped_peak_mb']:.0f} |")
+        print(
+            f"| {r['batch']} | {r['vanilla_s']:.3f} | {r['swapped_s']:.3f} | {ratios[r['batch']]:.2f} | {r['vanilla_peak_mb']:.0f} | {r['swapped_peak_mb']:.0f} |"
+        )
     if args.json:
         key = 8 if 8 in ratios else args.batch_sizes[0]
         print(json.dumps({"swapped_over_vanilla": round(ratios[key], 4), "batch_for_ratio": key, "rows": rows}))

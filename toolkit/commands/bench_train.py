@@ -5,6 +5,7 @@ The plain loop is DiT's ``train.py`` shape (encode, loss, backward, AdamW step, 
 module's loss on the same batches, so the difference is Lightning's own overhead. A random-init SD-architecture
 VAE (34M-parameter encoder) and a random DiT are used; images are random 64 px JPEGs in an ImageFolder.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ class BenchTrain:
     json: bool = arg(False, help="print a JSON object as the last line")
 
     def check(self) -> None:
-        for flag, value in (("--resolution", self.resolution), ("--batch-size", self.batch_size),
-                            ("--steps", self.steps), ("--repeats", self.repeats)):
+        for flag, value in (
+            ("--resolution", self.resolution),
+            ("--batch-size", self.batch_size),
+            ("--steps", self.steps),
+            ("--repeats", self.repeats),
+        ):
             checks.at_least(flag, value)
 
 
@@ -43,7 +48,9 @@ def _images(folder: str, n: int, size: int) -> None:
     for c in range(2):
         os.makedirs(os.path.join(folder, f"class{c}"), exist_ok=True)
         for i in range(n // 2):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(os.path.join(folder, f"class{c}", f"{i}.jpg"))
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                os.path.join(folder, f"class{c}", f"{i}.jpg")
+            )
 
 
 def _vae_folder(folder: str) -> str:
@@ -51,8 +58,13 @@ def _vae_folder(folder: str) -> str:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2).save_pretrained(folder)
+    AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+    ).save_pretrained(folder)
     return folder
 
 
@@ -62,6 +74,7 @@ def run(args: BenchTrain) -> int:
     from lightning.pytorch.callbacks import Callback
 
     from priorswap.data import ImageFolderDataModule
+
     from ..training.module import DiTFineTune
 
     work = tempfile.mkdtemp(prefix="priorswap-bench-")
@@ -71,14 +84,27 @@ def run(args: BenchTrain) -> int:
     latent = args.resolution // 8
 
     def datamodule(cache: bool):
-        return ImageFolderDataModule(root=os.path.join(work, "images"), resolution=args.resolution, batch_size=args.batch_size,
-                                     num_workers=0, val_fraction=0.0, drop_last=True,
-                                     latent_cache=os.path.join(work, "cache") if cache else None)
+        return ImageFolderDataModule(
+            root=os.path.join(work, "images"),
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            num_workers=0,
+            val_fraction=0.0,
+            drop_last=True,
+            latent_cache=os.path.join(work, "cache") if cache else None,
+        )
 
     def module():
         torch.manual_seed(0)
-        return DiTFineTune(pretrained=None, vae=vae_dir, size=args.size, in_channels=4, sample_size=latent, num_classes=2,
-                           export_on_fit_end=False)
+        return DiTFineTune(
+            pretrained=None,
+            vae=vae_dir,
+            size=args.size,
+            in_channels=4,
+            sample_size=latent,
+            num_classes=2,
+            export_on_fit_end=False,
+        )
 
     class Clock(Callback):
         def __init__(self):
@@ -93,9 +119,18 @@ def run(args: BenchTrain) -> int:
 
     def lightning(cache: bool) -> float:
         clock = Clock()
-        trainer = L.Trainer(max_steps=args.steps + 2, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                            limit_val_batches=0, callbacks=[clock])
+        trainer = L.Trainer(
+            max_steps=args.steps + 2,
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+        )
         trainer.fit(module(), datamodule(cache))
         return args.steps * args.batch_size / (clock.stop - clock.start)
 
@@ -139,8 +174,10 @@ def run(args: BenchTrain) -> int:
                 cells[(kind, cache)].append(fn(cache))
     med = {k: statistics.median(v) for k, v in cells.items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"training images/s, random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), batch {args.batch_size}, "
-          f"SD-architecture VAE, {device}, median of {args.repeats}")
+    print(
+        f"training images/s, random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), batch {args.batch_size}, "
+        f"SD-architecture VAE, {device}, median of {args.repeats}"
+    )
     print("| data | plain loop img/s | LightningModule img/s | Lightning overhead |")
     print("|---|---|---|---|")
     rows = []
@@ -148,7 +185,9 @@ def run(args: BenchTrain) -> int:
         p, l = med[("plain", cache)], med[("lightning", cache)]
         overhead = p / l - 1
         rows.append({"cache": cache, "plain": p, "lightning": l, "overhead": overhead})
-        print(f"| {'latent cache' if cache else 'VAE encode on the fly'} | {p:.2f} | {l:.2f} | {100 * overhead:+.1f}% |")
+        print(
+            f"| {'latent cache' if cache else 'VAE encode on the fly'} | {p:.2f} | {l:.2f} | {100 * overhead:+.1f}% |"
+        )
     speedup = med[("lightning", True)] / med[("lightning", False)]
     print(f"latent cache speed-up (LightningModule): {speedup:.2f}x")
     if args.json:

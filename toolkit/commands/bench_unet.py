@@ -9,6 +9,7 @@ Each (model, mode) runs in a fresh subprocess, so peaks never leak between rows:
 ``--tiny`` benchmarks tiny random models (``priorswap.toolkit.tiny``); ``--model``/``--prior`` real ones.
 The same command prints the same table on a GPU (``--device cuda``). ``--json``: the last line is JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ MODES = ("vanilla", "swapped", "swapped+offload")
 class BenchUNet:
     """``priorswap bench unet``: memory and time per sample of the UNet fine-tunes, vanilla against swapped."""
 
-    kind: list[str] = arg(default_factory=lambda: ["ip2p", "zero123", "vd"], choices=("ip2p", "zero123", "vd"),
-                          help="models to benchmark")
+    kind: list[str] = arg(
+        default_factory=lambda: ["ip2p", "zero123", "vd"], choices=("ip2p", "zero123", "vd"), help="models to benchmark"
+    )
     tiny: bool = arg(False, help="build tiny random models (priorswap.toolkit.tiny)")
     model: str | None = arg(None, help="with a single --kind: that model's folder or hub id")
     prior: str | None = arg(None, help="prior folder or hub id (with --tiny: a tiny SD pipeline)")
@@ -77,9 +79,19 @@ def bench_unet(args: BenchUNet) -> int:
         rows = []
         for kind, folder in folders.items():
             for mode in args.modes:
-                job = dict(kind=kind, model=folder, prior=prior if mode != "vanilla" else None, mode=mode, image=image,
-                           steps=args.steps, num_samples=args.num_samples, repeats=args.repeats, device=args.device, dtype=args.dtype,
-                           size=uf.IMAGE_SIZE if args.tiny else None)
+                job = dict(
+                    kind=kind,
+                    model=folder,
+                    prior=prior if mode != "vanilla" else None,
+                    mode=mode,
+                    image=image,
+                    steps=args.steps,
+                    num_samples=args.num_samples,
+                    repeats=args.repeats,
+                    device=args.device,
+                    dtype=args.dtype,
+                    size=uf.IMAGE_SIZE if args.tiny else None,
+                )
                 rows.append(_run_worker(job, tmp))
     print(format_table(rows, args.device))
     if args.json:
@@ -89,7 +101,13 @@ def bench_unet(args: BenchUNet) -> int:
 
 def _run_worker(job: dict, tmp: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run([sys.executable, "-m", "priorswap.toolkit.commands.bench_unet", json.dumps(job)], capture_output=True, text=True, env=env, cwd=tmp)
+    out = subprocess.run(
+        [sys.executable, "-m", "priorswap.toolkit.commands.bench_unet", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         err = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
@@ -106,7 +124,9 @@ def format_table(rows: list[dict], device: str) -> str:
         b = base.get(r["kind"])
         dp = f"{100 * (r['peak_mb'] / b['peak_mb'] - 1):+.0f}%" if b and b is not r and b["peak_mb"] > 0 else ""
         dt = f"{100 * (r['s_per_sample'] / b['s_per_sample'] - 1):+.0f}%" if b and b is not r else ""
-        lines.append(f"{r['kind']:<8} {r['mode']:<16} {r['weights_mb']:>10.2f} {r['peak_mb']:>9.1f} {dp:>7} {r['s_per_sample']:>9.3f} {dt:>7}")
+        lines.append(
+            f"{r['kind']:<8} {r['mode']:<16} {r['weights_mb']:>10.2f} {r['peak_mb']:>9.1f} {dp:>7} {r['s_per_sample']:>9.3f} {dt:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -146,9 +166,19 @@ def worker(job: dict) -> dict:
     _import_model_classes()  # so the CPU baseline holds the libraries, and the peak only models + activations
     base_rss = _rss_mb()
     kind, size = job["kind"], job["size"]
-    common = dict(model=job["model"], prior=job["prior"], image=job["image"], output_dir=os.getcwd(),
-                  num_samples=job["num_samples"], offload=job["mode"].endswith("offload"), steps=1,
-                  batch_size=job["num_samples"], device=job["device"], dtype=job["dtype"], progress=False)
+    common = dict(
+        model=job["model"],
+        prior=job["prior"],
+        image=job["image"],
+        output_dir=os.getcwd(),
+        num_samples=job["num_samples"],
+        offload=job["mode"].endswith("offload"),
+        steps=1,
+        batch_size=job["num_samples"],
+        device=job["device"],
+        dtype=job["dtype"],
+        progress=False,
+    )
     if kind == "ip2p":
         args = sample_unet.SampleIP2P(prompt="make it a watercolor", width=size, height=size, **common)
     elif kind == "zero123":
@@ -168,11 +198,18 @@ def worker(job: dict) -> dict:
         if cuda:
             torch.cuda.synchronize()
         seconds = min(seconds, time.perf_counter() - start)
-    nets = [*prepared.model.denoiser.modules(), prepared.model.vae] + ([] if prior is None else prior.denoiser.modules())
+    nets = [*prepared.model.denoiser.modules(), prepared.model.vae] + (
+        [] if prior is None else prior.denoiser.modules()
+    )
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
     return {
-        "kind": job["kind"], "mode": job["mode"], "weights_mb": _weights_mb(nets), "peak_mb": peak,
-        "s_per_sample": seconds / job["num_samples"], "steps": job["steps"], "num_samples": job["num_samples"],
+        "kind": job["kind"],
+        "mode": job["mode"],
+        "weights_mb": _weights_mb(nets),
+        "peak_mb": peak,
+        "s_per_sample": seconds / job["num_samples"],
+        "steps": job["steps"],
+        "num_samples": job["num_samples"],
     }
 
 

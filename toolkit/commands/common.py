@@ -1,20 +1,24 @@
 """The flags every sampling command shares, declared once, and their checks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
 from .. import checks
-from ..checks import SCHEDULERS
 from ..argspec import arg
+from ..checks import SCHEDULERS
 
 
 @dataclass(kw_only=True)
 class SamplingOptions:
     """Prior, schedule, seeds and hardware of one sampling run (``priorswap sample <kind>``)."""
 
-    prior: str | None = arg(None, help="base model (folder or hub id) whose unconditional eps replaces the "
-                                       "fine-tune's (Eq. 7); omit for vanilla CFG")
+    prior: str | None = arg(
+        None,
+        help="base model (folder or hub id) whose unconditional eps replaces the "
+        "fine-tune's (Eq. 7); omit for vanilla CFG",
+    )
     prior_mix: float = arg(1.0, help="lambda in uncond = lam*eps_prior + (1-lam)*eps_ft (1 = the paper's swap)")
     steps: int = arg(50, help="sampling steps")
     seed: int = arg(0, help="sample i uses seed + i")
@@ -22,7 +26,9 @@ class SamplingOptions:
     batch_size: int = arg(8, help="samples per forward pass")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: Literal["fp32", "bf16", "fp16"] = arg("fp32", help="weights and activations (fp16 needs CUDA)")
-    guidance_interval: tuple[float, float] | None = arg(None, metavar=("LO", "HI"), help="guide only for t/T in [LO, HI]")
+    guidance_interval: tuple[float, float] | None = arg(
+        None, metavar=("LO", "HI"), help="guide only for t/T in [LO, HI]"
+    )
     rescale: float = arg(0.0, help="guidance rescale phi (0 = off)")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
@@ -37,6 +43,30 @@ class SamplingOptions:
         checks.check_device(self.device, self.dtype)
         if not self.progress:
             hide_library_progress()
+
+    def guidance(self, scale: float, guided_channels: int | None = None):
+        """Single-condition CFG (Eq. 6/7) at ``scale`` with this run's prior mix, interval and rescale."""
+        from ..sampling import Guidance
+
+        return Guidance(
+            scale=scale,
+            prior_mix=self.prior_mix,
+            guided_channels=guided_channels,
+            interval=self.guidance_interval,
+            rescale_phi=self.rescale,
+        )
+
+    def dual_guidance(self, image_scale: float, text_scale: float):
+        """Dual CFG (Eq. 8/9) with gI = ``image_scale`` and gT = ``text_scale``."""
+        from ..sampling import DualGuidance
+
+        return DualGuidance(
+            image_scale=image_scale,
+            text_scale=text_scale,
+            prior_mix=self.prior_mix,
+            interval=self.guidance_interval,
+            rescale_phi=self.rescale,
+        )
 
 
 def hide_library_progress() -> None:

@@ -1,4 +1,5 @@
 """``priorswap demo``: the paper's DiT experiment in miniature, offline, on real Fashion-MNIST images."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ class Demo:
 def run(args: Demo) -> int:
     from ..demo.runner import DemoConfig, run_demo
 
-    cfg = DemoConfig.full(args.out) if args.full else DemoConfig.tiny(args.out) if args.tiny else DemoConfig(out=args.out)
+    cfg = (
+        DemoConfig.full(args.out) if args.full else DemoConfig.tiny(args.out) if args.tiny else DemoConfig(out=args.out)
+    )
     cfg.retrain = args.retrain
     cfg.progress = cfg.progress and args.progress
     run_demo(cfg)

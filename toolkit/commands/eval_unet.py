@@ -7,6 +7,7 @@ Writes out/eval.md (the paper-style table), eval.csv, items.csv (per sample) and
 A killed run resumes from the samples on disk; ``--shard K/N`` splits the sampling over N processes (GPUs).
 The flags are the fields of :class:`~priorswap.toolkit.protocols.settings.ProtocolRun`.
 """
+
 from __future__ import annotations
 
 from ..argspec import Command
@@ -16,11 +17,14 @@ from ..protocols.settings import ALLOWED, DEFAULT_METRICS, KINDS, ProtocolRun
 DATA_HELP = {
     "ip2p": ".jsonl/.csv edit manifest: image, edit, input_caption, output_caption (EditEval-style)",
     "zero123": "folder of rendered objects (<object>/NNN.png + NNN.npy world-to-camera [R|t]) or a .jsonl/.csv "
-               "manifest: image, target, polar, azimuth (degrees), radius",
+    "manifest: image, target, polar, azimuth (degrees), radius",
     "vd": "folder of images (searched recursively; e.g. COCO val2014) or a .jsonl/.csv manifest with an image column",
 }
-SIZE_HELP = {"ip2p": "each input's own, rounded down", "zero123": str(PAPER["zero123"].size),
-             "vd": "the UNet's sample size x 8"}
+SIZE_HELP = {
+    "ip2p": "each input's own, rounded down",
+    "zero123": str(PAPER["zero123"].size),
+    "vd": "the UNet's sample size x 8",
+}
 
 
 def run(cfg: ProtocolRun) -> int:
@@ -32,9 +36,17 @@ def run(cfg: ProtocolRun) -> int:
 
 COMMANDS = {
     kind: Command(
-        ProtocolRun, run, f"paper protocol for {PAPER[kind].model}: {', '.join(DEFAULT_METRICS[kind])}", kind=kind,
-        context={"paper": PAPER[kind], "data_help": DATA_HELP[kind], "size_help": SIZE_HELP[kind],
-                 "allowed": ", ".join(ALLOWED[kind]), "metrics": " ".join(DEFAULT_METRICS[kind])},
+        ProtocolRun,
+        run,
+        f"paper protocol for {PAPER[kind].model}: {', '.join(DEFAULT_METRICS[kind])}",
+        kind=kind,
+        context={
+            "paper": PAPER[kind],
+            "data_help": DATA_HELP[kind],
+            "size_help": SIZE_HELP[kind],
+            "allowed": ", ".join(ALLOWED[kind]),
+            "metrics": " ".join(DEFAULT_METRICS[kind]),
+        },
         fixed={"kind": kind},
     )
     for kind in KINDS

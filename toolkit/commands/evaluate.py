@@ -7,6 +7,7 @@ Prints a table (metric, vanilla, swapped, swapped - vanilla) and writes it as ou
 ``priorswap eval --model ...`` (no kind) is the same command. ``priorswap eval ip2p|zero123|vd`` live in
 ``eval_unet.py``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,12 @@ from ..paper import PAPER
 from . import eval_unet
 
 DATAMODULES = {
-    "food101": "Food101DataModule", "sun397": "SUN397DataModule", "caltech101": "Caltech101DataModule",
-    "imagefolder": "ImageFolderDataModule", "fashion_mnist": "FashionMNISTDataModule", "hf": "HFImageDataModule",
+    "food101": "Food101DataModule",
+    "sun397": "SUN397DataModule",
+    "caltech101": "Caltech101DataModule",
+    "imagefolder": "ImageFolderDataModule",
+    "fashion_mnist": "FashionMNISTDataModule",
+    "hf": "HFImageDataModule",
 }
 EXTRACTORS = ("inception", "dinov2", "fmnist")
 
@@ -43,24 +48,42 @@ class EvalDiT:
     scheduler: str = arg("ddim", choices=checks.SCHEDULERS, help="sampler")
     batch_size: int = arg(32, help="samples per forward pass")
     seed: int = arg(0, help="run r, sample i uses seed + r * num_samples + i")
-    runs: int = arg(1, help="repeat with disjoint seeds; FID/FD is the minimum over runs, other metrics the mean "
-                            "(paper: min of 3 FID-5k runs, --runs 3)")
+    runs: int = arg(
+        1,
+        help="repeat with disjoint seeds; FID/FD is the minimum over runs, other metrics the mean "
+        "(paper: min of 3 FID-5k runs, --runs 3)",
+    )
     guide_channels: int | None = arg(None, help="guide only the first K channels (3 = the original DiT code)")
-    extractor: str = arg("inception", help="inception (FID, IS), dinov2 (FD-DINOv2), fmnist (the shipped "
-                                           "Fashion-MNIST classifier's features) or a feature-network file")
-    extractor_weights: str | None = arg(None, help="local weights file of the extractor (inception: torch-fidelity's "
-                                                   "weights-inception-2015-12-05-6726825d.pth)")
-    classifier: str | None = arg(None, help="TorchScript/.pt2 network mapping images in [0,1] to class logits "
-                                            "(label accuracy), or fmnist (the shipped classifier)")
+    extractor: str = arg(
+        "inception",
+        help="inception (FID, IS), dinov2 (FD-DINOv2), fmnist (the shipped "
+        "Fashion-MNIST classifier's features) or a feature-network file",
+    )
+    extractor_weights: str | None = arg(
+        None,
+        help="local weights file of the extractor (inception: torch-fidelity's "
+        "weights-inception-2015-12-05-6726825d.pth)",
+    )
+    classifier: str | None = arg(
+        None,
+        help="TorchScript/.pt2 network mapping images in [0,1] to class logits "
+        "(label accuracy), or fmnist (the shipped classifier)",
+    )
     stats_cache: str = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def check(self) -> None:
-        for flag, value in (("--num-samples", self.num_samples), ("--steps", self.steps), ("--runs", self.runs),
-                            ("--batch-size", self.batch_size), ("--resolution", self.resolution),
-                            ("--reference-samples", self.reference_samples), ("--guide-channels", self.guide_channels)):
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--steps", self.steps),
+            ("--runs", self.runs),
+            ("--batch-size", self.batch_size),
+            ("--resolution", self.resolution),
+            ("--reference-samples", self.reference_samples),
+            ("--guide-channels", self.guide_channels),
+        ):
             checks.at_least(flag, value)
         checks.check_scheduler(self.scheduler)
         checks.check_scales("--guidance-scale", self.guidance_scale)
@@ -90,8 +113,9 @@ def run(args: EvalDiT) -> int:
     from .common import torch_dtype
 
     os.makedirs(args.output_dir, exist_ok=True)
-    extractor = build_extractor(args.extractor, args.extractor_weights, allow_download=True,
-                                weights_flag="as --extractor-weights FILE").to(args.device)  # weights checked first
+    extractor = build_extractor(
+        args.extractor, args.extractor_weights, allow_download=True, weights_flag="as --extractor-weights FILE"
+    ).to(args.device)  # weights checked first
     classifier = load_classifier_network(args.classifier, args.classes).to(args.device) if args.classifier else None
     model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
     prior = load_prior(args.prior, torch_dtype(args.dtype), args.device)
@@ -99,30 +123,69 @@ def run(args: EvalDiT) -> int:
     pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])
     resolution = args.resolution or den.sample_size * (8 if model.vae is not None else 1)
-    dm = dm_cls(root=args.data_root, resolution=resolution, batch_size=args.batch_size, num_workers=0, classes=args.classes)
+    dm = dm_cls(
+        root=args.data_root, resolution=resolution, batch_size=args.batch_size, num_workers=0, classes=args.classes
+    )
     dm.setup("validate")
     val = dm.val_dataloader()
-    key = {"dataset": dm.dataset_name, "split": "val", "root": os.path.abspath(args.data_root), "classes": args.classes, "resolution": resolution}
-    reference = local_reference(extractor, val.dataset, args.reference_samples, key, args.stats_cache,
-                                lambda b: (b["pixels"].float() / 2 + 0.5).clamp(0, 1), val.collate_fn, args.batch_size).gather()
-    settings = EvalSettings(tuple(args.guidance_scale), args.num_samples, args.steps, args.scheduler, args.batch_size, args.seed, args.guide_channels)
+    key = {
+        "dataset": dm.dataset_name,
+        "split": "val",
+        "root": os.path.abspath(args.data_root),
+        "classes": args.classes,
+        "resolution": resolution,
+    }
+    reference = local_reference(
+        extractor,
+        val.dataset,
+        args.reference_samples,
+        key,
+        args.stats_cache,
+        lambda b: (b["pixels"].float() / 2 + 0.5).clamp(0, 1),
+        val.collate_fn,
+        args.batch_size,
+    ).gather()
+    settings = EvalSettings(
+        tuple(args.guidance_scale),
+        args.num_samples,
+        args.steps,
+        args.scheduler,
+        args.batch_size,
+        args.seed,
+        args.guide_channels,
+    )
     decode = vae_decoder(model.vae) if model.vae is not None else None
     clf = (lambda images: classifier(images.to(args.device))) if classifier is not None else None
     metric = metric_name(args.extractor)
     runs = []
     for r in range(args.runs):  # run r draws seeds seed + r * N ... seed + (r + 1) * N - 1
         settings.seed = args.seed + r * args.num_samples
-        local = evaluate_local(den, prior.denoiser, den.num_classes, settings, model.scheduler_config, decode, extractor, clf, progress=args.progress)
+        local = evaluate_local(
+            den,
+            prior.denoiser,
+            den.num_classes,
+            settings,
+            model.scheduler_config,
+            decode,
+            extractor,
+            clf,
+            progress=args.progress,
+        )
         runs.append(summarise(local, reference, metric))
     values = combine_runs(runs, metric)
     rows = format_table(values, args.guidance_scale)
     how = f", {args.runs} runs ({metric}: minimum, others: mean)" if args.runs > 1 else ""
-    lines = [f"vanilla vs swapped CFG: model {args.model}, prior {args.prior}, {args.num_samples} samples per cell, "
-             f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}{how}",
-             "", "| metric @ scale | vanilla | swapped | swapped - vanilla |", "|---|---|---|---|"]
+    lines = [
+        f"vanilla vs swapped CFG: model {args.model}, prior {args.prior}, {args.num_samples} samples per cell, "
+        f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}{how}",
+        "",
+        "| metric @ scale | vanilla | swapped | swapped - vanilla |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {name} | {v:.4f} | {s:.4f} | {d:+.4f} |" for name, v, s, d in rows]
     text = "\n".join(lines)
     print(text)
+
     def atomic(name: str, write) -> None:  # temp file + rename: a killed run never leaves half a table
         write_text_atomic(os.path.join(args.output_dir, name), write)
 
@@ -159,8 +222,12 @@ def load_classifier_network(ref: str, classes: list[int] | None):
 
 
 COMMANDS = {
-    "dit": Command(EvalDiT, run, "an exported DiT fine-tune (FID/FD, IS, label accuracy); also `priorswap eval --model ...`",
-                   context={"paper": PAPER["dit"]}),
+    "dit": Command(
+        EvalDiT,
+        run,
+        "an exported DiT fine-tune (FID/FD, IS, label accuracy); also `priorswap eval --model ...`",
+        context={"paper": PAPER["dit"]},
+    ),
     **eval_unet.COMMANDS,
 }
 HELP = "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd"

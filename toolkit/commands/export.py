@@ -1,4 +1,5 @@
 """``priorswap export --ckpt last.ckpt --out DIR``: a checkpoint's EMA model as a diffusers DiT pipeline folder."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

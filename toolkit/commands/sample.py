@@ -2,22 +2,24 @@
 
 ``priorswap sample ip2p|zero123|vd`` live in ``sample_unet.py``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import checks
+from ..argspec import Command, arg
 from ..paper import PAPER
 from . import sample_unet
 from .common import SamplingOptions, save_npz_atomic, torch_dtype
-from ..argspec import Command, arg
 
 
 @dataclass(kw_only=True)
 class SampleDiT(SamplingOptions):
     model: str = arg(help="fine-tuned DiT pipeline folder or hub id")
-    labels: list[str] = arg(help="classes to sample, one image each: ids (0 3 7) or names from the model's "
-                                 "id2label (pizza sushi)")
+    labels: list[str] = arg(
+        help="classes to sample, one image each: ids (0 3 7) or names from the model's id2label (pizza sushi)"
+    )
     output: str = arg(help="output .npz (arr_0: uint8 NHWC, labels: class ids)")
     guidance_scale: float = arg(PAPER["dit"].scale, help="CFG scale g (Eq. 6/7)")
     guide_channels: int | None = arg(None, help="guide only the first K channels (3 = the original DiT code)")
@@ -42,7 +44,6 @@ def run_dit(cfg: SampleDiT) -> int:
     from ..images import save_grid, to_uint8
     from ..loading import load_dit, load_prior
     from ..pairing import pair
-    from ..sampling import Guidance
 
     dtype = torch_dtype(cfg.dtype)
     model = load_dit(cfg.model, "model", dtype, cfg.device)
@@ -51,9 +52,10 @@ def run_dit(cfg: SampleDiT) -> int:
     prior = load_prior(cfg.prior, dtype, cfg.device) if cfg.prior else None
     if prior is not None:  # checks the pair before any sampling
         pair(model.denoiser, prior.denoiser, (model.denoiser.sample_size,) * 2)
-    guidance = Guidance(scale=cfg.guidance_scale, prior_mix=cfg.prior_mix, guided_channels=cfg.guide_channels,
-                        interval=cfg.guidance_interval, rescale_phi=cfg.rescale)
-    common = dict(steps=cfg.steps, seed=cfg.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size, progress=cfg.progress)
+    guidance = cfg.guidance(cfg.guidance_scale, cfg.guide_channels)
+    common = dict(
+        steps=cfg.steps, seed=cfg.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size, progress=cfg.progress
+    )
     rows = {}
     if prior is None or cfg.compare:
         rows["vanilla"] = class_conditional_samples(model, labels, guidance, None, desc="vanilla CFG", **common)

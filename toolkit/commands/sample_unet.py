@@ -4,6 +4,7 @@ Each run writes, into ``--output-dir``: ``input.png`` (the image as the model sa
 ``swapped/NNN.png`` (with ``--prior``), ``grid.png`` (row 1 vanilla, row 2 swapped, same seeds) and
 ``meta.json``. Each file is written whole (temp file, then rename) once every sample is done.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import checks
+from ..argspec import Command, arg
 from ..errors import PriorswapError
 from ..paper import PAPER
 from .common import SamplingOptions, torch_dtype
-from ..argspec import Command, arg
 
 
 @dataclass(kw_only=True)
@@ -41,7 +42,9 @@ class SampleIP2P(SampleImage):
     steps: int = arg(PAPER["ip2p"].steps, help="sampling steps")
     image_guidance: float = arg(PAPER["ip2p"].image_scale, help="gI (Eq. 9)")
     text_guidance: float = arg(PAPER["ip2p"].text_scale, help="gT (Eq. 9)")
-    width: int | None = arg(None, help="resize the input to this width (default: its own, rounded down to the model's multiple)")
+    width: int | None = arg(
+        None, help="resize the input to this width (default: its own, rounded down to the model's multiple)"
+    )
     height: int | None = arg(None, help="resize the input to this height (default: as --width)")
 
     def check(self) -> None:
@@ -105,7 +108,6 @@ def prepare_ip2p(args: SampleIP2P) -> "Job":
     from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
     from ..images import read_image, to_tensor
     from ..loading_unet import load_ip2p
-    from ..sampling import DualGuidance
 
     model = _load(args, load_ip2p)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
@@ -122,10 +124,7 @@ def prepare_ip2p(args: SampleIP2P) -> "Job":
         latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (docs/method.md trap 7)
         text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [args.prompt]).cpu()
     model.free_encoders()
-    guidance = DualGuidance(
-        image_scale=args.image_guidance, text_scale=args.text_guidance, prior_mix=args.prior_mix,
-        interval=args.guidance_interval, rescale_phi=args.rescale,
-    )
+    guidance = args.dual_guidance(args.image_guidance, args.text_guidance)
     extra = {"image_cond": IP2PCond(image=latent)}  # eps(cI, null text) always comes from IP2P itself
     meta = {"prompt": args.prompt, "image_guidance": args.image_guidance, "text_guidance": args.text_guidance}
     return Job(model, IP2PCond(image=latent, text=text), tuple(latent.shape[-2:]), guidance, img, meta, extra)
@@ -157,7 +156,7 @@ def prepare_zero123(args: SampleZero123) -> "Job":
         latent = image_latents(model.vae, x).cpu()
     model.free_encoders()
     meta = {"polar": args.polar, "azimuth": args.azimuth, "radius": args.radius, "guidance_scale": args.guidance_scale}
-    return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), _guidance(args), img, meta)
+    return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), args.guidance(args.guidance_scale), img, meta)
 
 
 def run_vd(args: SampleVD) -> int:
@@ -182,16 +181,7 @@ def prepare_vd(args: SampleVD) -> "Job":
         emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [img]).cpu()
     model.free_encoders()
     meta = {"guidance_scale": args.guidance_scale}
-    return Job(model, emb, (size // f, size // f), _guidance(args), img, meta)
-
-
-def _guidance(args: SampleZero123 | SampleVD):
-    from ..sampling import Guidance
-
-    return Guidance(
-        scale=args.guidance_scale, prior_mix=args.prior_mix,
-        interval=args.guidance_interval, rescale_phi=args.rescale,
-    )
+    return Job(model, emb, (size // f, size // f), args.guidance(args.guidance_scale), img, meta)
 
 
 @dataclass
@@ -210,9 +200,21 @@ class Job:
         from ..loading_unet import conditional_samples
 
         return conditional_samples(
-            self.model, self.cond, self.latent_hw, self.guidance, prior, steps=args.steps, seed=args.seed,
-            num_samples=args.num_samples, scheduler=args.scheduler, batch_size=args.batch_size, device=args.device,
-            offload=args.offload, progress=args.progress, desc=desc, **self.extra,
+            self.model,
+            self.cond,
+            self.latent_hw,
+            self.guidance,
+            prior,
+            steps=args.steps,
+            seed=args.seed,
+            num_samples=args.num_samples,
+            scheduler=args.scheduler,
+            batch_size=args.batch_size,
+            device=args.device,
+            offload=args.offload,
+            progress=args.progress,
+            desc=desc,
+            **self.extra,
         )
 
 
@@ -234,8 +236,15 @@ def sample_and_save(args: SampleImage, job: Job) -> int:
     if prior is not None:
         rows["swapped"] = job.samples(args, prior, "swapped CFG")
     meta = {
-        "kind": job.model.kind, "model": args.model, "prior": args.prior, "steps": args.steps, "seed": args.seed,
-        "scheduler": args.scheduler, "dtype": args.dtype, "prior_mix": args.prior_mix, **job.meta,
+        "kind": job.model.kind,
+        "model": args.model,
+        "prior": args.prior,
+        "steps": args.steps,
+        "seed": args.seed,
+        "scheduler": args.scheduler,
+        "dtype": args.dtype,
+        "prior_mix": args.prior_mix,
+        **job.meta,
     }
     write_outputs(args.output_dir, job.image, rows, meta)
     print(f"wrote {args.num_samples} x {' + '.join(rows)} samples and grid.png to {args.output_dir}")
@@ -263,10 +272,22 @@ def write_outputs(out_dir: str, img, rows: dict, meta: dict) -> None:
 
 
 COMMANDS = {
-    "ip2p": Command(SampleIP2P, run_ip2p, "InstructPix2Pix edit (dual CFG, Eq. 9; only eps(null, null) is swapped)",
-                    context={"paper": PAPER["ip2p"]}),
-    "zero123": Command(SampleZero123, run_zero123, "Zero-1-to-3 novel view (CFG with a swapped unconditional prior)",
-                       context={"paper": PAPER["zero123"]}),
-    "vd": Command(SampleVD, run_vd, "Versatile Diffusion image variation (CFG with a swapped unconditional prior)",
-                  context={"paper": PAPER["vd"]}),
+    "ip2p": Command(
+        SampleIP2P,
+        run_ip2p,
+        "InstructPix2Pix edit (dual CFG, Eq. 9; only eps(null, null) is swapped)",
+        context={"paper": PAPER["ip2p"]},
+    ),
+    "zero123": Command(
+        SampleZero123,
+        run_zero123,
+        "Zero-1-to-3 novel view (CFG with a swapped unconditional prior)",
+        context={"paper": PAPER["zero123"]},
+    ),
+    "vd": Command(
+        SampleVD,
+        run_vd,
+        "Versatile Diffusion image variation (CFG with a swapped unconditional prior)",
+        context={"paper": PAPER["vd"]},
+    ),
 }

@@ -4,6 +4,7 @@ Its 128-d penultimate features drive the Fréchet distance we call **FD-FMNIST**
 Inception network is neither available offline nor meaningful on 32x32 grey clothes), and its logits give
 label accuracy (does the sample look like the class that was asked for?).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,18 @@ class FMNISTNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 16, 16)
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 8, 8)
-            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveAvgPool2d(1),  # (B, 128, 1, 1)
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 32, 16, 16)
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 64, 8, 8)
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),  # (B, 128, 1, 1)
             nn.Flatten(),
         )
         self.head = nn.Linear(128, 10)
@@ -87,14 +97,23 @@ def load_classifier(path: str | None = None) -> FMNISTNet:
 
     path = path or ASSET
     if not os.path.isfile(path):
-        raise PriorswapError(f"Fashion-MNIST classifier weights {path!r} not found; `priorswap demo --retrain` rebuilds them")
+        raise PriorswapError(
+            f"Fashion-MNIST classifier weights {path!r} not found; `priorswap demo --retrain` rebuilds them"
+        )
     net = FMNISTNet()
     net.load_state_dict(load_file(path))
     return net.eval().requires_grad_(False)
 
 
-def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], out_path: str, epochs: int = 2, seed: int = 0,
-                     batch_size: int = 128, progress: bool = True) -> float:
+def train_classifier(
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    out_path: str,
+    epochs: int = 2,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> float:
     """Train FMNISTNet (Adam 1e-3) on (images in [0, 1] (N, 1, 32, 32), labels); save safetensors atomically.
 
     Returns the test accuracy.
@@ -110,7 +129,12 @@ def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], 
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(x), generator=gen)
-        for i in tqdm(range(0, len(x), batch_size), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
+        for i in tqdm(
+            range(0, len(x), batch_size),
+            desc=f"classifier epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        ):
             idx = order[i : i + batch_size]
             imgs = x[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -122,7 +146,11 @@ def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], 
     acc = accuracy(net.eval(), *test)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with atomic_write(out_path, "wb") as f:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, f.name, metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(epochs)})
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            f.name,
+            metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(epochs)},
+        )
     return acc
 
 

@@ -2,6 +2,7 @@
 
 Whatever the numbers say is written as it is; the verdict sentences are computed from the numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,10 @@ def write_report(cfg, results: dict) -> str:
     ]
     for s in scales:
         d = [b - a for a, b in zip(fd["vanilla"][s], fd["swapped"][s])]
-        lines.append(f"| {s:g} | {_ms(fd['vanilla'][s])} | {_ms(fd['swapped'][s])} | {_ms(d)} | "
-                     f"{_ms([100 * a for a in acc['vanilla'][s]])}% | {_ms([100 * a for a in acc['swapped'][s]])}% |")
+        lines.append(
+            f"| {s:g} | {_ms(fd['vanilla'][s])} | {_ms(fd['swapped'][s])} | {_ms(d)} | "
+            f"{_ms([100 * a for a in acc['vanilla'][s]])}% | {_ms([100 * a for a in acc['swapped'][s]])}% |"
+        )
     lines += [
         "",
         "At scale 1 both methods use only the conditional prediction, so they are identical by construction.",
@@ -97,34 +100,52 @@ def write_report(cfg, results: dict) -> str:
 def _verdict(best: dict, unc: dict) -> list[str]:
     m = statistics.mean
     gain = m(best["vanilla"]) - m(best["swapped"])
-    spread = max(statistics.stdev(best["vanilla"]) if len(best["vanilla"]) > 1 else 0.0,
-                 statistics.stdev(best["swapped"]) if len(best["swapped"]) > 1 else 0.0)
+    spread = max(
+        statistics.stdev(best["vanilla"]) if len(best["vanilla"]) > 1 else 0.0,
+        statistics.stdev(best["swapped"]) if len(best["swapped"]) > 1 else 0.0,
+    )
     out = []
     if gain > spread:
-        out.append(f"- At each method's best scale, swapping lowers FD-FMNIST by {gain:.2f} (more than the seed spread, {spread:.2f}): "
-                   "the gain is not just stronger guidance.")
+        out.append(
+            f"- At each method's best scale, swapping lowers FD-FMNIST by {gain:.2f} (more than the seed spread, {spread:.2f}): "
+            "the gain is not just stronger guidance."
+        )
     elif gain < -spread:
-        out.append(f"- At each method's best scale, swapping *raises* FD-FMNIST by {-gain:.2f}: in this run the swap does not help.")
+        out.append(
+            f"- At each method's best scale, swapping *raises* FD-FMNIST by {-gain:.2f}: in this run the swap does not help."
+        )
     else:
-        out.append(f"- At each method's best scale the two methods differ by {gain:+.2f}, within the seed spread ({spread:.2f}): no clear difference.")
+        out.append(
+            f"- At each method's best scale the two methods differ by {gain:+.2f}, within the seed spread ({spread:.2f}): no clear difference."
+        )
     degraded = m(unc["finetune_vs_4"]) > m(unc["base_vs_10"])
     closer = m(unc["finetune_vs_4"]) < m(unc["base_vs_4"])
     out.append(
         f"- Degraded prior? The fine-tune's unconditional samples are {'farther from' if degraded else 'closer to'} its own 4-class "
         f"distribution (FD {m(unc['finetune_vs_4']):.2f}) than the base's are to its 10-class one (FD {m(unc['base_vs_10']):.2f})"
-        + (": its unconditional prior is degraded, as the paper argues." if degraded else ": its unconditional prior is not degraded by this measure.")
+        + (
+            ": its unconditional prior is degraded, as the paper argues."
+            if degraded
+            else ": its unconditional prior is not degraded by this measure."
+        )
     )
     out.append(
         f"- Domain effect? The fine-tune's unconditional samples are {'closer to' if closer else 'farther from'} the 4 target classes than "
         f"the base's (FD {m(unc['finetune_vs_4']):.2f} vs {m(unc['base_vs_4']):.2f}; "
         f"{100 * m(unc['finetune_share_in_4_classes']):.0f}% vs {100 * m(unc['base_share_in_4_classes']):.0f}% classified into them). "
-        + ("So the base's prior also pulls guidance away from the 6 other classes (as in Domain Guidance); part of any gain may come from that."
-           if closer else "So a gain cannot come from the base's prior being closer to the target domain.")
+        + (
+            "So the base's prior also pulls guidance away from the 6 other classes (as in Domain Guidance); part of any gain may come from that."
+            if closer
+            else "So a gain cannot come from the base's prior being closer to the target domain."
+        )
     )
     if gain > spread and closer and not degraded:
         out.append("- Taken together, these numbers support the domain explanation more than a degraded prior.")
     elif gain > spread and degraded:
-        out.append("- Taken together, these numbers support the paper's explanation: a degraded unconditional prior" + (", with a domain effect on top." if closer else "."))
+        out.append(
+            "- Taken together, these numbers support the paper's explanation: a degraded unconditional prior"
+            + (", with a domain effect on top." if closer else ".")
+        )
     return out
 
 
@@ -147,4 +168,3 @@ def _plot(path: str, scales: list[float], fd: dict) -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
-

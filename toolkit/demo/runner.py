@@ -7,6 +7,7 @@
 5. evaluation: vanilla vs swapped at several scales over several sampling seeds, plus unconditional FDs;
 6. report: ``report.md``, a grid and an FD-vs-scale plot.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,17 @@ class DemoConfig:
 
     @classmethod
     def tiny(cls, out: str) -> "DemoConfig":  # CI: the whole pipeline on the shipped weights, at toy size
-        return cls(out=out, scales=(1.0, 3.0), num_samples=8, steps=2, seeds=(0, 1), finetune_steps=3, limit_per_class=8, batch_size=8, progress=False)
+        return cls(
+            out=out,
+            scales=(1.0, 3.0),
+            num_samples=8,
+            steps=2,
+            seeds=(0, 1),
+            finetune_steps=3,
+            limit_per_class=8,
+            batch_size=8,
+            progress=False,
+        )
 
     def eval_name(self, seed: int) -> str:
         """Cached results are keyed by everything that changes them."""
@@ -117,17 +128,32 @@ def _finetune(cfg: DemoConfig, base: str, clf_path: str) -> str:
         return export
     _say(f"fine-tuning the base on 4 classes ({cfg.finetune_steps} steps, {cfg.limit_per_class} images per class)")
     overrides = [
-        "--model.pretrained", base, "--trainer.max_steps", str(cfg.finetune_steps),
-        "--data.limit_per_class", str(cfg.limit_per_class),
-        "--trainer.callbacks.init_args.extractor.init_args.weights", clf_path,
-        "--trainer.callbacks.init_args.classifier.init_args.weights", clf_path,
-        "--trainer.callbacks.init_args.stats_cache", os.path.join(cfg.out, "cache"),
-        "--trainer.enable_progress_bar", str(cfg.progress).lower(),
+        "--model.pretrained",
+        base,
+        "--trainer.max_steps",
+        str(cfg.finetune_steps),
+        "--data.limit_per_class",
+        str(cfg.limit_per_class),
+        "--trainer.callbacks.init_args.extractor.init_args.weights",
+        clf_path,
+        "--trainer.callbacks.init_args.classifier.init_args.weights",
+        clf_path,
+        "--trainer.callbacks.init_args.stats_cache",
+        os.path.join(cfg.out, "cache"),
+        "--trainer.enable_progress_bar",
+        str(cfg.progress).lower(),
     ]
     if cfg.finetune_steps < 100:
-        overrides += ["--trainer.callbacks.init_args.every_n_steps", str(cfg.finetune_steps),
-                      "--trainer.callbacks.init_args.num_samples", str(cfg.num_samples),
-                      "--trainer.callbacks.init_args.steps", str(cfg.steps), "--trainer.log_every_n_steps", "1"]
+        overrides += [
+            "--trainer.callbacks.init_args.every_n_steps",
+            str(cfg.finetune_steps),
+            "--trainer.callbacks.init_args.num_samples",
+            str(cfg.num_samples),
+            "--trainer.callbacks.init_args.steps",
+            str(cfg.steps),
+            "--trainer.log_every_n_steps",
+            "1",
+        ]
     _fit("demo_finetune.yaml", cfg, overrides + _resume_or_restart(run))
     _atomic_json(os.path.join(run, "done.json"), {"steps": cfg.finetune_steps})
     return export
@@ -147,7 +173,9 @@ def _fit(recipe: str, cfg: DemoConfig, overrides: list[str]) -> None:
     from ..training.cli import run_lightning_cli
 
     with resources.as_file(resources.files("priorswap.recipes").joinpath(recipe)) as path:
-        run_lightning_cli(["fit", "-c", str(path), "--trainer.logger.init_args.save_dir", os.path.join(cfg.out, "tb"), *overrides])
+        run_lightning_cli(
+            ["fit", "-c", str(path), "--trainer.logger.init_args.save_dir", os.path.join(cfg.out, "tb"), *overrides]
+        )
 
 
 def _evaluate(cfg: DemoConfig, base_ref: str, ft_ref: str, clf_path: str, test_all) -> dict:
@@ -167,14 +195,36 @@ def _evaluate(cfg: DemoConfig, base_ref: str, ft_ref: str, clf_path: str, test_a
             with open(path) as f:
                 out["per_seed"].append(json.load(f))
             continue
-        _say(f"evaluating seed {seed}: {len(cfg.scales)} scales x 2 modes x {cfg.num_samples} samples, {cfg.steps} DDIM steps")
+        _say(
+            f"evaluating seed {seed}: {len(cfg.scales)} scales x 2 modes x {cfg.num_samples} samples, {cfg.steps} DDIM steps"
+        )
         settings = EvalSettings(cfg.scales, cfg.num_samples, cfg.steps, "ddim", cfg.batch_size, seed * 100_003)
-        local = evaluate_local(ft.denoiser, base.denoiser, 4, settings, ft.scheduler_config, None, extractor, classifier, progress=cfg.progress)
+        local = evaluate_local(
+            ft.denoiser,
+            base.denoiser,
+            4,
+            settings,
+            ft.scheduler_config,
+            None,
+            extractor,
+            classifier,
+            progress=cfg.progress,
+        )
         values = summarise(local, ref4, "fd")
         uncond = {}
         for name, den in (("base", base.denoiser), ("finetune", ft.denoiser)):
-            imgs = sample_images(den, None, None, list(range(cfg.num_samples)), Guidance(1.0), settings, ft.scheduler_config, None,
-                                 cfg.progress, f"unconditional {name}")
+            imgs = sample_images(
+                den,
+                None,
+                None,
+                list(range(cfg.num_samples)),
+                Guidance(1.0),
+                settings,
+                ft.scheduler_config,
+                None,
+                cfg.progress,
+                f"unconditional {name}",
+            )
             stats = _stats(extractor, imgs)
             uncond[f"{name}_vs_4"] = stats.frechet_to(ref4)
             uncond[f"{name}_vs_10"] = stats.frechet_to(ref10)
@@ -195,8 +245,9 @@ def _grid(cfg: DemoConfig, ft, base) -> dict:
     rows = {}
     for scale in cfg.scales:
         for mode, prior in (("vanilla", None), ("swapped", base.denoiser)):
-            rows[f"{mode} g={scale:g}"] = sample_images(ft.denoiser, prior, labels, list(range(8)), Guidance(scale), settings,
-                                                        ft.scheduler_config, None)
+            rows[f"{mode} g={scale:g}"] = sample_images(
+                ft.denoiser, prior, labels, list(range(8)), Guidance(scale), settings, ft.scheduler_config, None
+            )
     return rows
 
 

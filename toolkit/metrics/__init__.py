@@ -2,6 +2,7 @@
 
 Pure PyTorch (no Lightning): callbacks and the CLI assemble these. Every pretrained weight is a local path.
 """
+
 from .clip import CLIPSimilarity
 from .dinov2 import DINOV2_MODEL, DINOv2Extractor
 from .extractor import FeatureExtractor, ModuleExtractor, load_feature_network
@@ -16,7 +17,25 @@ from .similarity import dino_similarity, feature_cosine
 from .stats import FeatureStats, extract_stats
 
 __all__ = [
-    "CLIPSimilarity", "DINOV2_MODEL", "DINOv2Extractor", "EXTRACTORS", "FeatureExtractor", "FeatureStats", "INCEPTION_URL",
-    "InceptionExtractor", "LPIPS", "ModuleExtractor", "build_extractor", "dino_similarity", "extract_stats", "feature_cosine",
-    "feature_stats", "frechet_distance", "inception_score", "load_feature_network", "psnr", "reference_stats", "ssim",
+    "CLIPSimilarity",
+    "DINOV2_MODEL",
+    "DINOv2Extractor",
+    "EXTRACTORS",
+    "FeatureExtractor",
+    "FeatureStats",
+    "INCEPTION_URL",
+    "InceptionExtractor",
+    "LPIPS",
+    "ModuleExtractor",
+    "build_extractor",
+    "dino_similarity",
+    "extract_stats",
+    "feature_cosine",
+    "feature_stats",
+    "frechet_distance",
+    "inception_score",
+    "load_feature_network",
+    "psnr",
+    "reference_stats",
+    "ssim",
 ]

@@ -7,6 +7,7 @@
 The model loads from a local ``save_pretrained`` folder or a hub id; preprocessing is done here on tensors
 (resize shortest side, centre crop, CLIP mean/std), so no CLIPProcessor or image-processor file is needed.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def _load(loader, ref: str, what: str):
 
         reason = None if cached(ref, "config.json") else unreachable_reason()
         if reason:
-            raise PriorswapError(f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}")
+            raise PriorswapError(
+                f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}"
+            )
     try:
         return loader.from_pretrained(ref)
     except Exception as e:
@@ -59,7 +62,11 @@ class CLIPSimilarity(nn.Module):
         has_local_tok = os.path.isdir(tok_ref) and any(
             os.path.isfile(os.path.join(tok_ref, f)) for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")
         )
-        self.tokenizer = _load(CLIPTokenizer, tok_ref, "CLIP tokenizer") if (tokenizer or has_local_tok or not os.path.isdir(ref)) else None
+        self.tokenizer = (
+            _load(CLIPTokenizer, tok_ref, "CLIP tokenizer")
+            if (tokenizer or has_local_tok or not os.path.isdir(ref))
+            else None
+        )
         self.image_size = int(self.model.config.vision_config.image_size)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
@@ -98,7 +105,9 @@ class CLIPSimilarity(nn.Module):
             text = [text]
         if not torch.is_tensor(text):
             if self.tokenizer is None:
-                raise PriorswapError("CLIP text given as strings but the CLIP model folder has no tokenizer; pass tokenizer=FOLDER or token ids")
+                raise PriorswapError(
+                    "CLIP text given as strings but the CLIP model folder has no tokenizer; pass tokenizer=FOLDER or token ids"
+                )
             max_len = int(self.model.config.text_config.max_position_embeddings)
             tok = self.tokenizer(list(text), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             text, attention_mask = tok["input_ids"], tok["attention_mask"]
@@ -116,7 +125,11 @@ class CLIPSimilarity(nn.Module):
         return (self.image_embeds(images) * self.text_embeds(text)).sum(-1)
 
     def clip_directional(
-        self, source_images: torch.Tensor, edited_images: torch.Tensor, source_text: list[str] | torch.Tensor, edited_text: list[str] | torch.Tensor
+        self,
+        source_images: torch.Tensor,
+        edited_images: torch.Tensor,
+        source_text: list[str] | torch.Tensor,
+        edited_text: list[str] | torch.Tensor,
     ) -> torch.Tensor:
         """(B,) CLIP-D: cosine between the image-embedding change and the caption-embedding change."""
         d_img = self.image_embeds(edited_images) - self.image_embeds(source_images)  # (B, P)

@@ -4,6 +4,7 @@ FD-DINOv2 is the Fréchet distance over the CLS token of DINOv2 ViT-L/14 at 224 
 normalisation. Built through timm, so ``model_name`` may be any timm ViT (tests use a tiny random one);
 the pretrained weights come from a local file, and the hub is used only when ``allow_download`` is set.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,9 @@ class DINOv2Extractor(FeatureExtractor):
         import timm
 
         if not timm.is_model(model_name.split(".")[0]):
-            raise PriorswapError(f"timm model {model_name!r} is unknown; expected a timm ViT name such as {DINOV2_MODEL!r}")
+            raise PriorswapError(
+                f"timm model {model_name!r} is unknown; expected a timm ViT name such as {DINOV2_MODEL!r}"
+            )
         kwargs = dict(num_classes=0, global_pool="token", img_size=int(image_size))
         if not pretrained:
             tag = "random"
@@ -53,12 +56,20 @@ class DINOv2Extractor(FeatureExtractor):
             tag = "hub"
             self.net = timm.create_model(model_name, pretrained=True, **kwargs)
         else:
-            path = require_file(weights_path, "DINOv2 weights", f"expected a .safetensors or .pth state dict of timm model {model_name!r}")
+            path = require_file(
+                weights_path,
+                "DINOv2 weights",
+                f"expected a .safetensors or .pth state dict of timm model {model_name!r}",
+            )
             tag = file_fingerprint(path)
             try:
-                self.net = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
+                self.net = timm.create_model(
+                    model_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs
+                )
             except RuntimeError as e:
-                raise PriorswapError(f"DINOv2 weights {path!r} do not fit timm model {model_name!r} ({str(e).splitlines()[0][:120]})") from None
+                raise PriorswapError(
+                    f"DINOv2 weights {path!r} do not fit timm model {model_name!r} ({str(e).splitlines()[0][:120]})"
+                ) from None
         self.net.eval().requires_grad_(False)
         self.dim = int(self.net.num_features)
         self.image_size = int(image_size)
@@ -69,5 +80,7 @@ class DINOv2Extractor(FeatureExtractor):
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         size = (self.image_size, self.image_size)
-        x = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)  # (B, 3, S, S)
+        x = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
+            0, 1
+        )  # (B, 3, S, S)
         return self.net((x - self.mean) / self.std).float()  # (B, dim) CLS token after the final norm

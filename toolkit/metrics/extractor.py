@@ -3,6 +3,7 @@
 An extractor owns its preprocessing: it takes images in [0, 1], (B, 1|3, H, W), and returns (B, dim)
 features. ``name`` identifies network *and* weights, because it keys on-disk reference statistics.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,9 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
         raise PriorswapError(f"images have dtype {images.dtype}; expected floats in [0, 1]")
     lo, hi = float(images.min()), float(images.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise PriorswapError(f"image values span [{lo:.3g}, {hi:.3g}]; expected [0, 1] (map [-1, 1] with x * 0.5 + 0.5)")
+        raise PriorswapError(
+            f"image values span [{lo:.3g}, {hi:.3g}]; expected [0, 1] (map [-1, 1] with x * 0.5 + 0.5)"
+        )
     images = images.clamp(0, 1)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
@@ -53,7 +56,9 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PriorswapError(f"weights file {path!r} could not be read ({type(e).__name__}); expected a .safetensors or torch.save state dict") from None
+        raise PriorswapError(
+            f"weights file {path!r} could not be read ({type(e).__name__}); expected a .safetensors or torch.save state dict"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -95,7 +100,9 @@ class FeatureExtractor(nn.Module):
         raise NotImplementedError
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        raise PriorswapError(f"feature extractor {self.name!r} has no class logits; the Inception Score needs extractor 'inception'")
+        raise PriorswapError(
+            f"feature extractor {self.name!r} has no class logits; the Inception Score needs extractor 'inception'"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -121,11 +128,15 @@ class ModuleExtractor(FeatureExtractor):
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if self.image_size is not None:
-            images = nn.functional.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            images = nn.functional.interpolate(
+                images, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
         out = self.module(images)
         out = out.flatten(1) if out.ndim > 2 else out  # (B, dim)
         if out.ndim != 2 or out.shape[1] != self.dim:
-            raise PriorswapError(f"feature network {self.name!r} returned shape {tuple(out.shape)}; expected (B, {self.dim})")
+            raise PriorswapError(
+                f"feature network {self.name!r} returned shape {tuple(out.shape)}; expected (B, {self.dim})"
+            )
         return out.float()
 
     @property
@@ -137,7 +148,10 @@ class ModuleExtractor(FeatureExtractor):
 
 
 def load_feature_network(
-    path_or_module: str | os.PathLike | nn.Module, dim: int | None = None, name: str | None = None, image_size: int | None = None
+    path_or_module: str | os.PathLike | nn.Module,
+    dim: int | None = None,
+    name: str | None = None,
+    image_size: int | None = None,
 ) -> ModuleExtractor:
     """A user-provided feature network as an extractor.
 
@@ -156,7 +170,9 @@ def load_feature_network(
             module = torch.export.load(path).module() if exported else torch.jit.load(path, map_location="cpu")
         except Exception as e:
             kind = "torch.export program" if exported else "TorchScript file"
-            raise PriorswapError(f"feature network {path!r} is not a loadable {kind} ({type(e).__name__}); {expected}") from None
+            raise PriorswapError(
+                f"feature network {path!r} is not a loadable {kind} ({type(e).__name__}); {expected}"
+            ) from None
         stem = os.path.splitext(os.path.basename(path))[0]
         default_name = f"{'exported' if exported else 'torchscript'}-{stem}-{file_fingerprint(path)}"
     if dim is None:

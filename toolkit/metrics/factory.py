@@ -1,4 +1,5 @@
 """Pick a feature extractor by name, so configs say ``inception``/``dinov2``/a file path and nothing more."""
+
 from __future__ import annotations
 
 import os
@@ -28,15 +29,22 @@ def build_extractor(
     if key == "inception":
         return InceptionExtractor(weights, allow_download=allow_download, weights_flag=weights_flag)
     if key == "dinov2":
-        return DINOv2Extractor(weights, model_name or DINOV2_MODEL, image_size or 224, allow_download=allow_download,
-                               weights_flag=weights_flag)
+        return DINOv2Extractor(
+            weights,
+            model_name or DINOV2_MODEL,
+            image_size or 224,
+            allow_download=allow_download,
+            weights_flag=weights_flag,
+        )
     if key == "fmnist":  # the shipped Fashion-MNIST classifier's 128-d features (FD-FMNIST); works offline
         from ..demo.classifier import FMNISTExtractor
 
         return FMNISTExtractor(weights)
     if os.path.isfile(os.path.expanduser(str(name))):
         return load_feature_network(name, image_size=image_size)
-    raise PriorswapError(f"feature extractor {name!r} is unknown; expected one of {', '.join(EXTRACTORS)} or the path of a feature network (torch.export .pt2 or TorchScript)")
+    raise PriorswapError(
+        f"feature extractor {name!r} is unknown; expected one of {', '.join(EXTRACTORS)} or the path of a feature network (torch.export .pt2 or TorchScript)"
+    )
 
 
 def metric_name(extractor: object) -> str:

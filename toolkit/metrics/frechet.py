@@ -6,6 +6,7 @@ eigensolver replaces scipy's general sqrtm (about 50x slower at D = 2048), with 
 The algebra runs in torch, not numpy: right after a torch feature network, numpy's OpenBLAS threads fight
 torch's spinning OpenMP threads, and a 2048-d FD took 7x longer on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ FID (Heusel et al. 2017) and IS (Salimans et al. 2016) are only comparable acros
 network and its TF1-style bilinear resize to 299 px, which torch-fidelity reproduces bit for bit.
 The weights are never fetched silently: pass a local file, or find it in the torch hub cache.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,7 +16,9 @@ from ..errors import PriorswapError
 from ..images import quantize
 from .extractor import FeatureExtractor, check_images, file_fingerprint, load_state_dict_file, require_file
 
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_FILE = os.path.basename(INCEPTION_URL)
 
 
@@ -41,7 +44,10 @@ class InceptionExtractor(FeatureExtractor):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = weights_path if weights_path is not None else cached_inception_weights()
-        how = weights_flag or "as the extractor's weights_path (in a recipe: --trainer.callbacks.init_args.extractor.init_args.weights_path FILE)"
+        how = (
+            weights_flag
+            or "as the extractor's weights_path (in a recipe: --trainer.callbacks.init_args.extractor.init_args.weights_path FILE)"
+        )
         if path is None and not allow_download:
             raise PriorswapError(
                 f"no FID Inception weights given, and {INCEPTION_FILE} is not in the torch hub cache; download "
@@ -58,12 +64,18 @@ class InceptionExtractor(FeatureExtractor):
             buffer.seek(0)
             source, tag = buffer, file_fingerprint(path)
         try:
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=source)
+            self.net = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=source
+            )
         except RuntimeError as e:  # load_state_dict: wrong keys or shapes
-            raise PriorswapError(f"Inception weights {path!r} do not fit the FID Inception-v3 ({str(e).splitlines()[0][:120]}); {hint}") from None
+            raise PriorswapError(
+                f"Inception weights {path!r} do not fit the FID Inception-v3 ({str(e).splitlines()[0][:120]}); {hint}"
+            ) from None
         except OSError as e:  # the download (URLError is an OSError): offline, or the release unreachable
-            raise PriorswapError(f"could not download the FID Inception weights ({e}); download {INCEPTION_URL} on a machine "
-                                 f"with internet and pass it {how}") from None
+            raise PriorswapError(
+                f"could not download the FID Inception weights ({e}); download {INCEPTION_URL} on a machine "
+                f"with internet and pass it {how}"
+            ) from None
         self.name = f"inception-v3-fid-{tag}"
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ The cache key is the caller's dataset identity (name, split, resolution, ...) pl
 (network and weights) and the number of samples. The file is written to a temp name and moved into
 place with ``os.replace``, which is atomic, so a killed run never leaves a half-written cache behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,14 +21,20 @@ from .stats import FeatureStats, extract_stats
 def cache_key(extractor: FeatureExtractor, num_samples: int | None, key_parts: dict[str, Any]) -> dict[str, str]:
     """Everything the statistics depend on, as strings."""
     key = {str(k): str(v) for k, v in sorted(key_parts.items())}
-    key.update(extractor=extractor.name, dim=str(extractor.dim), num_samples=str(num_samples if num_samples is not None else "all"))
+    key.update(
+        extractor=extractor.name,
+        dim=str(extractor.dim),
+        num_samples=str(num_samples if num_samples is not None else "all"),
+    )
     return key
 
 
 def cache_path(cache_dir: str, key: dict[str, str]) -> str:
     """``<cache_dir>/refstats-<readable slug>-<sha256 of the key>.safetensors``."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(key.get(k, "") for k in ("dataset", "split", "resolution")).strip("-"))[:60]
+    slug = re.sub(
+        r"[^A-Za-z0-9._-]+", "_", "-".join(key.get(k, "") for k in ("dataset", "split", "resolution")).strip("-")
+    )[:60]
     return os.path.join(cache_dir, f"refstats-{slug + '-' if slug else ''}{digest}.safetensors")
 
 
@@ -68,7 +75,9 @@ def reference_stats(
     iterated on a cache miss. ``cache_dir=None`` disables the cache.
     """
     if not key_parts:
-        raise PriorswapError("reference stats key_parts is empty; expected at least the dataset name, split and resolution")
+        raise PriorswapError(
+            "reference stats key_parts is empty; expected at least the dataset name, split and resolution"
+        )
     key = cache_key(extractor, num_samples, key_parts)
     path = cache_path(cache_dir, key) if cache_dir else None
     cached = load_stats(path, key) if path else None
@@ -76,7 +85,9 @@ def reference_stats(
         return cached
     stats = extract_stats(extractor, images, num_samples)
     if num_samples is not None and stats.n < num_samples:
-        raise PriorswapError(f"reference split gave {stats.n} images; num_samples={num_samples} asked for more (lower it or use a larger split)")
+        raise PriorswapError(
+            f"reference split gave {stats.n} images; num_samples={num_samples} asked for more (lower it or use a larger split)"
+        )
     if path:
         save_stats(stats, path, key)
     return stats

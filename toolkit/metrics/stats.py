@@ -3,6 +3,7 @@
 Keeps n, sum x and sum x x^T, so mu = sum x / n and the unbiased covariance is
 S = (sum x x^T - n mu mu^T) / (n - 1), equal to ``feature_stats`` on the concatenated features.
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -41,7 +42,9 @@ class FeatureStats:
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Add another accumulator (e.g. another rank's) into this one."""
         if other.dim != self.dim:
-            raise PriorswapError(f"cannot merge feature stats of dim {other.dim} into dim {self.dim}; expected equal dims")
+            raise PriorswapError(
+                f"cannot merge feature stats of dim {other.dim} into dim {self.dim}; expected equal dims"
+            )
         self.count += other.count
         self.sum += other.sum
         self.outer += other.outer
@@ -75,7 +78,9 @@ class FeatureStats:
     def frechet_to(self, ref: "FeatureStats") -> float:
         """Fréchet distance between these statistics and ``ref`` (e.g. FID against a real split)."""
         if ref.dim != self.dim:
-            raise PriorswapError(f"reference stats have dim {ref.dim}; expected {self.dim} (same extractor for both sides)")
+            raise PriorswapError(
+                f"reference stats have dim {ref.dim}; expected {self.dim} (same extractor for both sides)"
+            )
         return frechet_distance(*self.mean_cov(), *ref.mean_cov())
 
 

@@ -10,6 +10,7 @@
 - ``score``: the metrics and the paper-style table;
 - ``runner``: the order of work (every check before the first sample).
 """
+
 from .settings import ProtocolRun
 
 __all__ = ["Item", "ProtocolRun", "evaluate_protocol", "read_items", "relative_pose"]

@@ -4,6 +4,7 @@
 ``(cond, image_cond)`` batched over ``items`` (``image_cond`` is InstructPix2Pix's (image, null text) condition
 for Eq. 9, else None). Encoders stay loaded for the whole run, since every batch needs them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,9 @@ def slice_cond(cond: Any, part: slice | torch.Tensor) -> Any:
         return None
     if torch.is_tensor(cond):
         return cond[part]
-    return dataclasses.replace(cond, **{f.name: slice_cond(getattr(cond, f.name), part) for f in dataclasses.fields(cond)})
+    return dataclasses.replace(
+        cond, **{f.name: slice_cond(getattr(cond, f.name), part) for f in dataclasses.fields(cond)}
+    )
 
 
 def repeat_cond(cond: Any, counts: list[int]) -> Any:
@@ -32,7 +35,9 @@ def repeat_cond(cond: Any, counts: list[int]) -> Any:
         return None
     if torch.is_tensor(cond):
         return cond.repeat_interleave(torch.tensor(counts), dim=0)
-    return dataclasses.replace(cond, **{f.name: repeat_cond(getattr(cond, f.name), counts) for f in dataclasses.fields(cond)})
+    return dataclasses.replace(
+        cond, **{f.name: repeat_cond(getattr(cond, f.name), counts) for f in dataclasses.fields(cond)}
+    )
 
 
 class Conditions:
@@ -131,7 +136,9 @@ class IP2PConditions(Conditions):
         if item.image not in self._sizes:  # header read once per file
             w, h = image_size(item.image)
             if min(w, h) < self.multiple:
-                raise PriorswapError(f"input image {item.image!r} is {w}x{h}; it needs at least {self.multiple} pixels per side")
+                raise PriorswapError(
+                    f"input image {item.image!r} is {w}x{h}; it needs at least {self.multiple} pixels per side"
+                )
             self._sizes[item.image] = (w // self.multiple * self.multiple, h // self.multiple * self.multiple)
         return self._sizes[item.image]
 
@@ -170,7 +177,9 @@ class VDConditions(Conditions):
         from ..adapters.versatile import vd_image_embedding
 
         enc = self.model.encoders
-        return vd_image_embedding(enc["feature_extractor"], enc["image_encoder"], [self.model_input(it) for it in items]).cpu(), None
+        return vd_image_embedding(
+            enc["feature_extractor"], enc["image_encoder"], [self.model_input(it) for it in items]
+        ).cpu(), None
 
 
 CONDITIONS = {"zero123": Zero123Conditions, "ip2p": IP2PConditions, "vd": VDConditions}

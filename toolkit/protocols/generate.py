@@ -5,6 +5,7 @@ renamed in, so a killed run leaves only whole files and a re-run generates just 
 item i starts from seed ``seed + i * num_samples + k`` for every method, so vanilla and swapped samples pair up
 (paired randomness) and the result does not depend on batch size, sharding or restarts.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,11 @@ def single_settings(scales: list[float]) -> list[Setting]:
 
 
 def dual_settings(image_scales: list[float], text_scales: list[float]) -> list[Setting]:
-    return [Setting(f"gI{fmt(i)}_gT{fmt(t)}", f"gI={fmt(i)}, gT={fmt(t)}", DualGuidance(image_scale=i, text_scale=t))
-            for i in image_scales for t in text_scales]
+    return [
+        Setting(f"gI{fmt(i)}_gT{fmt(t)}", f"gI={fmt(i)}, gT={fmt(t)}", DualGuidance(image_scale=i, text_scale=t))
+        for i in image_scales
+        for t in text_scales
+    ]
 
 
 class SampleStore:
@@ -83,9 +87,13 @@ class SampleStore:
         return torch.from_numpy(a).permute(2, 0, 1)[None]
 
 
-def missing(store: SampleStore, method: Method, setting: Setting, items: list[tuple[int, Item]], num_samples: int) -> list[tuple[int, Item, int]]:
+def missing(
+    store: SampleStore, method: Method, setting: Setting, items: list[tuple[int, Item]], num_samples: int
+) -> list[tuple[int, Item, int]]:
     """(item index, item, k) of every sample not yet on disk."""
-    return [(i, it, k) for i, it in items for k in range(num_samples) if not store.has(method.name, setting.tag, it.id, k)]
+    return [
+        (i, it, k) for i, it in items for k in range(num_samples) if not store.has(method.name, setting.tag, it.id, k)
+    ]
 
 
 def batches(todo: list[tuple[int, Item, int]], conditions: Conditions, batch_size: int):
@@ -142,10 +150,22 @@ def generate_missing(
             if not rows:
                 continue
             sub, idx = [chunk[j] for j in rows], torch.tensor(rows)
-            conds = slice_cond(cond, idx) if image_cond is None else (slice_cond(cond, idx), slice_cond(image_cond, idx))
-            images = sample(den, conds, setting.guidance, prior=prior_denoiser, seeds=[seed + i * num_samples + k for i, _, k in sub],
-                            shape=(den.latent_channels, *hw), steps=steps, scheduler=sched, decode=decode, batch_size=len(sub),
-                            device=device)
+            conds = (
+                slice_cond(cond, idx) if image_cond is None else (slice_cond(cond, idx), slice_cond(image_cond, idx))
+            )
+            images = sample(
+                den,
+                conds,
+                setting.guidance,
+                prior=prior_denoiser,
+                seeds=[seed + i * num_samples + k for i, _, k in sub],
+                shape=(den.latent_channels, *hw),
+                steps=steps,
+                scheduler=sched,
+                decode=decode,
+                batch_size=len(sub),
+                device=device,
+            )
             for (_, it, k), a in zip(sub, to_uint8(images)):
                 store.save(method.name, setting.tag, it.id, k, a)
             made += len(sub)

@@ -11,6 +11,7 @@
 Relative paths in a manifest are resolved against the manifest's folder. Every problem is a one-line error
 naming the file (and line) before any model is loaded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # fields each kind needs in a manifest row (captions only when CLIP-T / CLIP-D are asked for)
 REQUIRED = {"ip2p": ("image", "edit"), "zero123": ("image", "target", "polar", "azimuth", "radius"), "vd": ("image",)}
 # other names editing benchmarks use for the same columns (matched after lower-casing, spaces -> "_")
-ALIASES = {"instruction": "edit", "edit_prompt": "edit", "source_prompt": "input_caption", "target_prompt": "output_caption",
-           "source_caption": "input_caption", "target_caption": "output_caption"}
+ALIASES = {
+    "instruction": "edit",
+    "edit_prompt": "edit",
+    "source_prompt": "input_caption",
+    "target_prompt": "output_caption",
+    "source_caption": "input_caption",
+    "target_caption": "output_caption",
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,9 @@ def spherical(p: np.ndarray) -> tuple[float, float, float]:
     return math.atan2(math.hypot(x, y), z), math.atan2(y, x), math.sqrt(x * x + y * y + z * z)
 
 
-def relative_pose(reference_rt: np.ndarray, target_rt: np.ndarray, sources: tuple[str, str] = ("reference camera", "target camera")) -> tuple[float, float, float]:
+def relative_pose(
+    reference_rt: np.ndarray, target_rt: np.ndarray, sources: tuple[str, str] = ("reference camera", "target camera")
+) -> tuple[float, float, float]:
     """Zero-1-to-3's relative camera (Liu et al. 2023, Sec. 3.1): target minus reference in spherical coordinates.
 
     Returns (polar change in degrees, azimuth change in degrees in [0, 360), radius change), the arguments of
@@ -85,7 +94,9 @@ def _load_camera(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise PriorswapError(f"camera file {path!r} cannot be read ({type(e).__name__}); expected a .npy 3x4 [R|t] matrix") from None
+        raise PriorswapError(
+            f"camera file {path!r} cannot be read ({type(e).__name__}); expected a .npy 3x4 [R|t] matrix"
+        ) from None
 
 
 # -- readers ---------------------------------------------------------------------------------------
@@ -133,7 +144,9 @@ def read_manifest(path: str, kind: str, captions: bool = False) -> list[Item]:
             row.setdefault(ALIASES.get(key, key), v)
         missing = [k for k in required if row.get(k) in (None, "")]
         if missing:
-            raise PriorswapError(f"{path}:{n} lacks {', '.join(missing)}; a {kind} manifest row needs {', '.join(required)}")
+            raise PriorswapError(
+                f"{path}:{n} lacks {', '.join(missing)}; a {kind} manifest row needs {', '.join(required)}"
+            )
         resolve = lambda p: os.path.normpath(os.path.join(folder, os.path.expanduser(str(p))))  # noqa: E731
         pose = None
         if kind == "zero123":
@@ -141,18 +154,24 @@ def read_manifest(path: str, kind: str, captions: bool = False) -> list[Item]:
                 pose = (float(row["polar"]), float(row["azimuth"]), float(row["radius"]))
             except (TypeError, ValueError):
                 raise PriorswapError(f"{path}:{n} has a non-numeric polar/azimuth/radius") from None
-        texts = [k for k in ("edit", "input_caption", "output_caption") if row.get(k) is not None and not isinstance(row[k], str)]
+        texts = [
+            k
+            for k in ("edit", "input_caption", "output_caption")
+            if row.get(k) is not None and not isinstance(row[k], str)
+        ]
         if texts:
             raise PriorswapError(f"{path}:{n} has a non-text {texts[0]} ({row[texts[0]]!r}); expected a string")
-        items.append(Item(
-            id=safe_id(str(row.get("id") or f"{n:06d}")),
-            image=resolve(row["image"]),
-            target=resolve(row["target"]) if kind == "zero123" else None,
-            pose=pose,
-            edit=str(row["edit"]) if kind == "ip2p" else None,
-            input_caption=row.get("input_caption"),
-            output_caption=row.get("output_caption"),
-        ))
+        items.append(
+            Item(
+                id=safe_id(str(row.get("id") or f"{n:06d}")),
+                image=resolve(row["image"]),
+                target=resolve(row["target"]) if kind == "zero123" else None,
+                pose=pose,
+                edit=str(row["edit"]) if kind == "ip2p" else None,
+                input_caption=row.get("input_caption"),
+                output_caption=row.get("output_caption"),
+            )
+        )
     return items
 
 
@@ -165,14 +184,19 @@ def read_view_folders(root: str, reference_view: int = 0) -> list[Item]:
     folders = [(d, os.path.join(root, d)) for d in objects] or [(os.path.basename(os.path.normpath(root)), root)]
     items = []
     for name, folder in folders:
-        names = {int(f[:-4]): os.path.join(folder, f) for f in os.listdir(folder)
-                 if re.fullmatch(r"\d+\.png", f) and os.path.isfile(os.path.join(folder, f[:-4] + ".npy"))}
+        names = {
+            int(f[:-4]): os.path.join(folder, f)
+            for f in os.listdir(folder)
+            if re.fullmatch(r"\d+\.png", f) and os.path.isfile(os.path.join(folder, f[:-4] + ".npy"))
+        }
         views = sorted(names)
         if not views:
             continue
         png = names.__getitem__
         if reference_view not in views:
-            raise PriorswapError(f"object folder {folder!r} has no reference view {reference_view} (png + npy); it has views {views[:8]}")
+            raise PriorswapError(
+                f"object folder {folder!r} has no reference view {reference_view} (png + npy); it has views {views[:8]}"
+            )
         ref_cam = png(reference_view)[:-4] + ".npy"
         ref_rt = _load_camera(ref_cam)
         for v in views:
@@ -182,7 +206,9 @@ def read_view_folders(root: str, reference_view: int = 0) -> list[Item]:
             pose = relative_pose(ref_rt, _load_camera(cam), (f"camera file {ref_cam!r}", f"camera file {cam!r}"))
             items.append(Item(id=safe_id(f"{name}_{v:03d}"), image=png(reference_view), target=png(v), pose=pose))
     if not items:
-        raise PriorswapError(f"{root!r} holds no rendered views; expected object folders with NNN.png views and NNN.npy cameras")
+        raise PriorswapError(
+            f"{root!r} holds no rendered views; expected object folders with NNN.png views and NNN.npy cameras"
+        )
     return items
 
 
@@ -208,7 +234,9 @@ def read_items(data: str, kind: str, captions: bool = False, reference_view: int
         items = read_manifest(path, kind, captions)
     elif os.path.isdir(path):
         if kind == "ip2p":
-            raise PriorswapError(f"--data {data!r} is a folder; InstructPix2Pix needs a .jsonl/.csv manifest (image, edit, input_caption, output_caption)")
+            raise PriorswapError(
+                f"--data {data!r} is a folder; InstructPix2Pix needs a .jsonl/.csv manifest (image, edit, input_caption, output_caption)"
+            )
         items = read_view_folders(path, reference_view) if kind == "zero123" else read_image_folder(path)
     else:
         raise PriorswapError(f"--data {data!r} does not exist")
@@ -217,7 +245,9 @@ def read_items(data: str, kind: str, captions: bool = False, reference_view: int
         seen[it.id] = seen.get(it.id, 0) + 1
     dup = [k for k, c in seen.items() if c > 1]
     if dup:
-        raise PriorswapError(f"--data {data!r} gives {len(dup)} repeated item ids (e.g. {dup[0]!r}); ids must be unique")
+        raise PriorswapError(
+            f"--data {data!r} gives {len(dup)} repeated item ids (e.g. {dup[0]!r}); ids must be unique"
+        )
     return items
 
 
@@ -235,7 +265,9 @@ def check_files(items: list[Item]) -> None:
                 with Image.open(path) as img:
                     img.verify()
             except (UnidentifiedImageError, OSError, SyntaxError) as e:
-                raise PriorswapError(f"image {path!r} (item {it.id}) is corrupt or not an image ({type(e).__name__})") from None
+                raise PriorswapError(
+                    f"image {path!r} (item {it.id}) is corrupt or not an image ({type(e).__name__})"
+                ) from None
 
 
 def subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:

@@ -8,6 +8,7 @@ Order of work (every check that can fail runs before the first sample):
 5. score everything from the PNGs on disk and write eval.md / eval.csv / items.csv.
 With ``shard=(k, n)`` only items i = k, k + n, ... are sampled and step 5 is left to an unsharded run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,11 @@ from .items import check_files, image_paths, read_items, safe_id, subset
 from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, reference_images, table, write_results
 from .settings import ProtocolRun, check_metrics
 
-KIND_TITLES = {"zero123": "Zero-1-to-3 novel views", "vd": "Versatile Diffusion image variations", "ip2p": "InstructPix2Pix edits"}
+KIND_TITLES = {
+    "zero123": "Zero-1-to-3 novel views",
+    "vd": "Versatile Diffusion image variations",
+    "ip2p": "InstructPix2Pix edits",
+}
 
 
 def prior_methods(priors: list[str]) -> list[Method]:
@@ -49,9 +54,21 @@ def settings_of(run: ProtocolRun) -> list[Setting]:
 
 def run_key(run: ProtocolRun, steps: int, size: int | None, items) -> dict:
     """What the samples on disk depend on; a resumed run must match it."""
-    digest = hashlib.sha256("\n".join(f"{it.id}|{it.image}|{it.target}|{it.pose}|{it.edit}" for it in items).encode()).hexdigest()[:16]
-    return {"kind": run.kind, "model": run.model, "steps": steps, "scheduler": run.scheduler, "seed": run.seed,
-            "num_samples": run.num_samples, "size": size, "dtype": run.dtype, "items": len(items), "items_digest": digest}
+    digest = hashlib.sha256(
+        "\n".join(f"{it.id}|{it.image}|{it.target}|{it.pose}|{it.edit}" for it in items).encode()
+    ).hexdigest()[:16]
+    return {
+        "kind": run.kind,
+        "model": run.model,
+        "steps": steps,
+        "scheduler": run.scheduler,
+        "seed": run.seed,
+        "num_samples": run.num_samples,
+        "size": size,
+        "dtype": run.dtype,
+        "items": len(items),
+        "items_digest": digest,
+    }
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -76,18 +93,24 @@ def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
             with open(path) as f:
                 old = json.load(f)
         except (OSError, ValueError):
-            raise PriorswapError(f"{path!r} is unreadable; it records what the samples in {out_dir!r} were made with "
-                                 f"(delete the folder or use another)") from None
+            raise PriorswapError(
+                f"{path!r} is unreadable; it records what the samples in {out_dir!r} were made with "
+                f"(delete the folder or use another)"
+            ) from None
         diff = [k for k in key if old.get(k) != key[k]]
         if diff:
             k = diff[0]
-            raise PriorswapError(f"--output-dir {out_dir!r} holds a run with {k}={old.get(k)!r}, this one has {k}={key[k]!r}; "
-                                 f"use another folder to keep both (or delete it)")
+            raise PriorswapError(
+                f"--output-dir {out_dir!r} holds a run with {k}={old.get(k)!r}, this one has {k}={key[k]!r}; "
+                f"use another folder to keep both (or delete it)"
+            )
         known = old.get("priors", {})
         for name, ref in priors.items():
             if name in known and known[name] != ref:
-                raise PriorswapError(f"--output-dir {out_dir!r} holds samples of prior {name!r} = {known[name]!r}, not {ref!r}; "
-                                     f"give this prior another name (NAME=REF) or use another folder")
+                raise PriorswapError(
+                    f"--output-dir {out_dir!r} holds samples of prior {name!r} = {known[name]!r}, not {ref!r}; "
+                    f"give this prior another name (NAME=REF) or use another folder"
+                )
         if all(name in known for name in priors):
             return
         priors = {**known, **priors}
@@ -126,7 +149,9 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     if set(metrics) & set(SET_METRICS) and run.reference is None and not os.path.isdir(os.path.expanduser(run.data)):
         raise PriorswapError("--data is a manifest; FID / FD-DINOv2 need --reference (a folder of real images)")
     # 1. data and metric networks
-    items = read_items(run.data, run.kind, captions=bool({"clip_t", "clip_d"} & set(metrics)), reference_view=run.reference_view)
+    items = read_items(
+        run.data, run.kind, captions=bool({"clip_t", "clip_d"} & set(metrics)), reference_view=run.reference_view
+    )
     items = subset(items, run.limit, run.seed)
     check_files(items)  # all of them, shards too: a shard reads every header to learn the latent sizes
     indexed = list(enumerate(items))
@@ -135,13 +160,25 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     ref_paths = []
     if set(metrics) & set(SET_METRICS):
         if len(items) * run.num_samples < 2:
-            raise PriorswapError(f"FID / FD-DINOv2 need at least 2 samples per row; {len(items)} items x {run.num_samples} samples given")
+            raise PriorswapError(
+                f"FID / FD-DINOv2 need at least 2 samples per row; {len(items)} items x {run.num_samples} samples given"
+            )
         ref_paths = image_paths(os.path.expanduser(run.reference or run.data))[: run.reference_limit]
         if len(ref_paths) < 2:
-            raise PriorswapError(f"FID / FD-DINOv2 need at least 2 reference images; {run.reference or run.data!r} gives {len(ref_paths)}")
+            raise PriorswapError(
+                f"FID / FD-DINOv2 need at least 2 reference images; {run.reference or run.data!r} gives {len(ref_paths)}"
+            )
     claim_output(run.output_dir, run_key(run, steps, size, items), methods)
-    nets = build_metric_nets(metrics, run.clip, run.lpips_net, run.lpips_weights, run.inception_weights,
-                             run.dinov2_weights, run.dinov2_model, run.dinov2_size)  # shards too: the scoring run must not fail
+    nets = build_metric_nets(
+        metrics,
+        run.clip,
+        run.lpips_net,
+        run.lpips_weights,
+        run.inception_weights,
+        run.dinov2_weights,
+        run.dinov2_model,
+        run.dinov2_size,
+    )  # shards too: the scoring run must not fail
     if run.shard is not None:
         nets = None
     # 2. models, paired before any sampling
@@ -164,9 +201,17 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         px = conditions.pixel_size(items[0])[0]
         for m, net in (("fid", nets.inception), ("fd_dinov2", nets.dinov2)):
             if m in metrics:
-                key = {"dataset": "folder", "split": "reference", "root": os.path.abspath(folder), "resolution": px, "count": len(paths)}
+                key = {
+                    "dataset": "folder",
+                    "split": "reference",
+                    "root": os.path.abspath(folder),
+                    "resolution": px,
+                    "count": len(paths),
+                }
                 cache = os.path.expanduser(run.stats_cache) if run.stats_cache else None
-                reference[m] = reference_stats(net.to(device), reference_images(paths, px, run.batch_size), None, cache, key)
+                reference[m] = reference_stats(
+                    net.to(device), reference_images(paths, px, run.batch_size), None, cache, key
+                )
                 net.to("cpu")
     # 4. sampling
     store = SampleStore(run.output_dir)
@@ -177,12 +222,30 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         base = priors.get(m.name)
         if base is not None:
             base = Offloaded(base, device) if run.offload else base.to(device)
-        made += generate_missing(store, model, conditions, m, base, settings, indexed, run.num_samples, steps, run.scheduler,
-                                 run.seed, run.batch_size, device, decode, own, run.progress)
+        made += generate_missing(
+            store,
+            model,
+            conditions,
+            m,
+            base,
+            settings,
+            indexed,
+            run.num_samples,
+            steps,
+            run.scheduler,
+            run.seed,
+            run.batch_size,
+            device,
+            decode,
+            own,
+            run.progress,
+        )
         if base is not None and not run.offload:
             base.to("cpu")
     if run.shard is not None:
-        print(f"shard {run.shard[0]}/{run.shard[1]}: made {made} samples in {store.root}; run again without --shard to score")
+        print(
+            f"shard {run.shard[0]}/{run.shard[1]}: made {made} samples in {store.root}; run again without --shard to score"
+        )
         return None
     # 5. scoring
     del own, priors
@@ -196,13 +259,17 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     for m in methods:
         for s in settings:
             results[(m.name, s.tag)] = scorer.score(m, s, items, run.num_samples)
-    title = (f"{KIND_TITLES[run.kind]}: {run.model} on {run.data}, {len(items)} items x {run.num_samples} samples, "
-             f"{steps} {run.scheduler} steps, seed {run.seed}")
+    title = (
+        f"{KIND_TITLES[run.kind]}: {run.model} on {run.data}, {len(items)} items x {run.num_samples} samples, "
+        f"{steps} {run.scheduler} steps, seed {run.seed}"
+    )
     text = table(results, methods, settings, metrics, title)
     write_results(run.output_dir, text, results, methods, settings, metrics)
     write_grid(os.path.join(run.output_dir, "grid.png"), store, conditions, items[:8], methods, settings[0])
-    write_json_atomic(os.path.join(run.output_dir, "settings.json"),
-                      {**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made})
+    write_json_atomic(
+        os.path.join(run.output_dir, "settings.json"),
+        {**asdict(run), "steps": steps, "metrics": list(metrics), "made_this_run": made},
+    )
     print(text)
     print(f"wrote {os.path.join(run.output_dir, 'eval.md')}, eval.csv and items.csv", file=sys.stderr)
     return text

@@ -6,6 +6,7 @@ output caption and CLIP-D (directional) against the caption change (InstructPix2
 FD-DINOv2) compare the features of all samples of a (method, setting) with a reference image set.
 Everything is read back from the PNGs on disk, so scoring is the same for a fresh and a resumed run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,17 @@ from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-
 PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim")
 SET_METRICS = ("fid", "fd_dinov2")
 LOWER_IS_BETTER = {"lpips", "fid", "fd_dinov2"}
-TITLES = {"lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "clip_d": "CLIP-D",
-          "dino_sim": "DINOv2", "fid": "FID", "fd_dinov2": "FD_DINOv2"}
+TITLES = {
+    "lpips": "LPIPS",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "clip_i": "CLIP-I",
+    "clip_t": "CLIP-T",
+    "clip_d": "CLIP-D",
+    "dino_sim": "DINOv2",
+    "fid": "FID",
+    "fd_dinov2": "FD_DINOv2",
+}
 
 
 @dataclass
@@ -64,18 +74,28 @@ def build_metric_nets(
     nets = MetricNets()
     if {"clip_i", "clip_t", "clip_d"} & set(metrics):
         if not clip:
-            raise PriorswapError("CLIP metrics need --clip (a CLIPModel folder or hub id such as openai/clip-vit-large-patch14)")
+            raise PriorswapError(
+                "CLIP metrics need --clip (a CLIPModel folder or hub id such as openai/clip-vit-large-patch14)"
+            )
         nets.clip = CLIPSimilarity(clip)
         if {"clip_t", "clip_d"} & set(metrics) and nets.clip.tokenizer is None:
-            raise PriorswapError(f"--clip {clip!r} has no tokenizer files; CLIP-T and CLIP-D need one (save the CLIPTokenizer into that folder)")
+            raise PriorswapError(
+                f"--clip {clip!r} has no tokenizer files; CLIP-T and CLIP-D need one (save the CLIPTokenizer into that folder)"
+            )
     if "lpips" in metrics:
         nets.lpips = LPIPS(lpips_net, lpips_weights)
     if "fid" in metrics:
-        nets.inception = build_extractor("inception", inception_weights, allow_download=True,
-                                         weights_flag="as --inception-weights FILE")
+        nets.inception = build_extractor(
+            "inception", inception_weights, allow_download=True, weights_flag="as --inception-weights FILE"
+        )
     if {"fd_dinov2", "dino_sim"} & set(metrics):
-        nets.dinov2 = build_extractor("dinov2", dinov2_weights, model_name=dinov2_model, image_size=dinov2_size,
-                                      weights_flag="as --dinov2-weights FILE")
+        nets.dinov2 = build_extractor(
+            "dinov2",
+            dinov2_weights,
+            model_name=dinov2_model,
+            image_size=dinov2_size,
+            weights_flag="as --dinov2-weights FILE",
+        )
     return nets
 
 
@@ -91,7 +111,9 @@ def reference_images(paths: list[str], size: int, batch_size: int):
                 img = img.convert("RGB")
                 w, h = img.size
                 s = min(w, h)
-                img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BICUBIC)
+                img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize(
+                    (size, size), Image.BICUBIC
+                )
                 batch.append(to_unit(img))
         except OSError:
             skipped += 1
@@ -124,8 +146,17 @@ class Scored:
 class Scorer:
     """Computes ``metrics`` for the samples of one run; ``reference`` is a dict of FeatureStats for set metrics."""
 
-    def __init__(self, kind: str, metrics: tuple[str, ...], nets: MetricNets, conditions, store: SampleStore,
-                 reference: dict[str, FeatureStats] | None = None, batch_size: int = 32, device="cpu"):
+    def __init__(
+        self,
+        kind: str,
+        metrics: tuple[str, ...],
+        nets: MetricNets,
+        conditions,
+        store: SampleStore,
+        reference: dict[str, FeatureStats] | None = None,
+        batch_size: int = 32,
+        device="cpu",
+    ):
         self.kind, self.metrics, self.nets, self.conditions, self.store = kind, metrics, nets, conditions, store
         self.reference = reference or {}
         self.batch_size, self.device = batch_size, torch.device(device)
@@ -164,11 +195,17 @@ class Scorer:
         while start < len(entries):
             size = self.conditions.pixel_size(entries[start][0])
             stop = start
-            while stop < len(entries) and stop - start < self.batch_size and self.conditions.pixel_size(entries[stop][0]) == size:
+            while (
+                stop < len(entries)
+                and stop - start < self.batch_size
+                and self.conditions.pixel_size(entries[stop][0]) == size
+            ):
                 stop += 1
             chunk = entries[start:stop]
             start = stop
-            gen = torch.cat([self.store.load(method.name, setting.tag, it.id, k) for it, k in chunk]).to(self.device)  # (B, 3, H, W)
+            gen = torch.cat([self.store.load(method.name, setting.tag, it.id, k) for it, k in chunk]).to(
+                self.device
+            )  # (B, 3, H, W)
             values = self._pair_values(chunk, gen)
             feats = self._set_features(gen, stats)
             if "dino_sim" in per:
@@ -177,8 +214,15 @@ class Scorer:
             for m in per:
                 per[m] += values[m].float().cpu().tolist()
             for j, (it, k) in enumerate(chunk):
-                result.rows.append({"method": method.name, "setting": setting.label, "item": it.id, "sample": k,
-                                    **{m: float(values[m][j]) for m in per}})
+                result.rows.append(
+                    {
+                        "method": method.name,
+                        "setting": setting.label,
+                        "item": it.id,
+                        "sample": k,
+                        **{m: float(values[m][j]) for m in per},
+                    }
+                )
         result.count = len(entries)
         for m, v in per.items():
             result.values[m] = sum(v) / len(v) if v else math.nan
@@ -229,12 +273,21 @@ class Scorer:
 
 
 # -- the table -------------------------------------------------------------------------------------
-def table(results: dict[tuple[str, str], Scored], methods: list[Method], settings: list[Setting], metrics: tuple[str, ...],
-          title: str) -> str:
+def table(
+    results: dict[tuple[str, str], Scored],
+    methods: list[Method],
+    settings: list[Setting],
+    metrics: tuple[str, ...],
+    title: str,
+) -> str:
     """The paper-style markdown table: one row per (method, setting), best value per setting in bold."""
     arrows = {m: "↓" if m in LOWER_IS_BETTER else "↑" for m in metrics}
-    lines = [title, "", "| method | guidance | n | " + " | ".join(f"{TITLES[m]} {arrows[m]}" for m in metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
+    lines = [
+        title,
+        "",
+        "| method | guidance | n | " + " | ".join(f"{TITLES[m]} {arrows[m]}" for m in metrics) + " |",
+        "|---|---|---|" + "---|" * len(metrics),
+    ]
     for s in settings:
         best = {}
         for m in metrics:
@@ -252,8 +305,14 @@ def table(results: dict[tuple[str, str], Scored], methods: list[Method], setting
     return "\n".join(lines)
 
 
-def write_results(out_dir: str, text: str, results: dict[tuple[str, str], Scored], methods: list[Method],
-                  settings: list[Setting], metrics: tuple[str, ...]) -> None:
+def write_results(
+    out_dir: str,
+    text: str,
+    results: dict[tuple[str, str], Scored],
+    methods: list[Method],
+    settings: list[Setting],
+    metrics: tuple[str, ...],
+) -> None:
     """eval.md (the table), eval.csv (method, prior, setting, metric, value, n) and items.csv (per sample), atomically."""
     from ..files import write_text_atomic
 

@@ -1,6 +1,7 @@
 """``ProtocolRun``: everything one protocol run takes, as typed fields. It is both the Python API of
 :func:`~priorswap.toolkit.protocols.runner.evaluate_protocol` and the declaration of ``priorswap eval
 ip2p|zero123|vd`` (each field is a flag; see ``priorswap.toolkit.argspec``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,11 @@ from ..errors import PriorswapError
 from ..paper import PAPER
 
 KINDS = ("ip2p", "zero123", "vd")
-DEFAULT_METRICS = {"zero123": ("lpips", "psnr", "ssim"), "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"), "ip2p": ("clip_i", "clip_t", "clip_d")}
+DEFAULT_METRICS = {
+    "zero123": ("lpips", "psnr", "ssim"),
+    "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"),
+    "ip2p": ("clip_i", "clip_t", "clip_d"),
+}
 ALLOWED = {
     "zero123": ("lpips", "psnr", "ssim", "clip_i", "dino_sim"),
     "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"),
@@ -46,22 +51,37 @@ class ProtocolRun:
     model: str = arg(help="fine-tune folder or hub id (e.g. {paper.model})")
     data: str = arg(help="{data_help}")
     output_dir: str = arg(help="samples/, eval.md, eval.csv, items.csv; re-running resumes")
-    priors: list[str] = arg(default_factory=list, flag="--prior", append=True, metavar="[NAME=]REF",
-                            help="a prior (repeat for several); each gets a table row next to vanilla CFG")
-    guidance_scales: list[float] = arg(default_factory=list, flag="--guidance-scale", kinds=("zero123", "vd"),
-                                       help="CFG scales (default {paper.scale})")
-    image_guidance: list[float] = arg(default_factory=lambda: [PAPER["ip2p"].image_scale], kinds=("ip2p",),
-                                      help="gI values")
-    text_guidance: list[float] = arg(default_factory=lambda: [PAPER["ip2p"].text_scale], kinds=("ip2p",),
-                                     help="gT values")
+    priors: list[str] = arg(
+        default_factory=list,
+        flag="--prior",
+        append=True,
+        metavar="[NAME=]REF",
+        help="a prior (repeat for several); each gets a table row next to vanilla CFG",
+    )
+    guidance_scales: list[float] = arg(
+        default_factory=list,
+        flag="--guidance-scale",
+        kinds=("zero123", "vd"),
+        help="CFG scales (default {paper.scale})",
+    )
+    image_guidance: list[float] = arg(
+        default_factory=lambda: [PAPER["ip2p"].image_scale], kinds=("ip2p",), help="gI values"
+    )
+    text_guidance: list[float] = arg(
+        default_factory=lambda: [PAPER["ip2p"].text_scale], kinds=("ip2p",), help="gT values"
+    )
     metrics: list[str] | None = arg(None, help="a subset of {allowed} (default {metrics})")
     num_samples: int = arg(1, help="samples per item")
-    limit: int | None = arg(None, help="use this many items (input images), drawn at random with --seed "
-                                       "(paper: 30000 for vd)")
+    limit: int | None = arg(
+        None, help="use this many items (input images), drawn at random with --seed (paper: 30000 for vd)"
+    )
     size: int | None = arg(None, help="square size in pixels (default {size_help})")
     reference_view: int = arg(0, kinds=("zero123",), help="view used as the condition in object folders")
-    reference: str | None = arg(None, kinds=("vd",), help="folder of real images for FID / FD-DINOv2 "
-                                                         "(default: --data; paper: all of COCO val2014)")
+    reference: str | None = arg(
+        None,
+        kinds=("vd",),
+        help="folder of real images for FID / FD-DINOv2 (default: --data; paper: all of COCO val2014)",
+    )
     reference_limit: int | None = arg(None, kinds=("vd",), help="use only the first N reference images (sorted)")
     steps: int | None = arg(None, help="DDIM steps (default {paper.steps})")
     scheduler: str = arg("ddim", choices=checks.SCHEDULERS, help="sampler")
@@ -70,21 +90,32 @@ class ProtocolRun:
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     offload: bool = arg(False, help="keep every network on the CPU except while it runs")
-    shard: tuple[int, int] | None = arg(None, type=str, parse=parse_shard, metavar="K/N",
-                                        help="sample only items i with i % N == K (one process per GPU), then run "
-                                             "without it to score")
-    clip: str | None = arg("openai/clip-vit-large-patch14", group=METRIC_NETS,
-                           help="CLIPModel folder or hub id for CLIP-I/T/D")
+    shard: tuple[int, int] | None = arg(
+        None,
+        type=str,
+        parse=parse_shard,
+        metavar="K/N",
+        help="sample only items i with i % N == K (one process per GPU), then run without it to score",
+    )
+    clip: str | None = arg(
+        "openai/clip-vit-large-patch14", group=METRIC_NETS, help="CLIPModel folder or hub id for CLIP-I/T/D"
+    )
     lpips_net: str = arg("alex", choices=("alex", "vgg", "squeeze"), group=METRIC_NETS, help="LPIPS backbone")
-    lpips_weights: str | None = arg(None, group=METRIC_NETS,
-                                    help="torchvision ImageNet state dict of the LPIPS backbone (default: torch hub cache)")
-    inception_weights: str | None = arg(None, group=METRIC_NETS,
-                                        help="FID Inception weights for FID: torch-fidelity's "
-                                             "weights-inception-2015-12-05-6726825d.pth (default: torch hub cache)")
-    dinov2_weights: str | None = arg(None, group=METRIC_NETS,
-                                     help="DINOv2 ViT-L/14 weights (timm safetensors) for FD-DINOv2 and DINOv2 similarity")
-    dinov2_model: str | None = arg(None, group=METRIC_NETS,
-                                   help="timm model name of the DINOv2 network (default vit_large_patch14_dinov2.lvd142m)")
+    lpips_weights: str | None = arg(
+        None, group=METRIC_NETS, help="torchvision ImageNet state dict of the LPIPS backbone (default: torch hub cache)"
+    )
+    inception_weights: str | None = arg(
+        None,
+        group=METRIC_NETS,
+        help="FID Inception weights for FID: torch-fidelity's "
+        "weights-inception-2015-12-05-6726825d.pth (default: torch hub cache)",
+    )
+    dinov2_weights: str | None = arg(
+        None, group=METRIC_NETS, help="DINOv2 ViT-L/14 weights (timm safetensors) for FD-DINOv2 and DINOv2 similarity"
+    )
+    dinov2_model: str | None = arg(
+        None, group=METRIC_NETS, help="timm model name of the DINOv2 network (default vit_large_patch14_dinov2.lvd142m)"
+    )
     dinov2_size: int | None = arg(None, group=METRIC_NETS, help="DINOv2 input size (default 224)")
     stats_cache: str | None = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
@@ -106,8 +137,14 @@ class ProtocolRun:
             raise PriorswapError(f"unknown kind {self.kind!r}; expected {', '.join(KINDS)}")
         checks.check_scheduler(self.scheduler)
         check_metrics(self.kind, self.metrics)
-        for flag, value in (("--num-samples", self.num_samples), ("--batch-size", self.batch_size), ("--steps", self.steps),
-                            ("--limit", self.limit), ("--size", self.size), ("--reference-limit", self.reference_limit)):
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--batch-size", self.batch_size),
+            ("--steps", self.steps),
+            ("--limit", self.limit),
+            ("--size", self.size),
+            ("--reference-limit", self.reference_limit),
+        ):
             checks.at_least(flag, value)
         checks.check_scales("--guidance-scale", self.guidance_scales)
         checks.check_scales("--image-guidance", self.image_guidance if self.kind == "ip2p" else None)

@@ -12,6 +12,7 @@ holds a run is refused unless resumed. Flags must be spelled out (``--trainer.ma
 datamodule is built), not a setting: ``--print_config`` shows every setting, and the checkpoint's hyperparameters
 hold the label map.
 """
+
 from __future__ import annotations
 
 import glob
@@ -55,7 +56,9 @@ class PriorswapCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         with warnings.catch_warnings():
             # `priorswap fit` hands LightningCLI its own argv (with recipe names resolved) on purpose
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            warnings.filterwarnings(
+                "ignore", message="LightningCLI's args parameter is intended to run from within Python"
+            )
             super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -73,8 +76,12 @@ class PriorswapCLI(LightningCLI):
 
 def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
     # Lightning's own pytree helper on recent torch, printed on every fit; nothing a user can act on
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
-                            module="lightning")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module="lightning",
+    )
     return PriorswapCLI(
         DiTFineTune,
         L.LightningDataModule,
@@ -140,16 +147,24 @@ def prepare_run_folder(cfg) -> None:
     so Lightning finds that checkpoint and the resumed run keeps writing into the same folder.
     """
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and not os.path.isfile(os.path.expanduser(str(ckpt_path))):
-        raise PriorswapError(f"--ckpt_path {ckpt_path!r} is not a file; pass a checkpoint, or `last` to resume the newest run")
+    if (
+        ckpt_path is not None
+        and str(ckpt_path) not in SPECIAL_CKPT
+        and not os.path.isfile(os.path.expanduser(str(ckpt_path)))
+    ):
+        raise PriorswapError(
+            f"--ckpt_path {ckpt_path!r} is not a file; pass a checkpoint, or `last` to resume the newest run"
+        )
     run = RunLayout.of(cfg.trainer)
     check_output_dir(run.flag, run.save_dir)
     if run.kind == "numbered":
         if ckpt_path == "last":
             chosen = _latest_resumable_version(run.base)
             if chosen is None:
-                raise PriorswapError(f"--ckpt_path last: nothing to resume, no {run.base}/version_*/checkpoints/last.ckpt; "
-                                     "start without --ckpt_path to begin a new run")
+                raise PriorswapError(
+                    f"--ckpt_path last: nothing to resume, no {run.base}/version_*/checkpoints/last.ckpt; "
+                    "start without --ckpt_path to begin a new run"
+                )
             run.pin_version(chosen)
             if _is_launch_rank_zero():
                 print(f"priorswap: resuming {os.path.join(run.base, f'version_{chosen}')}", flush=True)
@@ -157,19 +172,32 @@ def prepare_run_folder(cfg) -> None:
         have = glob.glob(os.path.join(glob.escape(run.ckpt_dir), "*.ckpt"))
         if ckpt_path == "last":
             if not any(os.path.basename(p).startswith("last") for p in have):
-                raise PriorswapError(f"--ckpt_path last: nothing to resume, {run.ckpt_dir} has no last.ckpt; "
-                                     "start without --ckpt_path to begin a new run")
+                raise PriorswapError(
+                    f"--ckpt_path last: nothing to resume, {run.ckpt_dir} has no last.ckpt; "
+                    "start without --ckpt_path to begin a new run"
+                )
         elif ckpt_path is None and _is_launch_rank_zero() and (have or _has_logs(run.folder)):
             # rank 0 only: the other ranks start once rank 0 has begun writing into this folder
-            raise PriorswapError(f"{run.folder} already holds a run; resume it with --ckpt_path last, or {run.new_hint}")
+            raise PriorswapError(
+                f"{run.folder} already holds a run; resume it with --ckpt_path last, or {run.new_hint}"
+            )
 
 
 class RunLayout:
     """Where a fit writes, from the trainer's config: Lightning's numbered ``<save_dir>/<name>/version_N``, a fixed
     folder (a named version, logger off, or ``ModelCheckpoint(dirpath=...)``), or a logger we do not lay out."""
 
-    def __init__(self, kind: str, save_dir: str, flag: str, base: str = "", folder: str = "", ckpt_dir: str = "",
-                 new_hint: str = "", pin=None):
+    def __init__(
+        self,
+        kind: str,
+        save_dir: str,
+        flag: str,
+        base: str = "",
+        folder: str = "",
+        ckpt_dir: str = "",
+        new_hint: str = "",
+        pin=None,
+    ):
         self.kind, self.save_dir, self.flag, self.base = kind, os.path.expanduser(str(save_dir)), flag, base
         self.folder, self.ckpt_dir, self.new_hint, self._pin = folder, ckpt_dir, new_hint, pin
 
@@ -180,21 +208,30 @@ class RunLayout:
     def of(cls, trainer) -> "RunLayout":
         root = os.path.expanduser(str(trainer.get("default_root_dir") or os.getcwd()))
         root_flag = "--trainer.default_root_dir"
-        dirpath = next((c.init_args.dirpath for c in (trainer.get("callbacks") or [])
-                        if _class_name(c) == "ModelCheckpoint" and c.get("init_args") is not None and c.init_args.get("dirpath")), None)
+        dirpath = next(
+            (
+                c.init_args.dirpath
+                for c in (trainer.get("callbacks") or [])
+                if _class_name(c) == "ModelCheckpoint" and c.get("init_args") is not None and c.init_args.get("dirpath")
+            ),
+            None,
+        )
         logger = trainer.get("logger")
         if isinstance(logger, list):
             logger = logger[0] if logger else False
-        if dirpath:
-            ckpt_dir = os.path.expanduser(str(dirpath))
-            return cls("fixed", root, root_flag, folder=ckpt_dir, ckpt_dir=ckpt_dir, new_hint="set another ModelCheckpoint dirpath")
-        if logger is False:
-            ckpt_dir = os.path.join(root, "checkpoints")
-            return cls("fixed", root, root_flag, folder=ckpt_dir, ckpt_dir=ckpt_dir, new_hint="set another --trainer.default_root_dir")
-        if logger is None or logger is True:  # Lightning's default: TensorBoardLogger(default_root_dir, "lightning_logs")
+        if dirpath or logger is False:  # checkpoints in one fixed folder: ModelCheckpoint's, or <root>/checkpoints
+            ckpt_dir = os.path.expanduser(str(dirpath)) if dirpath else os.path.join(root, "checkpoints")
+            hint = "set another ModelCheckpoint dirpath" if dirpath else "set another --trainer.default_root_dir"
+            return cls("fixed", root, root_flag, folder=ckpt_dir, ckpt_dir=ckpt_dir, new_hint=hint)
+        # Lightning's default logger: TensorBoardLogger(default_root_dir, "lightning_logs")
+        if logger is None or logger is True:
+
             def pin(v, trainer=trainer):
-                trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                                           init_args=Namespace(save_dir=root, name="lightning_logs", version=v))
+                trainer.logger = Namespace(
+                    class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                    init_args=Namespace(save_dir=root, name="lightning_logs", version=v),
+                )
+
             return cls("numbered", root, root_flag, base=os.path.join(root, "lightning_logs"), pin=pin)
         args = logger.get("init_args") if hasattr(logger, "get") else None
         if _class_name(logger) not in VERSIONED_LOGGERS or args is None or args.get("save_dir") is None:
@@ -205,12 +242,21 @@ class RunLayout:
         if version is None:
             return cls("numbered", save_dir, flag, base=base, pin=lambda v: args.__setitem__("version", v))
         folder = os.path.join(base, version if isinstance(version, str) else f"version_{version}")
-        return cls("fixed", save_dir, flag, folder=folder, ckpt_dir=os.path.join(folder, "checkpoints"),
-                   new_hint="name a new one with --trainer.logger.init_args.version NAME")
+        return cls(
+            "fixed",
+            save_dir,
+            flag,
+            folder=folder,
+            ckpt_dir=os.path.join(folder, "checkpoints"),
+            new_hint="name a new one with --trainer.logger.init_args.version NAME",
+        )
 
 
 def _has_logs(folder: str) -> bool:
-    return any(glob.glob(os.path.join(glob.escape(folder), pattern)) for pattern in ("events.out.tfevents.*", "metrics.csv", "cfg_eval.csv"))
+    return any(
+        glob.glob(os.path.join(glob.escape(folder), pattern))
+        for pattern in ("events.out.tfevents.*", "metrics.csv", "cfg_eval.csv")
+    )
 
 
 def _latest_resumable_version(base: str) -> int | None:

@@ -4,6 +4,7 @@ DiT trains with L = L_simple + L_vlb, where L_vlb sees a *frozen* eps so that it
 head (the ``learned_range`` parameterisation, Nichol & Dhariwal Eq. 15). Keeping that head trained keeps
 fine-tuned checkpoints usable with samplers that read the variance channels.
 """
+
 from __future__ import annotations
 
 import math

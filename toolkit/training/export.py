@@ -1,4 +1,5 @@
 """Export a trained DiT as a diffusers pipeline folder that both ``priorswap sample dit`` and diffusers load."""
+
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,9 @@ import os
 import torch
 
 
-def export_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module | None, scheduler_config: dict, class_names: list[str], path: str) -> str:
+def export_pipeline(
+    transformer: torch.nn.Module, vae: torch.nn.Module | None, scheduler_config: dict, class_names: list[str], path: str
+) -> str:
     """Write ``transformer`` (+ ``vae``, a DDIM scheduler on the training schedule, id2label.json) to ``path``.
 
     Written into a temporary sibling folder and renamed into place (an existing export is replaced only then),

@@ -1,4 +1,5 @@
 """Label tables and CFG dropout for diffusers' DiT, which keeps one label embedder per block (docs/method.md trap 2)."""
+
 from __future__ import annotations
 
 import torch

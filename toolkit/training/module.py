@@ -5,6 +5,7 @@ trap 2), AdamW with DiT's defaults, an EMA copy stored in the checkpoint and use
 All randomness of a step (timesteps, noise, dropout, latent draws) comes from a generator seeded by
 (seed, global step, rank), so a resumed run continues exactly where an uninterrupted one would be.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def load_vae(ref: str):
     try:
         vae = AutoencoderKL.from_pretrained(ref, subfolder=sub) if sub else AutoencoderKL.from_pretrained(ref)
     except (OSError, ValueError) as e:
-        raise PriorswapError(f"cannot load VAE {ref!r} ({str(e).splitlines()[0][:160]}); offline, download it and pass the folder") from None
+        raise PriorswapError(
+            f"cannot load VAE {ref!r} ({str(e).splitlines()[0][:160]}); offline, download it and pass the folder"
+        ) from None
     return vae.eval().requires_grad_(False)
 
 
@@ -78,8 +81,15 @@ class DiTFineTune(L.LightningModule):
             self.base_num_classes = base.denoiser.num_classes
         else:
             self.transformer = build_dit(
-                size, num_classes or 1, in_channels, sample_size, patch_size=patch_size, learned_sigma=learned_sigma,
-                hidden=hidden_size, layers=num_layers, heads=num_heads,
+                size,
+                num_classes or 1,
+                in_channels,
+                sample_size,
+                patch_size=patch_size,
+                learned_sigma=learned_sigma,
+                hidden=hidden_size,
+                layers=num_layers,
+                heads=num_heads,
             )
             sched_cfg = dit_scheduler_config()
             self.base_num_classes = None
@@ -102,7 +112,9 @@ class DiTFineTune(L.LightningModule):
         if dm is None or getattr(dm, "latent_cache", None) is None:
             return
         if self.vae is None:
-            raise PriorswapError("data.latent_cache is set but the model has no VAE (model.vae is null); unset one of them")
+            raise PriorswapError(
+                "data.latent_cache is set but the model has no VAE (model.vae is null); unset one of them"
+            )
         vae, device = self.vae.to(self.device), self.device
 
         @torch.no_grad()
@@ -125,8 +137,10 @@ class DiTFineTune(L.LightningModule):
         if not k and self._trainer is None:
             return  # load_from_checkpoint: load_state_dict sizes the table from the weights
         if not k:
-            raise PriorswapError("num_classes is unknown: `priorswap fit` links it from the datamodule; in Python pass "
-                                 "DiTFineTune(num_classes=dm.num_classes, class_names=dm.class_names)")
+            raise PriorswapError(
+                "num_classes is unknown: `priorswap fit` links it from the datamodule; in Python pass "
+                "DiTFineTune(num_classes=dm.num_classes, class_names=dm.class_names)"
+            )
         if self.class_names is not None and len(self.class_names) != k:
             raise PriorswapError(f"class_names has {len(self.class_names)} names but num_classes is {k}")
         self.class_names = self.class_names or [str(i) for i in range(k)]
@@ -138,13 +152,22 @@ class DiTFineTune(L.LightningModule):
         self.num_classes = num_classes
         if self.hparams.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        self.ema = AveragedModel(self.transformer, multi_avg_fn=ema_update(self.hparams.ema_decay), use_buffers=True).requires_grad_(False)
+        self.ema = AveragedModel(
+            self.transformer, multi_avg_fn=ema_update(self.hparams.ema_decay), use_buffers=True
+        ).requires_grad_(False)
         if self.hparams.compile:
             self.transformer.compile()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Size the label table and EMA from the weights first (load_from_checkpoint, ddp_spawn results)."""
-        key = next((k for k in state_dict if k.startswith("transformer.") and k.endswith("class_embedder.embedding_table.weight")), None)
+        key = next(
+            (
+                k
+                for k in state_dict
+                if k.startswith("transformer.") and k.endswith("class_embedder.embedding_table.weight")
+            ),
+            None,
+        )
         if self.ema is None and key is not None:
             k = int(state_dict[key].shape[0]) - 1
             self._build(k, new_table=self.transformer.config.num_embeds_ada_norm != k or bool(self.hparams.pretrained))
@@ -176,7 +199,9 @@ class DiTFineTune(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW (DiT: lr 1e-4, no weight decay), with an optional linear warm-up for from-scratch runs."""
-        opt = torch.optim.AdamW(self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(
+            self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         if not self.hparams.warmup_steps:
             return opt
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / self.hparams.warmup_steps))
@@ -253,7 +278,11 @@ class DiTFineTune(L.LightningModule):
         if batch is None:
             return
         terms = self.diffusion_loss(batch, salt=1 + batch_idx)
-        self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "null_fraction"}, batch_size=batch["label"].shape[0], sync_dist=True)
+        self.log_dict(
+            {f"val/{k}": v for k, v in terms.items() if k != "null_fraction"},
+            batch_size=batch["label"].shape[0],
+            sync_dist=True,
+        )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """Step, then update the EMA inside the step so that a checkpoint taken at this step includes it."""
@@ -286,7 +315,9 @@ class DiTFineTune(L.LightningModule):
         from ..denoisers import LatentSpace
 
         if self.ema is None:
-            raise PriorswapError("the fine-tune has no label table yet; its denoiser exists once fit or checkpoint loading has built it")
+            raise PriorswapError(
+                "the fine-tune has no label table yet; its denoiser exists once fit or checkpoint loading has built it"
+            )
         vae = self.vae
         space = LatentSpace(
             self.schedule.alphas_cumprod,
@@ -354,14 +385,21 @@ class KnownNoise(Callback):
         self._filters: list = []
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        frozen = sum(1 for part in (getattr(pl_module, "vae", None), getattr(pl_module, "ema", None)) if part is not None
-                     for m in part.modules() if not m.training)
+        frozen = sum(
+            1
+            for part in (getattr(pl_module, "vae", None), getattr(pl_module, "ema", None))
+            if part is not None
+            for m in part.modules()
+            if not m.training
+        )
         if frozen:
             self._ignore(rf"Found {frozen} module\(s\) in eval mode at the start of training")
         from priorswap.data.base import ImageDataModule
 
         if isinstance(trainer.datamodule, ImageDataModule):
-            self._ignore(r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable")
+            self._ignore(
+                r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable"
+            )
 
     def _ignore(self, message: str) -> None:
         warnings.filterwarnings("ignore", message=message)
@@ -381,4 +419,3 @@ class KnownNoise(Callback):
             if f in warnings.filters:
                 warnings.filters.remove(f)
         self._filters = []
-
