@@ -13,7 +13,7 @@ from ..errors import PriorswapError
 class Demo:
     out: str = arg("runs/demo", help="output folder (re-running reuses what is there)")
     full: bool = arg(False, help="more samples and steps than the default run: 1000 samples, 50 DDIM steps")
-    tiny: bool = arg(False, help="every stage at toy size (a few minutes on 2 CPU cores; what CI runs)")
+    tiny: bool = arg(False, help="every stage at toy size (about 30 s on 2 CPU cores; what the tests run)")
     retrain: bool = arg(False, help="rebuild the shipped base model and classifier instead of using them")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
