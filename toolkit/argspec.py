@@ -44,6 +44,7 @@ def arg(
     kinds: tuple[str, ...] | None = None,
     group: str | None = None,
     type: Callable[[str], Any] | None = None,
+    positional: bool = False,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line flag.
@@ -52,7 +53,8 @@ def arg(
     paper's settings of a kind). ``append``: the flag may be repeated, each use adding one value (``--prior A
     --prior B``). ``parse`` turns the parsed value into the field's value after parsing and may raise
     :class:`PriorswapError`. ``type``: how one command-line value is read, where the field's own type says
-    otherwise (``--shard 0/4`` is a string, parsed into a tuple). ``kinds``: the flag exists only on those sub-commands of a shared dataclass.
+    otherwise (``--shard 0/4`` is a string, parsed into a tuple). ``positional``: a bare argument
+    (``priorswap convert dynamicrafter CKPT OUT``) instead of a flag, in declaration order. ``kinds``: the flag exists only on those sub-commands of a shared dataclass.
     """
     meta = {
         _META: dict(
@@ -65,6 +67,7 @@ def arg(
             kinds=kinds,
             group=group,
             type=type,
+            positional=positional,
         )
     }
     if default_factory is not None:
@@ -163,11 +166,16 @@ def add_arguments(
         if not required and tp is not bool and default not in (None, [], ()) and "default" not in meta["help"]:
             text += f" (default {_show(default)})"
         kw["help"] = text.replace("%", "%%")
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
         target = parser
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        target.add_argument(flag, **kw)
+        if meta["positional"]:
+            kw.pop("dest")
+            kw.pop("required", None)
+            kw.setdefault("metavar", f.name.upper())
+            target.add_argument(f.name, **kw)
+            continue
+        target.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), **kw)
 
 
 def from_namespace(cls: type, ns: argparse.Namespace, kind: str | None = None, fixed: dict[str, Any] | None = None):

@@ -21,6 +21,7 @@ GROUPS = {
     "sample": "priorswap.toolkit.commands.sample",
     "eval": "priorswap.toolkit.commands.evaluate",
     "bench": "priorswap.toolkit.commands.bench",
+    "convert": "priorswap.toolkit.commands.convert",
     "demo": "priorswap.toolkit.commands.demo",
     "export": "priorswap.toolkit.commands.export",
 }

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..argspec import Command, arg
 from ..paper import PAPER
-from . import sample_unet
+from . import sample_unet, sample_video
 from .common import SamplingOptions, save_npz_atomic, torch_dtype
 
 
@@ -76,5 +76,6 @@ def run_dit(cfg: SampleDiT) -> int:
 COMMANDS = {
     "dit": Command(SampleDiT, run_dit, "class-conditional DiT (diffusers DiT pipeline folder or hub id)"),
     **sample_unet.COMMANDS,
+    "dynamicrafter": sample_video.COMMAND,
 }
 HELP = "sample a fine-tuned model, vanilla or with a swapped prior"

@@ -1,0 +1,176 @@
+"""DynamiCrafter image-to-video, vanilla or with VideoCrafter1's unconditional prior: conditions, sampling, decoding.
+
+    from priorswap.toolkit.video.loading import load_video_model
+    from priorswap.toolkit.video.pipeline import VideoJob, dynamicrafter_videos
+    dc = load_video_model("Doubiiu/DynamiCrafter", "dynamicrafter")
+    vc = load_video_model("VideoCrafter/Text2Video-512", "videocrafter")
+    videos = dynamicrafter_videos(dc, vc, VideoJob(image=pil_image, prompt="a dog running", num_samples=2))
+    # {"vanilla": (2, 3, 16, 256, 256), "swapped": ...} floats in [-1, 1]; same seeds, so they pair up
+
+The conventions are upstream's ``scripts/evaluation/inference.py`` (``image_guided_synthesis``): the input is resized
+on its short side and centre-cropped, the prompt and ``""`` go through the text encoder, the image and a zero image
+(the null) through the image embedder and Resampler, the image's latent is repeated over the frames and
+concatenated in every branch. Single CFG (no ``image_scale``) drops text and image together in its unconditional
+branch; dual CFG is the paper's Eq. 8 with gT = 7.5, gI = 1.5.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import PriorswapError
+from .loading import VideoModel
+
+
+@dataclass
+class VideoJob:
+    image: Any  # PIL image (any mode; converted to RGB)
+    prompt: str
+    num_samples: int = 1
+    steps: int = 50
+    eta: float = 1.0
+    text_scale: float = 7.5
+    image_scale: float | None = 1.5  # None: single CFG on the text scale
+    frame_stride: int = 3
+    seed: int = 0
+    spacing: str = "uniform"
+    size: tuple[int, int] | None = None  # (height, width) in pixels; default: the model's training size
+    batch_size: int = 1
+    device: str = "cpu"
+    offload: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def pixel_multiple(model: VideoModel) -> int:
+    """Input sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
+    vae_factor = 2 ** (len(model.config.ddconfig["ch_mult"]) - 1)
+    return vae_factor * 2 ** (len(model.config.unet.channel_mult) - 1)
+
+
+def default_size(model: VideoModel) -> tuple[int, int]:
+    vae_factor = 2 ** (len(model.config.ddconfig["ch_mult"]) - 1)
+    h, w = model.config.image_size
+    return h * vae_factor, w * vae_factor
+
+
+def check_size(model: VideoModel, size: tuple[int, int]) -> None:
+    m = pixel_multiple(model)
+    if size[0] % m or size[1] % m:
+        raise PriorswapError(
+            f"--size {size[0]}x{size[1]} is not a multiple of {m} (the VAE factor times the UNet's downsampling)"
+        )
+
+
+def input_tensor(image, size: tuple[int, int]) -> Tensor:
+    """(1, 3, H, W) in [-1, 1]: torchvision ``Resize(min(size))``, ``CenterCrop(size)``, ``ToTensor``, ``Normalize(0.5,
+    0.5)`` as upstream's ``load_data_prompts`` (inference.py 65-70)."""
+    from torchvision import transforms
+
+    t = transforms.Compose(
+        [
+            transforms.Resize(min(size)),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
+    )
+    return t(image.convert("RGB"))[None]
+
+
+@torch.no_grad()
+def encode_conditions(model: VideoModel, image: Tensor, prompt: str, device: str) -> dict[str, Tensor]:
+    """Text tokens of the prompt and ``""``, image tokens of the image and of a zero image, and the concat latent."""
+    from .vae import encode_mean
+
+    if model.text_encoder is None:
+        raise PriorswapError(f"{model.ref}: the encoders were freed; load the model again")
+    te, ie, rs = model.text_encoder.to(device), model.image_encoder.to(device), model.resampler.to(device)
+    p = next(te.parameters())
+    text = te.encode([prompt, ""]).cpu()  # (2, 77, D)
+    x = image.to(device=device, dtype=p.dtype)
+    tokens = rs(ie(torch.cat([x, torch.zeros_like(x)]))).cpu()  # (2, 16 T, D): image, null image
+    vae = model.vae.to(device)
+    latent = encode_mean(vae, x) * model.config.scale_factor  # the posterior mean (upstream samples it; its std ~ 0)
+    frames = model.config.unet.temporal_length
+    concat = latent.unsqueeze(2).repeat(1, 1, frames, 1, 1).float().cpu()  # (1, 4, T, h, w)
+    return {"text": text[:1], "null_text": text[1:], "image": tokens[:1], "null_image": tokens[1:], "concat": concat}
+
+
+@torch.no_grad()
+def null_text_of(prior: VideoModel, device: str) -> Tensor:
+    return prior.text_encoder.to(device).encode([""]).cpu()
+
+
+def video_decoder(model: VideoModel, device: str):
+    """Latents (B, 4, T, h, w) -> videos (B, 3, T, H, W) in [-1, 1] (not clamped), one frame at a time."""
+    from .vae import decode_frames
+
+    def decode(z: Tensor) -> Tensor:
+        vae = model.vae.to(device)
+        p = next(vae.parameters())
+        return decode_frames(vae, z.to(device=device, dtype=p.dtype), model.config.scale_factor).float()
+
+    return decode
+
+
+def dynamicrafter_videos(
+    model: VideoModel, prior: VideoModel | None, job: VideoJob, compare: bool = True
+) -> dict[str, Tensor]:
+    """``{"vanilla": ..., "swapped": ...}`` (swapped only with ``prior``; vanilla unless ``compare=False``), each
+    (num_samples, 3, T, H, W) floats in [-1, 1]. Sample i starts from seed + i in every mode."""
+    from ..adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
+    from ..denoisers import LatentSpace
+    from ..loading_unet import Offloaded
+    from ..pairing import pair
+    from ..sampling import DualGuidance, Guidance, sample
+    from .config import alphas_cumprod
+    from .ddim import UpstreamDDIM
+
+    size = job.size or default_size(model)
+    check_size(model, size)
+    if not job.prompt.strip():
+        warnings.warn("the prompt is empty, which is the null text: text guidance then has no effect", stacklevel=2)
+    home = "cpu" if job.offload else job.device
+    conds = encode_conditions(model, input_tensor(job.image, size), job.prompt, home if not job.offload else job.device)
+    prior_null = null_text_of(prior, job.device) if prior is not None else None
+    model.free_encoders()
+    if prior is not None:
+        prior.free_encoders()
+    vae_name = f"{model.ref}/vae"
+
+    def space(m: VideoModel) -> LatentSpace:
+        return LatentSpace(
+            alphas_cumprod(m.config), "epsilon", m.config.unet.out_channels, m.config.scale_factor, vae_name
+        )
+
+    dc = DynamiCrafterDenoiser(model.unet.to(home), conds["null_text"], conds["null_image"], space(model), model.ref)
+    dc = dc.bind(conds["concat"], job.frame_stride)
+    h, w = conds["concat"].shape[-2:]
+    base = None
+    if prior is not None:
+        base = VideoCrafterPrior(prior.unet.to(home), prior_null, space(prior), prior.ref)
+        pair(dc, base, (h, w))
+    if job.image_scale is None:
+        guidance, c = Guidance(scale=job.text_scale), DCCond(conds["text"], conds["image"])
+    else:
+        guidance = DualGuidance(image_scale=job.image_scale, text_scale=job.text_scale)
+        c = (DCCond(conds["text"], conds["image"]), DCCond(None, conds["image"]))
+    scheduler = UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta)
+    run_dc = Offloaded(dc, job.device) if job.offload else dc
+    run_base = (Offloaded(base, job.device) if job.offload else base) if base is not None else None
+    shape = (model.config.unet.out_channels, model.config.unet.temporal_length, h, w)
+    common = dict(seeds=[job.seed + i for i in range(job.num_samples)], shape=shape, steps=job.steps, scheduler=scheduler,
+                  decode=video_decoder(model, job.device), batch_size=job.batch_size, device=job.device,
+                  progress=job.progress)  # fmt: skip
+    out = {}
+    if prior is None or compare:
+        out["vanilla"] = sample(run_dc, c, guidance, prior=None, desc="vanilla CFG", **common)
+    if run_base is not None:
+        out["swapped"] = sample(run_dc, c, guidance, prior=run_base, desc="swapped CFG", **common)
+    return out
