@@ -1,0 +1,1 @@
+"""Video diffusion pieces ported from DynamiCrafter / VideoCrafter1 (lvdm) without the lvdm code."""
