@@ -73,22 +73,25 @@ class SampleDynamiCrafter:
 def run(cfg: SampleDynamiCrafter) -> int:
     from ..images import read_image
     from ..video.ddim import ddim_timesteps
-    from ..video.loading import load_video_model
-    from ..video.pipeline import VideoJob, default_size, dynamicrafter_videos, input_tensor
+    from ..video.loading import load_video_model, peek_config
+    from ..video.pipeline import VideoJob, check_size, default_size, dynamicrafter_videos, input_tensor
     from .common import torch_dtype
 
     ddim_timesteps(cfg.timestep_spacing, cfg.steps)  # a grid upstream cannot run fails before any loading
     image = read_image(cfg.image)
+    size = (cfg.size, cfg.size) if cfg.size else None
+    known = peek_config(cfg.model)  # a converted folder: check the size before loading any weights
+    if known is not None and size is not None:
+        check_size(known, size)
     dtype = torch_dtype(cfg.dtype)
     home = "cpu" if cfg.offload else cfg.device
     model = load_video_model(cfg.model, "dynamicrafter", "model", dtype, home)
     prior = load_video_model(cfg.prior, "videocrafter", "prior", dtype, home) if cfg.prior else None
-    size = (cfg.size, cfg.size) if cfg.size else None
     job = VideoJob(image=image, prompt=cfg.prompt, num_samples=cfg.num_samples, steps=cfg.steps, eta=cfg.eta,
                    text_scale=cfg.text_guidance, image_scale=cfg.image_guidance, frame_stride=cfg.frame_stride,
                    seed=cfg.seed, spacing=cfg.timestep_spacing, size=size, batch_size=cfg.batch_size,
                    device=cfg.device, offload=cfg.offload, progress=cfg.progress)  # fmt: skip
-    seen = input_tensor(image, size or default_size(model))
+    seen = input_tensor(image, size or default_size(model.config))
     videos = dynamicrafter_videos(model, prior, job, compare=cfg.compare)
     write_outputs(cfg, seen, videos)
     print(f"wrote {cfg.num_samples} x {' + '.join(videos)} videos, compare.mp4 and compare.gif to {cfg.output_dir}")

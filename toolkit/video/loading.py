@@ -147,6 +147,16 @@ def _download(repo: str, filename: str, what: str) -> str:
         raise fetch_error(repo, what, filename, e) from None
 
 
+def peek_config(ref: str) -> VideoModelConfig | None:
+    """The architecture of a converted folder without loading its weights (None for a .ckpt or hub id)."""
+    path = os.path.join(os.path.expanduser(str(ref)), "config.json")
+    try:
+        with open(path) as f:
+            return VideoModelConfig.from_json(json.load(f)["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.dtype | None = None,
                      device: torch.device | str = "cpu") -> VideoModel:  # fmt: skip
     """A converted folder, released ``.ckpt`` or hub id of ``flavour`` ("dynamicrafter" or "videocrafter")."""

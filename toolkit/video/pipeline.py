@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PriorswapError
+from .config import VideoModelConfig
 from .loading import VideoModel
 
 
@@ -47,20 +48,20 @@ class VideoJob:
     extra: dict = field(default_factory=dict)
 
 
-def pixel_multiple(model: VideoModel) -> int:
+def pixel_multiple(cfg: VideoModelConfig) -> int:
     """Input sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
-    vae_factor = 2 ** (len(model.config.ddconfig["ch_mult"]) - 1)
-    return vae_factor * 2 ** (len(model.config.unet.channel_mult) - 1)
+    vae_factor = 2 ** (len(cfg.ddconfig["ch_mult"]) - 1)
+    return vae_factor * 2 ** (len(cfg.unet.channel_mult) - 1)
 
 
-def default_size(model: VideoModel) -> tuple[int, int]:
-    vae_factor = 2 ** (len(model.config.ddconfig["ch_mult"]) - 1)
-    h, w = model.config.image_size
+def default_size(cfg: VideoModelConfig) -> tuple[int, int]:
+    vae_factor = 2 ** (len(cfg.ddconfig["ch_mult"]) - 1)
+    h, w = cfg.image_size
     return h * vae_factor, w * vae_factor
 
 
-def check_size(model: VideoModel, size: tuple[int, int]) -> None:
-    m = pixel_multiple(model)
+def check_size(cfg: VideoModelConfig, size: tuple[int, int]) -> None:
+    m = pixel_multiple(cfg)
     if size[0] % m or size[1] % m:
         raise PriorswapError(
             f"--size {size[0]}x{size[1]} is not a multiple of {m} (the VAE factor times the UNet's downsampling)"
@@ -119,6 +120,25 @@ def video_decoder(model: VideoModel, device: str):
     return decode
 
 
+def check_same_latent_space(model: VideoModel, prior: VideoModel, dc, base) -> None:
+    """The swap needs the very same latents and noise levels: the same VAE weights and the same schedule (no
+    nearest-timestep pairing here: the released pair shares both exactly)."""
+    from ..pairing import schedule_mismatch
+
+    gap = schedule_mismatch(dc, base)
+    if gap > 1e-7:
+        raise PriorswapError(
+            f"cannot use {prior.ref} as the prior of {model.ref}: their noise schedules differ (alpha_bar gap {gap:.2g})"
+        )
+    a, b = model.vae.state_dict(), prior.vae.state_dict()
+    same = a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+    if not same:
+        raise PriorswapError(
+            f"cannot use {prior.ref} as the prior of {model.ref}: their VAEs differ, so do their latent spaces"
+        )
+    prior.vae = None  # only its UNet is used from here on
+
+
 def dynamicrafter_videos(
     model: VideoModel, prior: VideoModel | None, job: VideoJob, compare: bool = True
 ) -> dict[str, Tensor]:
@@ -132,12 +152,12 @@ def dynamicrafter_videos(
     from .config import alphas_cumprod
     from .ddim import UpstreamDDIM
 
-    size = job.size or default_size(model)
-    check_size(model, size)
+    size = job.size or default_size(model.config)
+    check_size(model.config, size)
     if not job.prompt.strip():
         warnings.warn("the prompt is empty, which is the null text: text guidance then has no effect", stacklevel=2)
     home = "cpu" if job.offload else job.device
-    conds = encode_conditions(model, input_tensor(job.image, size), job.prompt, home if not job.offload else job.device)
+    conds = encode_conditions(model, input_tensor(job.image, size), job.prompt, job.device)
     prior_null = null_text_of(prior, job.device) if prior is not None else None
     model.free_encoders()
     if prior is not None:
@@ -156,6 +176,7 @@ def dynamicrafter_videos(
     if prior is not None:
         base = VideoCrafterPrior(prior.unet.to(home), prior_null, space(prior), prior.ref)
         pair(dc, base, (h, w))
+        check_same_latent_space(model, prior, dc, base)
     if job.image_scale is None:
         guidance, c = Guidance(scale=job.text_scale), DCCond(conds["text"], conds["image"])
     else:
