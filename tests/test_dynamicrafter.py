@@ -462,3 +462,23 @@ def test_strips_match_upstream(ref, tmp_path, capsys, tag):
     # differs from it by ~2e-5; the README's float64 re-run differs by 1 level on ~0.02 %)
     assert ours.shape == theirs.shape == (64, 1024, 3)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.005
+
+
+@pytest.mark.parametrize("extra", [["--dtype", "bf16"], ["--offload"]])
+def test_bf16_and_offload_run(tiny, tmp_path, capsys, extra):
+    argv = ["sample", "dynamicrafter", "--model", tiny["dynamicrafter"]["folder"], "--prior", tiny["videocrafter"]["folder"],
+            "--image", tiny["image"], "--prompt", "a red ball", "--steps", "2", "--image-guidance", "1.5",
+            "--output-dir", tmp_path / "o", "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    strip = np.asarray(Image.open(tmp_path / "o" / "swapped" / "000.png"))
+    assert strip.shape == (64, 1024, 3) and strip.std() > 0
+
+
+def test_bench_unet_has_the_video_pair(capsys):
+    code, out, err = run(capsys, "bench", "unet", "--tiny", "--kind", "dynamicrafter", "--modes", "vanilla", "swapped",
+                         "--steps", "2", "--num-samples", "1", "--repeats", "1", "--device", "cpu", "--json")  # fmt: skip
+    assert code == 0, err
+    rows = {r["mode"]: r for r in json.loads(out.strip().splitlines()[-1])["rows"]}
+    assert rows["swapped"]["weights_mb"] > rows["vanilla"]["weights_mb"]  # the prior's UNet is resident too
+    assert rows["vanilla"]["s_per_sample"] > 0 and "dynamicrafter" in out

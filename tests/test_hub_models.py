@@ -118,3 +118,53 @@ def test_versatile_diffusion(ref, resolve):
     model = load_vd(resolve(ref))
     emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [grey(64)])
     finite_eps(model.denoiser, torch.randn(1, 4, 8, 8), [emb, None])
+
+
+@pytest.mark.parametrize(
+    "model,prior",
+    [
+        ("tiny", "tiny"),
+        pytest.param(
+            "Doubiiu/DynamiCrafter",
+            "VideoCrafter/Text2Video-512",
+            marks=[
+                pytest.mark.hub,
+                pytest.mark.skipif(
+                    not ONLINE,
+                    reason="downloads Doubiiu/DynamiCrafter and VideoCrafter/Text2Video-512 (several GB each) from the "
+                    "Hugging Face hub; set PRIORSWAP_HUB_TESTS=1 on a machine that can reach it",
+                ),
+            ],
+            id="dynamicrafter-256+videocrafter1",
+        ),
+    ],
+)
+def test_dynamicrafter_with_videocrafter1_prior(model, prior, tmp_path, monkeypatch):
+    """Hub ids (or tiny released-layout checkpoints) go through conversion, strict loading and pairing, then
+    one guided step each, vanilla and swapped."""
+    from priorswap.toolkit.video.loading import convert, load_video_model
+    from priorswap.toolkit.video.pipeline import VideoJob, prepare
+    from priorswap.toolkit.video.tiny import save_tiny_checkpoint
+
+    size = (64, 64)
+    if model == "tiny":
+        refs = []
+        for flavour, seed in (("dynamicrafter", 1), ("videocrafter", 2)):
+            p = save_tiny_checkpoint(str(tmp_path / flavour), flavour, seed)
+            refs.append(convert(p["ckpt"], str(tmp_path / f"{flavour}-c"), flavour, p["config"], p["openclip"]))
+        model, prior = refs
+    else:
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # converted copies go to a scratch cache
+        size = (256, 256)
+    dc = load_video_model(model, "dynamicrafter")
+    vc = load_video_model(prior, "videocrafter")
+    job = VideoJob(
+        image=grey(size[0]), prompt="a dog running", steps=1, spacing="uniform_trailing", size=size, progress=False
+    )
+    prepared = prepare(dc, vc, job)
+    for swapped in (False, True):
+        video = prepared.samples(swapped)
+        assert video.shape == (1, 3, 16, *size) and torch.isfinite(video).all()

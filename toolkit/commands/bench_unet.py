@@ -32,7 +32,9 @@ class BenchUNet:
     """``priorswap bench unet``: memory and time per sample of the UNet fine-tunes, vanilla against swapped."""
 
     kind: list[str] = arg(
-        default_factory=lambda: ["ip2p", "zero123", "vd"], choices=("ip2p", "zero123", "vd"), help="models to benchmark"
+        default_factory=lambda: ["ip2p", "zero123", "vd"],
+        choices=("ip2p", "zero123", "vd", "dynamicrafter"),
+        help="models to benchmark",
     )
     tiny: bool = arg(False, help="build tiny random models (priorswap.toolkit.tiny)")
     model: str | None = arg(None, help="with a single --kind: that model's folder or hub id")
@@ -70,19 +72,25 @@ def bench_unet(args: BenchUNet) -> int:
         if args.tiny:
             from .. import tiny as uf
 
-            build = {"ip2p": uf.save_ip2p, "zero123": uf.save_zero123, "vd": uf.save_vd}
+            build = {
+                "ip2p": uf.save_ip2p,
+                "zero123": uf.save_zero123,
+                "vd": uf.save_vd,
+                "dynamicrafter": _tiny_video_pair,
+            }
             folders = {k: build[k](os.path.join(tmp, k)) for k in args.kind}
+            priors = {"dynamicrafter": os.path.join(tmp, "dynamicrafter", "videocrafter")}
             prior = prior or uf.save_sd(os.path.join(tmp, "sd"))
             image = image or uf.save_image(os.path.join(tmp, "input.png"), (uf.IMAGE_SIZE, uf.IMAGE_SIZE))
         else:
-            folders = {args.kind[0]: args.model}
+            folders, priors = {args.kind[0]: args.model}, {}
         rows = []
         for kind, folder in folders.items():
             for mode in args.modes:
                 job = dict(
                     kind=kind,
                     model=folder,
-                    prior=prior if mode != "vanilla" else None,
+                    prior=priors.get(kind, prior) if mode != "vanilla" else None,
                     mode=mode,
                     image=image,
                     steps=args.steps,
@@ -90,13 +98,27 @@ def bench_unet(args: BenchUNet) -> int:
                     repeats=args.repeats,
                     device=args.device,
                     dtype=args.dtype,
-                    size=uf.IMAGE_SIZE if args.tiny else None,
+                    size=(64 if kind == "dynamicrafter" else uf.IMAGE_SIZE) if args.tiny else None,
                 )
                 rows.append(_run_worker(job, tmp))
     print(format_table(rows, args.device))
     if args.json:
         print(json.dumps({"device": args.device, "dtype": args.dtype, "rows": rows}))
     return 0
+
+
+def _tiny_video_pair(folder: str) -> str:
+    """Tiny DynamiCrafter and VideoCrafter1 in the released layout, converted by the real code; returns the former."""
+    import diffusers
+
+    from ..video.loading import convert
+    from ..video.tiny import save_tiny_checkpoint
+
+    diffusers.utils.logging.disable_progress_bar()  # the VAE's "Writing model shards" bar
+    for flavour, seed in (("dynamicrafter", 1), ("videocrafter", 2)):
+        p = save_tiny_checkpoint(os.path.join(folder, f"{flavour}-ckpt"), flavour, seed)
+        convert(p["ckpt"], os.path.join(folder, flavour), flavour, p["config"], p["openclip"])
+    return os.path.join(folder, "dynamicrafter")
 
 
 def _run_worker(job: dict, tmp: str) -> dict:
@@ -118,14 +140,15 @@ def _run_worker(job: dict, tmp: str) -> dict:
 def format_table(rows: list[dict], device: str) -> str:
     """A fixed-width table; the deltas are relative to the same model's vanilla row."""
     base = {r["kind"]: r for r in rows if r["mode"] == "vanilla"}
-    head = f"{'model':<8} {'mode':<16} {'weights MB':>10} {'peak MB':>9} {'d peak':>7} {'s/sample':>9} {'d time':>7}"
+    k = max([8] + [len(r["kind"]) for r in rows])
+    head = f"{'model':<{k}} {'mode':<16} {'weights MB':>10} {'peak MB':>9} {'d peak':>7} {'s/sample':>9} {'d time':>7}"
     lines = [f"priorswap bench unet on {device}", head, "-" * len(head)]
     for r in rows:
         b = base.get(r["kind"])
         dp = f"{100 * (r['peak_mb'] / b['peak_mb'] - 1):+.0f}%" if b and b is not r and b["peak_mb"] > 0 else ""
         dt = f"{100 * (r['s_per_sample'] / b['s_per_sample'] - 1):+.0f}%" if b and b is not r else ""
         lines.append(
-            f"{r['kind']:<8} {r['mode']:<16} {r['weights_mb']:>10.2f} {r['peak_mb']:>9.1f} {dp:>7} {r['s_per_sample']:>9.3f} {dt:>7}"
+            f"{r['kind']:<{k}} {r['mode']:<16} {r['weights_mb']:>10.2f} {r['peak_mb']:>9.1f} {dp:>7} {r['s_per_sample']:>9.3f} {dt:>7}"
         )
     return "\n".join(lines)
 
@@ -157,10 +180,51 @@ def _import_model_classes() -> None:
         getattr(transformers, name)
 
 
+def video_worker(job: dict) -> dict:
+    """The video pair: DynamiCrafter alone (vanilla) or with VideoCrafter1 as the prior (swapped), dual CFG."""
+    import torch
+    from PIL import Image
+
+    from ..sampling import DTYPES
+    from ..video.loading import load_video_model
+    from ..video.pipeline import VideoJob, prepare
+
+    cuda = job["device"].startswith("cuda")
+    base_rss = _rss_mb()
+    offload = job["mode"].endswith("offload")
+    home, dtype = "cpu" if offload else job["device"], DTYPES[job["dtype"]]
+    model = load_video_model(job["model"], "dynamicrafter", "model", dtype, home)
+    prior = load_video_model(job["prior"], "videocrafter", "prior", dtype, home) if job["prior"] else None
+    size = (job["size"], job["size"]) if job["size"] else None
+    vjob = VideoJob(image=Image.open(job["image"]), prompt="a dog running", num_samples=job["num_samples"], steps=1,
+                    batch_size=job["num_samples"], size=size, device=job["device"], offload=offload, progress=False,
+                    spacing="uniform_trailing")  # fmt: skip
+    prepared = prepare(model, prior, vjob)
+    swapped = prior is not None
+    prepared.samples(swapped)  # warm-up at the same batch shape, one step
+    vjob.steps = job["steps"]
+    seconds = float("inf")
+    for _ in range(job.get("repeats", 2)):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        prepared.samples(swapped)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = min(seconds, time.perf_counter() - start)
+    nets = [model.unet, model.vae] + ([] if prior is None else [prior.unet])
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
+    return {"kind": job["kind"], "mode": job["mode"], "weights_mb": _weights_mb(nets), "peak_mb": peak,
+            "s_per_sample": seconds / job["num_samples"], "steps": job["steps"], "num_samples": job["num_samples"]}  # fmt: skip
+
+
 def worker(job: dict) -> dict:
     import torch
 
     from . import sample_unet
+
+    if job["kind"] == "dynamicrafter":
+        return video_worker(job)
 
     cuda = job["device"].startswith("cuda")
     _import_model_classes()  # so the CPU baseline holds the libraries, and the peak only models + activations

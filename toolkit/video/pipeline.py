@@ -139,16 +139,38 @@ def check_same_latent_space(model: VideoModel, prior: VideoModel, dc, base) -> N
     prior.vae = None  # only its UNet is used from here on
 
 
-def dynamicrafter_videos(
-    model: VideoModel, prior: VideoModel | None, job: VideoJob, compare: bool = True
-) -> dict[str, Tensor]:
-    """``{"vanilla": ..., "swapped": ...}`` (swapped only with ``prior``; vanilla unless ``compare=False``), each
-    (num_samples, 3, T, H, W) floats in [-1, 1]. Sample i starts from seed + i in every mode."""
+@dataclass
+class PreparedVideo:
+    """Everything sampling needs once the conditions are encoded and the encoders freed."""
+
+    denoiser: Any  # DynamiCrafterDenoiser bound to the image latent and fs (or Offloaded around it)
+    prior: Any  # VideoCrafterPrior (or Offloaded), or None
+    conds: Any  # DCCond, or (full, image-only) for dual CFG
+    guidance: Any  # Guidance or DualGuidance
+    scheduler: Any  # UpstreamDDIM
+    shape: tuple[int, int, int, int]  # (4, T, h, w)
+    decode: Any
+    job: VideoJob
+
+    def samples(self, swapped: bool, desc: str = "sampling") -> Tensor:
+        """(num_samples, 3, T, H, W) floats in [-1, 1]; sample i starts from seed + i in either mode."""
+        from ..sampling import sample
+
+        j = self.job
+        return sample(
+            self.denoiser, self.conds, self.guidance, prior=self.prior if swapped else None,
+            seeds=[j.seed + i for i in range(j.num_samples)], shape=self.shape, steps=j.steps, scheduler=self.scheduler,
+            decode=self.decode, batch_size=j.batch_size, device=j.device, progress=j.progress, desc=desc,
+        )  # fmt: skip
+
+
+def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob) -> PreparedVideo:
+    """Encode the image and prompt (then free the encoders), build and pair the denoisers, choose the guidance."""
     from ..adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
     from ..denoisers import LatentSpace
     from ..loading_unet import Offloaded
     from ..pairing import pair
-    from ..sampling import DualGuidance, Guidance, sample
+    from ..sampling import DualGuidance, Guidance
     from .config import alphas_cumprod
     from .ddim import UpstreamDDIM
 
@@ -182,16 +204,24 @@ def dynamicrafter_videos(
     else:
         guidance = DualGuidance(image_scale=job.image_scale, text_scale=job.text_scale)
         c = (DCCond(conds["text"], conds["image"]), DCCond(None, conds["image"]))
-    scheduler = UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta)
-    run_dc = Offloaded(dc, job.device) if job.offload else dc
-    run_base = (Offloaded(base, job.device) if job.offload else base) if base is not None else None
-    shape = (model.config.unet.out_channels, model.config.unet.temporal_length, h, w)
-    common = dict(seeds=[job.seed + i for i in range(job.num_samples)], shape=shape, steps=job.steps, scheduler=scheduler,
-                  decode=video_decoder(model, job.device), batch_size=job.batch_size, device=job.device,
-                  progress=job.progress)  # fmt: skip
+    if job.offload:
+        dc = Offloaded(dc, job.device)
+        base = Offloaded(base, job.device) if base is not None else None
+    return PreparedVideo(
+        dc, base, c, guidance, UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta),
+        (model.config.unet.out_channels, model.config.unet.temporal_length, h, w), video_decoder(model, job.device), job,
+    )  # fmt: skip
+
+
+def dynamicrafter_videos(
+    model: VideoModel, prior: VideoModel | None, job: VideoJob, compare: bool = True
+) -> dict[str, Tensor]:
+    """``{"vanilla": ..., "swapped": ...}`` (swapped only with ``prior``; vanilla unless ``compare=False``), each
+    (num_samples, 3, T, H, W) floats in [-1, 1]. Sample i starts from seed + i in every mode."""
+    prepared = prepare(model, prior, job)
     out = {}
     if prior is None or compare:
-        out["vanilla"] = sample(run_dc, c, guidance, prior=None, desc="vanilla CFG", **common)
-    if run_base is not None:
-        out["swapped"] = sample(run_dc, c, guidance, prior=run_base, desc="swapped CFG", **common)
+        out["vanilla"] = prepared.samples(False, "vanilla CFG")
+    if prior is not None:
+        out["swapped"] = prepared.samples(True, "swapped CFG")
     return out

@@ -35,8 +35,8 @@ class GroupNorm32(nn.GroupNorm):
     def __init__(self, channels: int):
         super().__init__(32, channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+    def forward(self, x: Tensor) -> Tensor:  # weights too, so that bf16/fp16 weights work outside autocast
+        return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).type(x.dtype)
 
 
 class TemporalConvBlock(nn.Module):
