@@ -96,8 +96,9 @@ def check_schedule(sd: dict[str, torch.Tensor], expected: torch.Tensor, path: st
         raise PriorswapError(f"checkpoint {path!r} was trained on another noise schedule than its --config describes")
 
 
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str, sd: dict) -> None:
-    """``module.load_state_dict(state, strict=True)`` with a one-line error naming the first problem."""
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str, sd: dict | None) -> None:
+    """``module.load_state_dict(state, strict=True)`` with a one-line error naming the first problem (``sd``: the
+    whole released checkpoint, to say what it looks like; None for a converted folder's file)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -109,6 +110,8 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
             f"has {what} {shapes[0]!r} of shape {tuple(state[shapes[0]].shape)}, the --config gives {tuple(own[shapes[0]].shape)}"
         )  # fmt: skip
         n = len(missing) + len(unexpected) + len(shapes)
+        if sd is None:
+            raise PriorswapError(f"{path!r} {first} ({n} mismatches); convert the checkpoint again")
         raise PriorswapError(
             f"checkpoint {path!r} {first} ({n} mismatches); it looks like {looks_like(sd)} — is --config the one it was built from?"
         )

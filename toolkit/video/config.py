@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PriorswapError
@@ -121,7 +121,6 @@ class VideoModelConfig:
     timesteps: int = 1000
     image_size: tuple[int, int] = (32, 32)  # latent size the model was trained at
     uncond_type: str = "empty_seq"
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -184,7 +184,7 @@ def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.d
         path = os.path.join(folder, f"{name}.safetensors")
         if not os.path.isfile(path):
             raise PriorswapError(f"{what} {ref!r} lacks {name}.safetensors; convert it again")
-        load_strict(net, load_file(path), name.replace("_", " "), path, {})
+        load_strict(net, load_file(path), name.replace("_", " "), path, None)
         net.eval().requires_grad_(False).to(device=device, dtype=dtype)
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), torch_dtype=dtype).eval().requires_grad_(False)
     return VideoModel(
