@@ -139,8 +139,15 @@ def resolve(ref: str, flavour: str, what: str) -> str:
 def _download(repo: str, filename: str, what: str) -> str:
     from huggingface_hub import hf_hub_download
 
+    from ..hub import cached, unreachable_reason
     from ..loading import fetch_error
 
+    hint = (f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
+            f"DIR/{filename} (or its `priorswap convert` folder)")  # fmt: skip
+    if not cached(repo, filename):
+        reason = unreachable_reason()
+        if reason:
+            raise PriorswapError(f"{what} {repo!r} is not in the local hub cache, and {reason}; {hint}")
     try:
         return hf_hub_download(repo, filename)
     except Exception as e:  # noqa: BLE001 - classified: offline, gated, missing
@@ -178,7 +185,10 @@ def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.d
         raise PriorswapError(f"{what} {ref!r} is a {seen or index.get('_class_name')} folder, not {flavour}")
     if meta.get("format") != FORMAT:
         raise PriorswapError(f"{what} {ref!r} was converted by another priorswap version; convert it again")
-    cfg = VideoModelConfig.from_json(meta["model"])
+    try:
+        cfg = VideoModelConfig.from_json(meta["model"])
+    except (KeyError, TypeError, ValueError):
+        raise PriorswapError(f"{what} {ref!r} was converted by another priorswap version; convert it again") from None
     nets = build_networks(cfg, meta["text_openclip"], meta.get("image_openclip"))
     for name, net in nets.items():
         path = os.path.join(folder, f"{name}.safetensors")
