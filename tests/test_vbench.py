@@ -1,0 +1,163 @@
+"""VBench-I2V dimensions: formulas on features and videos whose answer is known, and the networks read from the
+files VBench loads (fabricated here in their official layouts)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.vbench import dimensions, formulas
+from priorswap.toolkit.vbench.networks import AestheticHead, DINOFeatures, load_openai_clip
+
+
+def unit(angles):
+    return torch.tensor([[math.cos(a), math.sin(a)] for a in angles], dtype=torch.float32)
+
+
+def test_consistency_formula_and_frame_weighting():
+    static = formulas.consistency(unit([0.3] * 5))
+    assert static.count == 4 and abs(static.video_value - 1) < 1e-6
+    # frames at 0, 60, 120 degrees: pairs (cos60 + cos60)/2 and (cos60 + cos120 -> 0)/2
+    v = formulas.consistency(unit([0, math.pi / 3, 2 * math.pi / 3]))
+    assert v.total == pytest.approx(0.5 + 0.25, abs=1e-6) and v.count == 2
+    short = formulas.PairSums(1.0, 1)  # one pair of value 1; the long video's mean is 0.375
+    assert formulas.frame_weighted([short, v]) == pytest.approx((1.0 + 0.75) / 3)
+    assert formulas.frame_weighted([short, v]) != pytest.approx(np.mean([short.video_value, v.video_value]))
+
+
+def test_i2v_score_is_max_conformity_plus_mean_and_min_of_consecutive():
+    img = torch.tensor([1.0, 0.0])
+    frames = unit([0.0, 0.2, 0.5, 0.5])
+    conformity_max = 1.0
+    consec = [math.cos(0.2), math.cos(0.3), 1.0]
+    want = 0.4 * conformity_max + 0.3 * np.mean(consec) + 0.3 * min(consec)
+    assert formulas.i2v_score(img, frames) == pytest.approx(want, abs=1e-6)
+    assert formulas.i2v_score(img, unit([math.pi, math.pi])) == pytest.approx(0.4 * 0 + 0.3 + 0.3, abs=1e-6)  # clamped
+
+
+def test_temporal_flickering_closed_form():
+    static = np.full((6, 4, 4, 3), 77, dtype=np.uint8)
+    assert formulas.temporal_flickering(static) == 1.0
+    alternating = np.stack([np.full((4, 4, 3), 100 + 10 * (i % 2), dtype=np.uint8) for i in range(6)])
+    assert formulas.temporal_flickering(alternating) == pytest.approx((255 - 10) / 255)
+
+
+# -- networks from fabricated files in the official layouts --------------------------------------------------
+@pytest.fixture(scope="module")
+def dino_file(tmp_path_factory):
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path_factory.mktemp("dino") / "dino_vitbase16_pretrain.pth"
+    torch.save(vit.state_dict(), path)  # facebookresearch/dino's keys: cls_token, pos_embed, patch_embed, blocks, norm
+    return str(path), vit.eval()
+
+
+def test_dino_reads_the_official_file_and_gives_the_normed_cls(dino_file):
+    path, vit = dino_file
+    dino = DINOFeatures(path)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(dino(x), vit.forward_features(x)[:, 0], atol=1e-5)  # CLS after the final LayerNorm
+        assert dino(torch.randn(1, 3, 224, 320)).shape == (1, 768)  # 14 x 20 grid: DINO's position interpolation
+
+
+def test_dino_refuses_other_files(tmp_path):
+    torch.save({"head.weight": torch.zeros(2, 2)}, tmp_path / "x.pth")
+    with pytest.raises(PriorswapError, match="do not fit DINO ViT-B/16"):
+        DINOFeatures(str(tmp_path / "x.pth"))
+    with pytest.raises(PriorswapError, match="dino_vitbase16_pretrain.pth"):
+        DINOFeatures(str(tmp_path / "missing.pth"))
+
+
+def _openai_archive(path, seed=0):
+    """A tiny OpenAI-architecture CLIP saved as a TorchScript archive holding only its tensors, as the releases do."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+        text_cfg={"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+        quick_gelu=True,
+    )
+    root = nn.Module()
+    for key, t in model.state_dict().items():
+        if key == "attn_mask":
+            continue
+        *parents, name = key.split(".")
+        m = root
+        for p in parents:
+            if not hasattr(m, p):
+                m.add_module(p, nn.Module())
+            m = getattr(m, p)
+        m.register_parameter(name, nn.Parameter(t.half().clone(), requires_grad=False))  # release weights are fp16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(root), path)
+    return model
+
+
+def test_openai_clip_archive_loads_as_fp32_with_fp16_rounded_weights(tmp_path):
+    ref = _openai_archive(str(tmp_path / "ViT-B-32.pt"))
+    clip = load_openai_clip(str(tmp_path / "ViT-B-32.pt"))
+    w = clip.visual.conv1.weight
+    assert w.dtype == torch.float32 and torch.equal(w, ref.visual.conv1.weight.half().float())
+    ref.load_state_dict({k: v.half().float() for k, v in ref.state_dict().items()})
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(clip.encode_image(x), ref.eval().encode_image(x), atol=1e-5)
+
+
+def test_aesthetic_head_is_linear_on_the_normalised_embedding(tmp_path):
+    lin = nn.Linear(768, 1)
+    torch.save(lin.state_dict(), tmp_path / "sa_0_4_vit_l_14_linear.pth")
+    head = AestheticHead(str(tmp_path / "sa_0_4_vit_l_14_linear.pth"))
+    e = torch.randn(3, 768) * 5
+    with torch.no_grad():
+        assert torch.allclose(head(e), lin(e / e.norm(dim=-1, keepdim=True)).squeeze(-1), atol=1e-6)
+
+
+# -- dimensions on synthetic videos -----------------------------------------------------------------------
+def test_static_video_is_perfectly_consistent(dino_file, tmp_path):
+    dino = DINOFeatures(dino_file[0])
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    static = np.stack([frame] * 4)
+    s = dimensions.subject_consistency(dino, static)
+    assert s.count == 3 and abs(s.video_value - 1) < 1e-5
+    assert dimensions.temporal_flickering(static) == 1.0
+    _openai_archive(str(tmp_path / "c.pt"))
+    clip = load_openai_clip(str(tmp_path / "c.pt"))
+    b = dimensions.background_consistency(clip, static)
+    assert abs(b.video_value - 1) < 1e-5
+    # the input image equal to frame 0: not identical embeddings (PIL vs tensor bicubic), but close
+    score = dimensions.i2v_subject(dino, Image.fromarray(frame), static)
+    assert 0.9 < score <= 1.0 + 1e-6
+    moving = np.stack([np.roll(frame, 8 * i, axis=1) for i in range(4)])
+    assert dimensions.subject_consistency(dino, moving).video_value < s.video_value
+
+
+def test_aesthetic_quality_is_the_mean_score_over_frames_divided_by_10(tmp_path):
+    import torch.nn.functional as F
+
+    clip = (
+        load_openai_clip(str(tmp_path / "c.pt"))
+        if _openai_archive(str(tmp_path / "c.pt"), seed=1) is not None
+        else None
+    )
+    lin = nn.Linear(768, 1)
+    torch.save(lin.state_dict(), tmp_path / "head.pth")
+    head = AestheticHead(str(tmp_path / "head.pth"))
+    head.linear = nn.Linear(32, 1)  # the tiny CLIP embeds in 32 dimensions
+    frames = np.random.default_rng(1).integers(0, 255, (5, 32, 48, 3), dtype=np.uint8)
+    with torch.no_grad():
+        emb = clip.encode_image(dimensions.clip_frames(frames))
+        want = (head.linear(F.normalize(emb, dim=-1)).squeeze(-1) / 10).mean().item()
+    assert dimensions.aesthetic_quality(clip, head, frames, batch_size=2) == pytest.approx(want, abs=1e-6)
