@@ -161,3 +161,79 @@ def test_aesthetic_quality_is_the_mean_score_over_frames_divided_by_10(tmp_path)
         emb = clip.encode_image(dimensions.clip_frames(frames))
         want = (head.linear(F.normalize(emb, dim=-1)).squeeze(-1) / 10).mean().item()
     assert dimensions.aesthetic_quality(clip, head, frames, batch_size=2) == pytest.approx(want, abs=1e-6)
+
+
+# -- dynamic degree ---------------------------------------------------------------------------------------
+def _original_raft_state(seed=0):
+    """torchvision's random raft_large under princeton-vl/RAFT's names (DataParallel ``module.``, the duplicate
+    ``norm3`` of each downsampling block), the layout of ``raft-things.pth``."""
+    import re
+
+    from torchvision.models.optical_flow import raft_large
+
+    torch.manual_seed(seed)
+    tv = raft_large(weights=None)
+    back = [
+        (r"^feature_encoder\.convnormrelu\.0\.", "fnet.conv1."), (r"^context_encoder\.convnormrelu\.0\.", "cnet.conv1."),
+        (r"^context_encoder\.convnormrelu\.1\.", "cnet.norm1."), (r"^feature_encoder\.conv\.", "fnet.conv2."),
+        (r"^context_encoder\.conv\.", "cnet.conv2."), (r"^feature_encoder\.", "fnet."), (r"^context_encoder\.", "cnet."),
+        (r"\.convnormrelu1\.0\.", ".conv1."), (r"\.convnormrelu2\.0\.", ".conv2."), (r"\.convnormrelu1\.1\.", ".norm1."),
+        (r"\.convnormrelu2\.1\.", ".norm2."), (r"motion_encoder\.convcorr(\d)\.0\.", r"encoder.convc\1."),
+        (r"motion_encoder\.convflow(\d)\.0\.", r"encoder.convf\1."), (r"motion_encoder\.conv\.0\.", "encoder.conv."),
+        (r"recurrent_block\.convgru(\d)\.conv(z|r|q)\.", r"gru.conv\2\1."),
+        (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."), (r"^mask_predictor\.conv\.", "update_block.mask.2."),
+    ]  # fmt: skip
+    out = {}
+    for k, v in tv.state_dict().items():
+        for pattern, repl in back:
+            k = re.sub(pattern, repl, k)
+        out[f"module.{k}"] = v.clone()
+        m = re.match(r"^cnet\.(layer\d\.\d)\.downsample\.1\.(.*)$", k)
+        if m:
+            out[f"module.cnet.{m[1]}.norm3.{m[2]}"] = v.clone()
+    return tv.eval(), out
+
+
+def test_raft_things_file_maps_onto_torchvision_raft_large(tmp_path):
+    from priorswap.toolkit.vbench.raft import load_raft
+
+    tv, state = _original_raft_state()
+    assert len(state) == 179 and "module.update_block.gru.convq2.weight" in state  # as raft-things.pth
+    torch.save(state, tmp_path / "raft-things.pth")
+    raft = load_raft(str(tmp_path / "raft-things.pth"))
+    for k, v in tv.state_dict().items():
+        assert torch.equal(raft.state_dict()[k], v), k
+    del state["module.fnet.conv1.weight"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(PriorswapError, match="do not fit RAFT-large"):
+        load_raft(str(tmp_path / "broken.pth"))
+
+
+def test_dynamic_degree_rule():
+    from priorswap.toolkit.vbench.raft import is_dynamic, pad8, top5_magnitude
+
+    flow = torch.zeros(1, 2, 20, 20)
+    flow[0, 0, :2, :10] = 3.0  # 20 of 400 pixels move by (3, 4): the top 5% (20 values) have magnitude 5
+    flow[0, 1, :2, :10] = 4.0
+    assert top5_magnitude(flow) == pytest.approx(5.0)
+    # 256 px: threshold 6 px; 16 frames need round(4) = 4 moving pairs; 10 frames round(2.5) = 2 (half to even)
+    assert is_dynamic([7.0] * 4 + [0.0] * 11, 256, 256, 16) and not is_dynamic([7.0] * 3 + [0.0] * 12, 256, 256, 16)
+    assert is_dynamic([7.0, 7.0] + [0.0] * 7, 256, 256, 10) and not is_dynamic([6.0] * 9, 256, 256, 10)  # strict >
+    assert is_dynamic([3.5] * 15, 128, 200, 16)  # threshold 6 * 128 / 256 = 3
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    padded = pad8(x)
+    assert padded.shape[-2:] == (8, 8) and torch.equal(padded[..., 1:6, 1:7], x)  # split evenly, edges replicated
+
+
+def test_dynamic_degree_runs_on_frames_and_refuses_small_ones(tmp_path):
+    from priorswap.toolkit.vbench.raft import dynamic_degree, load_raft, pair_scores
+
+    _, state = _original_raft_state()
+    torch.save(state, tmp_path / "raft-things.pth")
+    raft = load_raft(str(tmp_path / "raft-things.pth"))
+    frames = np.random.default_rng(0).integers(0, 255, (6, 128, 136, 3), dtype=np.uint8)
+    scores, n = pair_scores(raft, frames, fps=16)  # every second frame: 3 frames, 2 pairs
+    assert n == 3 and len(scores) == 2 and all(s >= 0 for s in scores)
+    assert isinstance(dynamic_degree(raft, frames, fps=8), bool)
+    with pytest.raises(PriorswapError, match="at least 128x128"):
+        pair_scores(raft, frames[:, :64, :64], fps=8)
