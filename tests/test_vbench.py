@@ -2,7 +2,6 @@
 files VBench loads (fabricated here in their official layouts)."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from torch import nn
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.vbench import dimensions, formulas
 from priorswap.toolkit.vbench.networks import AestheticHead, DINOFeatures, load_openai_clip
+
+from vbench_factories import openai_archive, original_raft_state
 
 
 def unit(angles):
@@ -76,36 +77,8 @@ def test_dino_refuses_other_files(tmp_path):
         DINOFeatures(str(tmp_path / "missing.pth"))
 
 
-def _openai_archive(path, seed=0):
-    """A tiny OpenAI-architecture CLIP saved as a TorchScript archive holding only its tensors, as the releases do."""
-    from open_clip.model import CLIP
-
-    torch.manual_seed(seed)
-    model = CLIP(
-        embed_dim=32,
-        vision_cfg={"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
-        text_cfg={"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
-        quick_gelu=True,
-    )
-    root = nn.Module()
-    for key, t in model.state_dict().items():
-        if key == "attn_mask":
-            continue
-        *parents, name = key.split(".")
-        m = root
-        for p in parents:
-            if not hasattr(m, p):
-                m.add_module(p, nn.Module())
-            m = getattr(m, p)
-        m.register_parameter(name, nn.Parameter(t.half().clone(), requires_grad=False))  # release weights are fp16
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(root), path)
-    return model
-
-
 def test_openai_clip_archive_loads_as_fp32_with_fp16_rounded_weights(tmp_path):
-    ref = _openai_archive(str(tmp_path / "ViT-B-32.pt"))
+    ref = openai_archive(str(tmp_path / "ViT-B-32.pt"))
     clip = load_openai_clip(str(tmp_path / "ViT-B-32.pt"))
     w = clip.visual.conv1.weight
     assert w.dtype == torch.float32 and torch.equal(w, ref.visual.conv1.weight.half().float())
@@ -133,7 +106,7 @@ def test_static_video_is_perfectly_consistent(dino_file, tmp_path):
     s = dimensions.subject_consistency(dino, static)
     assert s.count == 3 and abs(s.video_value - 1) < 1e-5
     assert dimensions.temporal_flickering(static) == 1.0
-    _openai_archive(str(tmp_path / "c.pt"))
+    openai_archive(str(tmp_path / "c.pt"))
     clip = load_openai_clip(str(tmp_path / "c.pt"))
     b = dimensions.background_consistency(clip, static)
     assert abs(b.video_value - 1) < 1e-5
@@ -148,9 +121,7 @@ def test_aesthetic_quality_is_the_mean_score_over_frames_divided_by_10(tmp_path)
     import torch.nn.functional as F
 
     clip = (
-        load_openai_clip(str(tmp_path / "c.pt"))
-        if _openai_archive(str(tmp_path / "c.pt"), seed=1) is not None
-        else None
+        load_openai_clip(str(tmp_path / "c.pt")) if openai_archive(str(tmp_path / "c.pt"), seed=1) is not None else None
     )
     lin = nn.Linear(768, 1)
     torch.save(lin.state_dict(), tmp_path / "head.pth")
@@ -164,40 +135,10 @@ def test_aesthetic_quality_is_the_mean_score_over_frames_divided_by_10(tmp_path)
 
 
 # -- dynamic degree ---------------------------------------------------------------------------------------
-def _original_raft_state(seed=0):
-    """torchvision's random raft_large under princeton-vl/RAFT's names (DataParallel ``module.``, the duplicate
-    ``norm3`` of each downsampling block), the layout of ``raft-things.pth``."""
-    import re
-
-    from torchvision.models.optical_flow import raft_large
-
-    torch.manual_seed(seed)
-    tv = raft_large(weights=None)
-    back = [
-        (r"^feature_encoder\.convnormrelu\.0\.", "fnet.conv1."), (r"^context_encoder\.convnormrelu\.0\.", "cnet.conv1."),
-        (r"^context_encoder\.convnormrelu\.1\.", "cnet.norm1."), (r"^feature_encoder\.conv\.", "fnet.conv2."),
-        (r"^context_encoder\.conv\.", "cnet.conv2."), (r"^feature_encoder\.", "fnet."), (r"^context_encoder\.", "cnet."),
-        (r"\.convnormrelu1\.0\.", ".conv1."), (r"\.convnormrelu2\.0\.", ".conv2."), (r"\.convnormrelu1\.1\.", ".norm1."),
-        (r"\.convnormrelu2\.1\.", ".norm2."), (r"motion_encoder\.convcorr(\d)\.0\.", r"encoder.convc\1."),
-        (r"motion_encoder\.convflow(\d)\.0\.", r"encoder.convf\1."), (r"motion_encoder\.conv\.0\.", "encoder.conv."),
-        (r"recurrent_block\.convgru(\d)\.conv(z|r|q)\.", r"gru.conv\2\1."),
-        (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."), (r"^mask_predictor\.conv\.", "update_block.mask.2."),
-    ]  # fmt: skip
-    out = {}
-    for k, v in tv.state_dict().items():
-        for pattern, repl in back:
-            k = re.sub(pattern, repl, k)
-        out[f"module.{k}"] = v.clone()
-        m = re.match(r"^cnet\.(layer\d\.\d)\.downsample\.1\.(.*)$", k)
-        if m:
-            out[f"module.cnet.{m[1]}.norm3.{m[2]}"] = v.clone()
-    return tv.eval(), out
-
-
 def test_raft_things_file_maps_onto_torchvision_raft_large(tmp_path):
     from priorswap.toolkit.vbench.raft import load_raft
 
-    tv, state = _original_raft_state()
+    tv, state = original_raft_state()
     assert len(state) == 179 and "module.update_block.gru.convq2.weight" in state  # as raft-things.pth
     torch.save(state, tmp_path / "raft-things.pth")
     raft = load_raft(str(tmp_path / "raft-things.pth"))
@@ -228,7 +169,7 @@ def test_dynamic_degree_rule():
 def test_dynamic_degree_runs_on_frames_and_refuses_small_ones(tmp_path):
     from priorswap.toolkit.vbench.raft import dynamic_degree, load_raft, pair_scores
 
-    _, state = _original_raft_state()
+    _, state = original_raft_state()
     torch.save(state, tmp_path / "raft-things.pth")
     raft = load_raft(str(tmp_path / "raft-things.pth"))
     frames = np.random.default_rng(0).integers(0, 255, (6, 128, 136, 3), dtype=np.uint8)

@@ -17,6 +17,7 @@ from .. import checks
 from ..argspec import Command, arg
 from ..errors import PriorswapError
 from ..paper import PAPER
+from ..vbench.settings import VideoEvalRun
 from . import eval_unet
 
 DATAMODULES = {
@@ -221,7 +222,17 @@ def load_classifier_network(ref: str, classes: list[int] | None):
     return load_feature_network(ref)
 
 
+def run_video(cfg) -> int:
+    from ..vbench.protocol import evaluate_videos
+
+    evaluate_videos(cfg)
+    return 0
+
+
 COMMANDS = {
+    "dynamicrafter": Command(
+        VideoEvalRun, run_video, "DynamiCrafter on VBench-I2V (Table 4), vanilla CFG against each VideoCrafter1 prior"
+    ),
     "dit": Command(
         EvalDiT,
         run,

@@ -113,9 +113,11 @@ class AestheticHead(nn.Module):
     def __init__(self, weights: str):
         super().__init__()
         path = _require(weights, "aesthetic head", "expected sa_0_4_vit_l_14_linear.pth (LAION aesthetic predictor)")
-        self.linear = nn.Linear(768, 1)
+        state = _state_dict(path, "aesthetic head")
+        w = state.get("weight")
+        self.linear = nn.Linear(w.shape[1] if w is not None and w.ndim == 2 else 768, 1)  # 768: CLIP ViT-L/14
         try:
-            self.linear.load_state_dict(_state_dict(path, "aesthetic head"), strict=True)
+            self.linear.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise PriorswapError(
                 f"aesthetic head {path!r} is not a Linear(768, 1) state dict ({str(e).splitlines()[0][:120]})"

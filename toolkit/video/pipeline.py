@@ -130,6 +130,8 @@ def check_same_latent_space(model: VideoModel, prior: VideoModel, dc, base) -> N
         raise PriorswapError(
             f"cannot use {prior.ref} as the prior of {model.ref}: their noise schedules differ (alpha_bar gap {gap:.2g})"
         )
+    if prior.vae is None:  # compared (and dropped) already, for an earlier input
+        return
     a, b = model.vae.state_dict(), prior.vae.state_dict()
     same = a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
     if not same:
@@ -164,8 +166,9 @@ class PreparedVideo:
         )  # fmt: skip
 
 
-def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob) -> PreparedVideo:
-    """Encode the image and prompt (then free the encoders), build and pair the denoisers, choose the guidance."""
+def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_encoders: bool = True) -> PreparedVideo:
+    """Encode the image and prompt (then free the encoders, unless more inputs follow), build and pair the
+    denoisers, choose the guidance."""
     from ..adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
     from ..denoisers import LatentSpace
     from ..loading_unet import Offloaded
@@ -181,9 +184,10 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob) -> Prepa
     home = "cpu" if job.offload else job.device
     conds = encode_conditions(model, input_tensor(job.image, size), job.prompt, job.device)
     prior_null = null_text_of(prior, job.device) if prior is not None else None
-    model.free_encoders()
-    if prior is not None:
-        prior.free_encoders()
+    if free_encoders:
+        model.free_encoders()
+        if prior is not None:
+            prior.free_encoders()
     vae_name = f"{model.ref}/vae"
 
     def space(m: VideoModel) -> LatentSpace:

@@ -1,0 +1,142 @@
+"""`priorswap eval dynamicrafter` end to end: tiny DynamiCrafter and VideoCrafter1 (released layout, converted by the
+real command), a miniature VBench-I2V suite, and fabricated weight files in VBench's own formats."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from priorswap.toolkit.cli import main
+from priorswap.toolkit.video.tiny import save_tiny_checkpoint
+
+from vbench_factories import openai_archive, original_raft_state
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import timm
+
+    root = tmp_path_factory.mktemp("evalvid")
+    models = {}
+    for flavour, seed in (("dynamicrafter", 1), ("videocrafter", 2)):
+        p = save_tiny_checkpoint(str(root / flavour), flavour, seed)
+        models[flavour] = str(root / f"{flavour}-c")
+        assert (
+            main(
+                [
+                    "convert",
+                    flavour,
+                    p["ckpt"],
+                    models[flavour],
+                    "--config",
+                    p["config"],
+                    "--openclip-config",
+                    p["openclip"],
+                ]
+            )
+            == 0
+        )
+    suite = root / "suite"
+    (suite / "crop" / "1-1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a red ball.jpg", "a quiet lake.jpg"):
+        Image.fromarray(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(suite / "crop" / "1-1" / name)
+    subject = ["subject_consistency", "temporal_flickering", "dynamic_degree", "aesthetic_quality", "i2v_subject",
+               "motion_smoothness", "imaging_quality"]  # fmt: skip
+    background = [
+        "background_consistency",
+        "temporal_flickering",
+        "aesthetic_quality",
+        "i2v_background",
+        "imaging_quality",
+    ]
+    info = [
+        {"prompt_en": "a red ball", "dimension": subject, "image_type": "single", "image_name": "a red ball.jpg"},
+        {"prompt_en": "a red ball, camera pans left", "dimension": ["camera_motion"], "image_name": "a red ball.jpg"},
+        {
+            "prompt_en": "a quiet lake",
+            "dimension": background,
+            "image_type": "scenery",
+            "image_name": "a quiet lake.jpg",
+        },
+    ]
+    (suite / "vbench2_i2v_full_info.json").write_text(json.dumps(info))
+    w = root / "weights"
+    w.mkdir()
+    torch.manual_seed(0)
+    torch.save(
+        timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).state_dict(),
+        w / "dino_vitbase16_pretrain.pth",
+    )
+    openai_archive(str(w / "ViT-B-32.pt"), seed=0)
+    openai_archive(str(w / "ViT-L-14.pt"), seed=1)  # tiny: its embedding has 32 dimensions, and so has the head
+    torch.save(torch.nn.Linear(32, 1).state_dict(), w / "sa_0_4_vit_l_14_linear.pth")
+    torch.save(original_raft_state()[1], w / "raft-things.pth")
+    nets = ["--dino-weights", w / "dino_vitbase16_pretrain.pth", "--clip-b32", w / "ViT-B-32.pt", "--clip-l14",
+            w / "ViT-L-14.pt", "--aesthetic-head", w / "sa_0_4_vit_l_14_linear.pth", "--raft-weights", w / "raft-things.pth"]  # fmt: skip
+    return {"models": models, "suite": str(suite), "nets": nets}
+
+
+def argv(setup, out, *extra):
+    return ["eval", "dynamicrafter", "--model", setup["models"]["dynamicrafter"], "--data", setup["suite"], "--output-dir",
+            out, "--prior", f"vc1={setup['models']['videocrafter']}", "--videos-per-prompt", "1", "--steps", "2",
+            "--size", "128", "--device", "cpu", "--no-progress", *setup["nets"], *extra]  # fmt: skip
+
+
+def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, text, err = run(capsys, *argv(setup, out))
+    assert code == 0, err
+    for method in ("vanilla", "vc1"):
+        for prompt in ("a red ball", "a quiet lake"):
+            assert (out / "videos" / method / f"{prompt}-0.mp4").is_file()  # VBench's own names
+    assert not (out / "videos" / "vanilla" / "a red ball, camera pans left-0.mp4").exists()
+    md = (out / "eval.md").read_text()
+    for title in ("Subject Consistency", "Background Consistency", "Temporal Flickering", "Dynamic Degree",
+                  "Aesthetic Quality", "I2V Subject", "Motion Smoothness", "Imaging Quality", "I2V Background"):  # fmt: skip
+        assert f"| {title} |" in md  # never silently absent
+    assert "not computed: needs the AMT-S frame interpolator" in md
+    rows = list(csv.DictReader(open(out / "eval.csv")))
+    got = {(r["method"], r["dimension"]): (float(r["value"]), int(r["n"])) for r in rows}
+    assert got[("vanilla", "subject_consistency")][1] == 1 and got[("vanilla", "background_consistency")][1] == 1
+    assert got[("vanilla", "temporal_flickering")][1] == 2  # both prompts count for it
+    assert 0 <= got[("vc1", "dynamic_degree")][0] <= 1 and got[("vanilla", "i2v_subject")][0] <= 1
+    items = list(csv.DictReader(open(out / "items.csv")))
+    assert {r["prompt"] for r in items} == {"a red ball", "a quiet lake"}
+    assert (out / "grid.png").is_file()
+    before = os.stat(out / "videos" / "vc1" / "a red ball-0.mp4").st_mtime_ns
+    code, _, err = run(capsys, *argv(setup, out))  # resumes: nothing sampled again, same table
+    assert code == 0 and os.stat(out / "videos" / "vc1" / "a red ball-0.mp4").st_mtime_ns == before
+    assert (out / "eval.md").read_text() == md
+    code, _, err = run(capsys, *argv(setup, out, "--steps", "3"))
+    assert code == 2 and "steps" in err and "another folder" in err
+
+
+@pytest.mark.parametrize(
+    "drop,extra,needle",
+    [
+        ("--raft-weights", [], "dynamic_degree needs --raft-weights (raft-things.pth"),
+        (None, ["--dimensions", "motion_smoothness"], "not available yet"),
+        (None, ["--dimensions", "sharpness"], "unknown dimension 'sharpness'"),
+        (None, ["--data", "/no/such/suite"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_before_sampling(setup, tmp_path, capsys, drop, extra, needle):
+    a = argv(setup, tmp_path / "o", *extra)
+    if drop:
+        i = a.index(drop)
+        del a[i : i + 2]
+    code, out, err = run(capsys, *a)
+    lines = [ln for ln in err.splitlines() if ln.startswith("priorswap")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "o" / "videos").exists()

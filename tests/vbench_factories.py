@@ -1,0 +1,63 @@
+"""Fabricated weight files in the formats VBench loads (OpenAI CLIP TorchScript archives, original RAFT keys)."""
+
+import re
+import warnings
+
+import torch
+from torch import nn
+
+
+def openai_archive(path, seed=0):
+    """A tiny OpenAI-architecture CLIP saved as a TorchScript archive holding only its tensors, as the releases do."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+        text_cfg={"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+        quick_gelu=True,
+    )
+    root = nn.Module()
+    for key, t in model.state_dict().items():
+        if key == "attn_mask":
+            continue
+        *parents, name = key.split(".")
+        m = root
+        for p in parents:
+            if not hasattr(m, p):
+                m.add_module(p, nn.Module())
+            m = getattr(m, p)
+        m.register_parameter(name, nn.Parameter(t.half().clone(), requires_grad=False))  # release weights are fp16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(root), path)
+    return model
+
+
+def original_raft_state(seed=0):
+    """torchvision's random raft_large under princeton-vl/RAFT's names (DataParallel ``module.``, the duplicate
+    ``norm3`` of each downsampling block), the layout of ``raft-things.pth``."""
+    from torchvision.models.optical_flow import raft_large
+
+    torch.manual_seed(seed)
+    tv = raft_large(weights=None)
+    back = [
+        (r"^feature_encoder\.convnormrelu\.0\.", "fnet.conv1."), (r"^context_encoder\.convnormrelu\.0\.", "cnet.conv1."),
+        (r"^context_encoder\.convnormrelu\.1\.", "cnet.norm1."), (r"^feature_encoder\.conv\.", "fnet.conv2."),
+        (r"^context_encoder\.conv\.", "cnet.conv2."), (r"^feature_encoder\.", "fnet."), (r"^context_encoder\.", "cnet."),
+        (r"\.convnormrelu1\.0\.", ".conv1."), (r"\.convnormrelu2\.0\.", ".conv2."), (r"\.convnormrelu1\.1\.", ".norm1."),
+        (r"\.convnormrelu2\.1\.", ".norm2."), (r"motion_encoder\.convcorr(\d)\.0\.", r"encoder.convc\1."),
+        (r"motion_encoder\.convflow(\d)\.0\.", r"encoder.convf\1."), (r"motion_encoder\.conv\.0\.", "encoder.conv."),
+        (r"recurrent_block\.convgru(\d)\.conv(z|r|q)\.", r"gru.conv\2\1."),
+        (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."), (r"^mask_predictor\.conv\.", "update_block.mask.2."),
+    ]  # fmt: skip
+    out = {}
+    for k, v in tv.state_dict().items():
+        for pattern, repl in back:
+            k = re.sub(pattern, repl, k)
+        out[f"module.{k}"] = v.clone()
+        m = re.match(r"^cnet\.(layer\d\.\d)\.downsample\.1\.(.*)$", k)
+        if m:
+            out[f"module.cnet.{m[1]}.norm3.{m[2]}"] = v.clone()
+    return tv.eval(), out

@@ -1,0 +1,99 @@
+"""``VideoEvalRun``: everything ``priorswap eval dynamicrafter`` takes, as typed fields (also its Python API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import checks
+from ..argspec import arg
+from ..errors import PriorswapError
+from ..protocols.settings import parse_shard
+from .suite import DIMENSIONS
+
+NETS = "VBench's weight files (the names VBench itself loads)"
+BUILT = {  # dimension -> the weight flags it needs
+    "subject_consistency": ("dino_weights",),
+    "background_consistency": ("clip_b32",),
+    "temporal_flickering": (),
+    "dynamic_degree": ("raft_weights",),
+    "aesthetic_quality": ("clip_l14", "aesthetic_head"),
+    "i2v_subject": ("dino_weights",),
+}
+NOT_BUILT = {  # dimension -> why it is not computed yet (shown in eval.md, never silently absent)
+    "motion_smoothness": "needs the AMT-S frame interpolator, not ported yet",
+    "imaging_quality": "needs pyiqa's MUSIQ (SPAQ), not wired yet",
+    "i2v_background": "needs DreamSim's ensemble, not wired yet",
+}
+FILES = {
+    "dino_weights": "dino_vitbase16_pretrain.pth", "clip_b32": "ViT-B-32.pt", "clip_l14": "ViT-L-14.pt",
+    "aesthetic_head": "sa_0_4_vit_l_14_linear.pth", "raft_weights": "raft-things.pth",
+}  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class VideoEvalRun:
+    """Defaults are the paper's Table 4 setting (dual CFG, gT 7.5, gI 1.5, DDIM 50, eta 1, fs 3) and VBench's."""
+
+    model: str = arg(help="DynamiCrafter: a `priorswap convert` folder, a released .ckpt or Doubiiu/DynamiCrafter")
+    data: str = arg(help="the VBench-I2V suite folder (vbench2_i2v_full_info.json + crop/1-1/) or a .jsonl/.csv "
+                         "manifest of image, prompt")  # fmt: skip
+    output_dir: str = arg(help="videos/<method>/{{prompt}}-{{k}}.mp4, eval.md, eval.csv, items.csv; re-running resumes")
+    priors: list[str] = arg(default_factory=list, flag="--prior", append=True, metavar="[NAME=]REF",
+                            help="a VideoCrafter1 prior (repeat for several); each gets a column next to vanilla")  # fmt: skip
+    videos_per_prompt: int = arg(5, help="videos per prompt (VBench: 5)")
+    limit: int | None = arg(None, help="use this many prompts, drawn at random with --seed")
+    dimensions: list[str] | None = arg(None, help="a subset of the dimensions (default: every one built)")
+    steps: int = arg(50, help="DDIM steps")
+    eta: float = arg(1.0, help="DDIM eta")
+    text_guidance: float = arg(7.5, help="gT")
+    image_guidance: float = arg(1.5, help="gI (dual CFG, the paper's Eq. 8)")
+    frame_stride: int = arg(3, help="frame stride fs")
+    timestep_spacing: str = arg("uniform", choices=("uniform", "uniform_trailing"), help="upstream's DDIM grid")
+    size: int | None = arg(None, help="square side in pixels (default: the model's, 256 for DynamiCrafter-256)")
+    fps: float = arg(8.0, help="frame rate the videos are written at (VBench reads it for Dynamic Degree)")
+    seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")
+    batch_size: int = arg(1, help="videos per forward pass")
+    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
+    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
+    offload: bool = arg(False, help="keep each UNet on the CPU except while it runs")
+    shard: tuple[int, int] | None = arg(None, type=str, parse=parse_shard, metavar="K/N",
+                                        help="sample only prompts i with i % N == K, then run without it to score")  # fmt: skip
+    dino_weights: str | None = arg(None, group=NETS, help="DINO ViT-B/16: dino_vitbase16_pretrain.pth")
+    clip_b32: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-B/32: ViT-B-32.pt")
+    clip_l14: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-L/14: ViT-L-14.pt")
+    aesthetic_head: str | None = arg(None, group=NETS, help="LAION aesthetic head: sa_0_4_vit_l_14_linear.pth")
+    raft_weights: str | None = arg(None, group=NETS, help="RAFT (things): raft-things.pth")
+    progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            self.shard = parse_shard(self.shard)
+
+    def chosen(self) -> tuple[str, ...]:
+        return tuple(self.dimensions) if self.dimensions else tuple(d for d in DIMENSIONS if d in BUILT)
+
+    def check(self) -> None:
+        for flag, value in (("--videos-per-prompt", self.videos_per_prompt), ("--limit", self.limit),
+                            ("--steps", self.steps), ("--batch-size", self.batch_size), ("--frame-stride", self.frame_stride),
+                            ("--size", self.size)):  # fmt: skip
+            checks.at_least(flag, value)
+        checks.check_scales("--text-guidance", self.text_guidance)
+        checks.check_scales("--image-guidance", self.image_guidance)
+        for d in self.chosen():
+            if d in NOT_BUILT:
+                raise PriorswapError(f"dimension {d!r} is not available yet: it {NOT_BUILT[d]}")
+            if d not in BUILT:
+                raise PriorswapError(f"unknown dimension {d!r}; choose from {', '.join(BUILT)}")
+        if not self.shard:  # a shard only samples; the scoring run needs the weights
+            for d in self.chosen():
+                for name in BUILT[d]:
+                    path = getattr(self, name)
+                    flag = "--" + name.replace("_", "-")
+                    if path is None:
+                        raise PriorswapError(f"{d} needs {flag} ({FILES[name]}, as VBench loads it)")
+                    checks.check_input_file(flag, path)
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
+        checks.check_output_dir("--output-dir", self.output_dir)
+        self.device = checks.resolve_device(self.device)
+        checks.check_device(self.device, self.dtype)
