@@ -568,3 +568,37 @@ def test_conditions_are_encoded_once_per_batch_for_all_guidance_scales(env, caps
     assert run_cli(capsys, *args)[0] == 0
     assert calls == [3, 1]  # 4 items in batches of 3, each encoded once for the 3 scales
     assert len(list((tmp_path / "o" / "samples" / "vanilla").rglob("*.png"))) == 3 * 4
+
+
+def test_ip2p_pickscore_is_the_preference_over_vanilla(env, capsys, tmp_path):
+    """PickScore against IP2P (the paper's Table 5): sigmoid(s_method - s_vanilla) per sample; the raw score is
+    exp(logit_scale) * cos(image, output caption) as transformers' CLIPModel computes it."""
+    import shutil
+
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    ps = tmp_path / "pickscore"
+    shutil.copytree(env["clip"], ps)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(ps)
+    out = tmp_path / "out"
+    code, text, err = run_cli(
+        capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(out), "--steps",
+        STEPS, "--prior", f"own={env['ip2p']}", "--metrics", "clip_i", "pickscore", "--clip", env["clip"],
+        "--pickscore", str(ps), "--pickscore-processor", str(ps),
+    )  # fmt: skip
+    assert code == 0, err
+    v = values(str(out))
+    assert v[("vanilla", "gI=1.5, gT=7.5", "pickscore")] == pytest.approx(0.5)
+    assert v[("own", "gI=1.5, gT=7.5", "pickscore")] == pytest.approx(0.5, abs=1e-3)  # the same samples
+    row = next(r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla" and r["item"] == "000002")
+    model, proc = CLIPModel.from_pretrained(str(ps)).eval(), CLIPProcessor.from_pretrained(str(ps))
+    img = Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000002_0.png")
+    with torch.no_grad():
+        e_i = model.visual_projection(model.vision_model(**proc(images=[img], return_tensors="pt")).pooler_output)
+        t = proc(text=["a snowy field"], padding=True, return_tensors="pt")
+        e_t = model.text_projection(
+            model.text_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).pooler_output
+        )
+        want = model.logit_scale.exp() * torch.nn.functional.cosine_similarity(e_i, e_t)
+    assert float(row["pickscore_raw"]) == pytest.approx(float(want), abs=1e-4)
+    assert "PS vs vanilla" in text

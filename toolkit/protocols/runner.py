@@ -24,7 +24,16 @@ from ..files import atomic_write, write_text_atomic
 from .conditions import CONDITIONS
 from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
 from .items import check_files, image_paths, read_items, safe_id, subset
-from .score import SET_METRICS, TITLES, Scorer, build_metric_nets, reference_images, table, write_results
+from .score import (
+    SET_METRICS,
+    TITLES,
+    Scorer,
+    build_metric_nets,
+    compare_to_vanilla,
+    reference_images,
+    table,
+    write_results,
+)
 from .settings import ProtocolRun, check_metrics
 
 KIND_TITLES = {
@@ -150,7 +159,10 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         raise PriorswapError("--data is a manifest; FID / FD-DINOv2 need --reference (a folder of real images)")
     # 1. data and metric networks
     items = read_items(
-        run.data, run.kind, captions=bool({"clip_t", "clip_d"} & set(metrics)), reference_view=run.reference_view
+        run.data,
+        run.kind,
+        captions=bool({"clip_t", "clip_d", "pickscore"} & set(metrics)),
+        reference_view=run.reference_view,
     )
     items = subset(items, run.limit, run.seed)
     check_files(items)  # all of them, shards too: a shard reads every header to learn the latent sizes
@@ -178,6 +190,8 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         run.dinov2_weights,
         run.dinov2_model,
         run.dinov2_size,
+        run.pickscore,
+        run.pickscore_processor,
     )  # shards too: the scoring run must not fail
     if run.shard is not None:
         nets = None
@@ -259,6 +273,7 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     for m in methods:
         for s in settings:
             results[(m.name, s.tag)] = scorer.score(m, s, items, run.num_samples)
+    compare_to_vanilla(results, methods, settings)
     title = (
         f"{KIND_TITLES[run.kind]}: {run.model} on {run.data}, {len(items)} items x {run.num_samples} samples, "
         f"{steps} {run.scheduler} steps, seed {run.seed}"

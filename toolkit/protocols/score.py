@@ -25,7 +25,7 @@ from .generate import Method, SampleStore, Setting
 from .items import Item
 from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-exported)
 
-PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim")
+PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim", "pickscore")
 SET_METRICS = ("fid", "fd_dinov2")
 LOWER_IS_BETTER = {"lpips", "fid", "fd_dinov2"}
 TITLES = {
@@ -38,6 +38,7 @@ TITLES = {
     "dino_sim": "DINOv2",
     "fid": "FID",
     "fd_dinov2": "FD_DINOv2",
+    "pickscore": "PS vs vanilla",
 }
 
 
@@ -49,9 +50,10 @@ class MetricNets:
     lpips: Any = None  # priorswap.toolkit.metrics.LPIPS
     inception: Any = None  # priorswap.toolkit.metrics.InceptionExtractor
     dinov2: Any = None  # priorswap.toolkit.metrics.DINOv2Extractor
+    pickscore: Any = None  # priorswap.toolkit.metrics.pickscore.PickScore
 
     def to(self, device) -> "MetricNets":
-        for name in ("clip", "lpips", "inception", "dinov2"):
+        for name in ("clip", "lpips", "inception", "dinov2", "pickscore"):
             net = getattr(self, name)
             if net is not None:
                 setattr(self, name, net.to(device))
@@ -67,6 +69,8 @@ def build_metric_nets(
     dinov2_weights: str | None = None,
     dinov2_model: str | None = None,
     dinov2_size: int | None = None,
+    pickscore: str | None = None,
+    pickscore_processor: str | None = None,
 ) -> MetricNets:
     """Load (on the CPU) every network ``metrics`` need; a missing or wrong weight file is a one-line error now."""
     from ..metrics import LPIPS, CLIPSimilarity, build_extractor
@@ -88,6 +92,12 @@ def build_metric_nets(
         nets.inception = build_extractor(
             "inception", inception_weights, allow_download=True, weights_flag="as --inception-weights FILE"
         )
+    if "pickscore" in metrics:
+        from ..metrics.pickscore import PickScore
+
+        if not pickscore:
+            raise PriorswapError("the pickscore metric needs --pickscore (yuvalkirstain/PickScore_v1 or its folder)")
+        nets.pickscore = PickScore(pickscore, pickscore_processor)
     if {"fd_dinov2", "dino_sim"} & set(metrics):
         nets.dinov2 = build_extractor(
             "dinov2",
@@ -258,6 +268,8 @@ class Scorer:
                 if "clip_d" in m:  # InstructPix2Pix Sec. 4: cos(E_I(edit) - E_I(input), E_T(out) - E_T(in))
                     t_in = clip.text_embeds([it.input_caption for it, _ in chunk])
                     out["clip_d"] = torch.nn.functional.cosine_similarity(g - i, t_out - t_in, dim=-1, eps=1e-8)
+        if "pickscore" in m:  # raw score against the output caption; made a preference by compare_to_vanilla
+            out["pickscore"] = self.nets.pickscore(gen, [it.output_caption for it, _ in chunk])
         return out
 
     def _set_features(self, gen: torch.Tensor, stats: dict) -> dict[str, torch.Tensor]:
@@ -332,6 +344,7 @@ def write_results(
 
     atomic("eval.csv", summary)
     pair = [m for m in metrics if m in PAIR_METRICS]
+    pair += ["pickscore_raw"] if "pickscore" in pair else []  # the raw score beside the preference
 
     def per_item(f):
         w = csv.DictWriter(f, fieldnames=["method", "setting", "item", "sample", *pair])
@@ -341,3 +354,24 @@ def write_results(
                 w.writerows(results[(meth.name, s.tag)].rows)
 
     atomic("items.csv", per_item)
+
+
+def compare_to_vanilla(results: dict, methods, settings, metric: str = "pickscore") -> None:
+    """Turn raw PickScores into the paper's "compared against IP2P" value, in place: per sample
+    sigmoid(s_method - s_vanilla) on the same item, sample and setting (0.5 for vanilla itself), then the mean."""
+    from ..metrics.pickscore import preference
+
+    for s in settings:
+        base = results[("vanilla", s.tag)]
+        if metric not in base.values:
+            return
+        ref = {(r["item"], r["sample"]): r[metric] for r in base.rows}
+        for m in methods:
+            scored = results[(m.name, s.tag)]
+            prefs = []
+            for r in scored.rows:
+                raw = r[metric]
+                r[f"{metric}_raw"] = raw
+                r[metric] = float(preference(torch.tensor(raw), torch.tensor(ref[(r["item"], r["sample"])])))
+                prefs.append(r[metric])
+            scored.values[metric] = sum(prefs) / len(prefs) if prefs else math.nan

@@ -20,7 +20,7 @@ DEFAULT_METRICS = {
 ALLOWED = {
     "zero123": ("lpips", "psnr", "ssim", "clip_i", "dino_sim"),
     "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"),
-    "ip2p": ("clip_i", "clip_t", "clip_d", "dino_sim"),
+    "ip2p": ("clip_i", "clip_t", "clip_d", "dino_sim", "pickscore"),
 }
 METRIC_NETS = "metric networks (local files work offline)"
 
@@ -117,6 +117,18 @@ class ProtocolRun:
         None, group=METRIC_NETS, help="timm model name of the DINOv2 network (default vit_large_patch14_dinov2.lvd142m)"
     )
     dinov2_size: int | None = arg(None, group=METRIC_NETS, help="DINOv2 input size (default 224)")
+    pickscore: str | None = arg(
+        "yuvalkirstain/PickScore_v1",
+        kinds=("ip2p",),
+        group=METRIC_NETS,
+        help="PickScore CLIPModel folder or hub id (metric pickscore)",
+    )
+    pickscore_processor: str | None = arg(
+        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        kinds=("ip2p",),
+        group=METRIC_NETS,
+        help="its CLIPProcessor folder or hub id",
+    )
     stats_cache: str | None = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
