@@ -13,7 +13,7 @@ from PIL import Image
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.video.tiny import save_tiny_checkpoint
 
-from vbench_factories import openai_archive, original_raft_state
+from vbench_factories import musiq_file, openai_archive, original_raft_state
 
 
 def run(capsys, *argv):
@@ -82,9 +82,16 @@ def setup(tmp_path_factory):
     openai_archive(str(w / "ViT-L-14.pt"), seed=1)  # tiny: its embedding has 32 dimensions, and so has the head
     torch.save(torch.nn.Linear(32, 1).state_dict(), w / "sa_0_4_vit_l_14_linear.pth")
     torch.save(original_raft_state()[1], w / "raft-things.pth")
+    musiq_file(str(w / "musiq_spaq_ckpt-358bb6af.pth"))
     nets = ["--dino-weights", w / "dino_vitbase16_pretrain.pth", "--clip-b32", w / "ViT-B-32.pt", "--clip-l14",
-            w / "ViT-L-14.pt", "--aesthetic-head", w / "sa_0_4_vit_l_14_linear.pth", "--raft-weights", w / "raft-things.pth"]  # fmt: skip
+            w / "ViT-L-14.pt", "--aesthetic-head", w / "sa_0_4_vit_l_14_linear.pth", "--raft-weights", w / "raft-things.pth",
+            "--musiq-weights", w / "musiq_spaq_ckpt-358bb6af.pth"]  # fmt: skip
     return {"models": models, "suite": str(suite), "nets": nets}
+
+
+def got_imaging_in(md: str) -> bool:
+    line = next(ln for ln in md.splitlines() if ln.startswith("| Imaging Quality |"))
+    return "not computed" not in line
 
 
 def argv(setup, out, *extra):
@@ -102,6 +109,7 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys):
             assert (out / "videos" / method / f"{prompt}-0.mp4").is_file()  # VBench's own names
     assert not (out / "videos" / "vanilla" / "a red ball, camera pans left-0.mp4").exists()
     md = (out / "eval.md").read_text()
+    assert got_imaging_in(md)
     for title in ("Subject Consistency", "Background Consistency", "Temporal Flickering", "Dynamic Degree",
                   "Aesthetic Quality", "I2V Subject", "Motion Smoothness", "Imaging Quality", "I2V Background"):  # fmt: skip
         assert f"| {title} |" in md  # never silently absent
@@ -115,9 +123,10 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys):
     assert {r["prompt"] for r in items} == {"a red ball", "a quiet lake"}
     assert (out / "grid.png").is_file()
     before = os.stat(out / "videos" / "vc1" / "a red ball-0.mp4").st_mtime_ns
-    code, _, err = run(capsys, *argv(setup, out))  # resumes: nothing sampled again, same table
+    code, _, err = run(capsys, *argv(setup, out, "--dimensions", "temporal_flickering"))  # resumes: nothing sampled
     assert code == 0 and os.stat(out / "videos" / "vc1" / "a red ball-0.mp4").st_mtime_ns == before
-    assert (out / "eval.md").read_text() == md
+    rows2 = {(r["method"], r["dimension"]): float(r["value"]) for r in csv.DictReader(open(out / "eval.csv"))}
+    assert rows2[("vc1", "temporal_flickering")] == got[("vc1", "temporal_flickering")][0]  # the same videos
     code, _, err = run(capsys, *argv(setup, out, "--steps", "3"))
     assert code == 2 and "steps" in err and "another folder" in err
 

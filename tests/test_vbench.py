@@ -178,3 +178,28 @@ def test_dynamic_degree_runs_on_frames_and_refuses_small_ones(tmp_path):
     assert isinstance(dynamic_degree(raft, frames, fps=8), bool)
     with pytest.raises(PriorswapError, match="at least 128x128"):
         pair_scores(raft, frames[:, :64, :64], fps=8)
+
+
+def test_imaging_quality_matches_vbench_loop_on_pyiqa(tmp_path):
+    pytest.importorskip("pyiqa", reason="imaging quality needs pyiqa (pip install 'priorswap[vbench]')")
+    from pyiqa.archs.musiq_arch import MUSIQ
+    from torchvision import transforms
+
+    from priorswap.toolkit.vbench.networks import load_musiq
+
+    from vbench_factories import musiq_file
+
+    musiq_file(str(tmp_path / "musiq_spaq_ckpt-358bb6af.pth"))
+    ours = load_musiq(str(tmp_path / "musiq_spaq_ckpt-358bb6af.pth"))
+    frames = np.random.default_rng(0).integers(0, 255, (2, 400, 600, 3), dtype=np.uint8)  # longer side > 512
+    value = dimensions.imaging_quality(ours, frames)
+    ref = MUSIQ(pretrained_model_path=str(tmp_path / "musiq_spaq_ckpt-358bb6af.pth"))  # pyiqa's own loading
+    ref.training = False  # VBench's exact setting (not .eval())
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = transforms.Resize(size=(int(512 / 600 * 400), int(512 / 600 * 600)), antialias=False)(x) / 255.0
+    with torch.no_grad():
+        want = sum(float(ref(x[i : i + 1])) for i in range(len(x))) / len(x)
+    assert value == pytest.approx(want, abs=1e-5)
+    torch.save({"head.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(PriorswapError, match="do not fit pyiqa's MUSIQ"):
+        load_musiq(str(tmp_path / "bad.pth"))

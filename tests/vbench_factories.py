@@ -61,3 +61,11 @@ def original_raft_state(seed=0):
         if m:
             out[f"module.cnet.{m[1]}.norm3.{m[2]}"] = v.clone()
     return tv.eval(), out
+
+
+def musiq_file(path: str, seed: int = 0) -> None:
+    """Random MUSIQ (SPAQ layout: one output) weights as pyiqa saves them: a bare state dict."""
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    torch.manual_seed(seed)
+    torch.save(MUSIQ(pretrained=False).state_dict(), path)

@@ -4,8 +4,8 @@
 Frames are (T, H, W, 3) uint8 arrays as a video reader gives them; VBench turns them into float32 (T, 3, H, W)
 tensors of 0-255 values before any resize (``load_video``), and so do these functions. The quality dimensions use
 ``vbench/utils.py``'s transforms (tensor resizes with ``antialias=False``); I2V subject uses the I2V module's
-(tensor ``Resize(256, bicubic)`` with torchvision's default antialias, PIL for the input image). Not here yet:
-motion smoothness (AMT-S), dynamic degree (RAFT), imaging quality (MUSIQ), I2V background (DreamSim).
+(tensor ``Resize(256, bicubic)`` with torchvision's default antialias, PIL for the input image). Dynamic degree
+is in ``raft.py``. Not here yet: motion smoothness (AMT-S) and I2V background (DreamSim).
 """
 
 from __future__ import annotations
@@ -87,6 +87,24 @@ def i2v_subject(dino, image, frames: np.ndarray) -> float:
     x = dino_internet_frames(frames)
     feats = torch.cat([dino(x[i : i + 1].to(d)) for i in range(len(x))]).cpu()
     return formulas.i2v_score(img[0], feats)
+
+
+@torch.no_grad()
+def imaging_quality(musiq, frames: np.ndarray) -> float:
+    """Mean MUSIQ MOS over frames, in MUSIQ's 0-100 units (the dimension divides the mean over videos by 100).
+    Frames are resized only when the longer side exceeds 512, to int(scale * side), without antialias
+    (``vbench/imaging_quality.py`` 17-37, 'longer' mode), then /255; one frame per call (45-53)."""
+    x = as_tensor(frames)
+    h, w = x.shape[-2:]
+    if max(h, w) > 512:
+        scale = 512.0 / max(h, w)
+        x = TF.resize(x, [int(scale * h), int(scale * w)], antialias=False)
+    x = x / 255.0
+    d = _device(musiq)
+    total = 0.0
+    for i in range(len(x)):
+        total += float(musiq(x[i : i + 1].to(d)))
+    return total / len(x)
 
 
 def temporal_flickering(frames: np.ndarray) -> float:

@@ -126,3 +126,28 @@ class AestheticHead(nn.Module):
 
     def forward(self, embedding: Tensor) -> Tensor:
         return self.linear(F.normalize(embedding.float(), dim=-1, p=2)).squeeze(-1)
+
+
+def load_musiq(weights: str):
+    """pyiqa's MUSIQ with the SPAQ weights VBench loads (``musiq_spaq_ckpt-358bb6af.pth``; one output, the MOS).
+
+    Read with ``torch.load(weights_only=True)`` and loaded strictly here (pyiqa's own loader would unpickle
+    anything). As VBench does (``vbench/imaging_quality.py`` 64) only the top-level ``training`` flag is cleared,
+    which makes ``MUSIQ.forward`` apply its own preprocessing ((x - 0.5) * 2 and the multiscale patches)."""
+    try:
+        from pyiqa.archs.musiq_arch import MUSIQ
+    except ImportError:
+        raise PriorswapError("imaging_quality needs pyiqa (MUSIQ): pip install 'priorswap[vbench]'") from None
+    path = _require(weights, "MUSIQ weights", "expected musiq_spaq_ckpt-358bb6af.pth (pyiqa's MUSIQ trained on SPAQ)")
+    state = _state_dict(path, "MUSIQ weights")
+    state = state.get("params", state) if isinstance(state.get("params"), dict) else state
+    model = MUSIQ(pretrained=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise PriorswapError(
+            f"MUSIQ weights {path!r} do not fit pyiqa's MUSIQ (SPAQ) ({str(e).splitlines()[0][:150]})"
+        ) from None
+    model.requires_grad_(False)
+    model.training = False
+    return model

@@ -33,7 +33,7 @@ def video_path(out: str, method: str, item: VideoItem, k: int) -> str:
 
 
 def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
-    from .networks import AestheticHead, DINOFeatures, load_openai_clip
+    from .networks import AestheticHead, DINOFeatures, load_musiq, load_openai_clip
     from .raft import load_raft
 
     nets = {}
@@ -46,6 +46,8 @@ def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
         nets["aesthetic"] = AestheticHead(run.aesthetic_head)
     if "dynamic_degree" in dims:
         nets["raft"] = load_raft(run.raft_weights)
+    if "imaging_quality" in dims:
+        nets["musiq"] = load_musiq(run.musiq_weights)
     return nets
 
 
@@ -70,16 +72,20 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
             out[d] = float(dynamic_degree(nets["raft"], frames, fps))
         elif d == "aesthetic_quality":
             out[d] = D.aesthetic_quality(nets["clip_l14"], nets["aesthetic"], frames)
+        elif d == "imaging_quality":
+            out[d] = D.imaging_quality(nets["musiq"], frames)
         elif d == "i2v_subject":
             out[d] = D.i2v_subject(nets["dino"], Image.open(item.image), frames)  # opened as is, like VBench
     return out
 
 
-def aggregate(values: list) -> float:
+def aggregate(dimension: str, values: list) -> float:
     from .formulas import PairSums, frame_weighted, mean_over_videos
 
     if values and isinstance(values[0], PairSums):
         return frame_weighted(values)
+    if dimension == "imaging_quality":  # per-video values are MOS in 0-100; only the aggregate is /100 (54-55)
+        return mean_over_videos(values) / 100.0
     return mean_over_videos(values)
 
 
@@ -117,7 +123,7 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
                     per[(m.name, d)].append(v)
                     value = v.video_value if hasattr(v, "video_value") else v
                     rows.append({"method": m.name, "prompt": it.prompt, "k": k, "dimension": d, "value": value})
-    results = {key: aggregate(vals) for key, vals in per.items() if vals}
+    results = {key: aggregate(key[1], vals) for key, vals in per.items() if vals}
     text = _table(results, methods, dims, run, len(items))
     _write(run.output_dir, text, results, rows, methods, dims, per)
     _grid(run.output_dir, methods, items[:8])

@@ -18,15 +18,16 @@ BUILT = {  # dimension -> the weight flags it needs
     "dynamic_degree": ("raft_weights",),
     "aesthetic_quality": ("clip_l14", "aesthetic_head"),
     "i2v_subject": ("dino_weights",),
+    "imaging_quality": ("musiq_weights",),
 }
 NOT_BUILT = {  # dimension -> why it is not computed yet (shown in eval.md, never silently absent)
     "motion_smoothness": "needs the AMT-S frame interpolator, not ported yet",
-    "imaging_quality": "needs pyiqa's MUSIQ (SPAQ), not wired yet",
     "i2v_background": "needs DreamSim's ensemble, not wired yet",
 }
 FILES = {
     "dino_weights": "dino_vitbase16_pretrain.pth", "clip_b32": "ViT-B-32.pt", "clip_l14": "ViT-L-14.pt",
     "aesthetic_head": "sa_0_4_vit_l_14_linear.pth", "raft_weights": "raft-things.pth",
+    "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth",
 }  # fmt: skip
 
 
@@ -63,6 +64,7 @@ class VideoEvalRun:
     clip_l14: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-L/14: ViT-L-14.pt")
     aesthetic_head: str | None = arg(None, group=NETS, help="LAION aesthetic head: sa_0_4_vit_l_14_linear.pth")
     raft_weights: str | None = arg(None, group=NETS, help="RAFT (things): raft-things.pth")
+    musiq_weights: str | None = arg(None, group=NETS, help="MUSIQ (SPAQ, pyiqa): musiq_spaq_ckpt-358bb6af.pth")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def __post_init__(self) -> None:
