@@ -241,4 +241,6 @@ COMMANDS = {
     ),
     **eval_unet.COMMANDS,
 }
-HELP = "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd"
+HELP = (
+    "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd, dynamicrafter (VBench-I2V)"
+)
