@@ -2,7 +2,9 @@
 
 - DINO ViT-B/16, ``dino_vitbase16_pretrain.pth`` (a bare state dict; facebookresearch/dino's key names, which are
   timm's): CLS token after the final LayerNorm (eps 1e-6), with DINO's own bicubic position interpolation for
-  grids other than 14x14 (``vision_transformer.py`` ``interpolate_pos_encoding``);
+  grids other than 14x14 (``vision_transformer.py`` ``interpolate_pos_encoding``). Checked once against
+  facebookresearch/dino's own ``vision_transformer.py``: its ``vit_base`` state dict (150 keys) loads strictly, and
+  the CLS features agree to 3.4e-6 at 224x224, 224x320 and 256x224;
 - OpenAI CLIP ``ViT-B-32.pt`` / ``ViT-L-14.pt`` (TorchScript archives with fp16 weights; only their tensors are
   read, into open_clip's rebuild of the OpenAI architecture, in fp32 as ``clip.load`` does on a CPU);
 - the LAION aesthetic head ``sa_0_4_vit_l_14_linear.pth``, a bare ``Linear(768, 1)`` state dict.
