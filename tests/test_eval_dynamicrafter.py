@@ -100,10 +100,15 @@ def argv(setup, out, *extra):
             "--size", "128", "--device", "cpu", "--no-progress", *setup["nets"], *extra]  # fmt: skip
 
 
-def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys):
+def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
+    from priorswap.toolkit.video import pipeline
+
+    encoded, real = [], pipeline.encode_conditions
+    monkeypatch.setattr(pipeline, "encode_conditions", lambda *a, **k: encoded.append(a[2]) or real(*a, **k))
     out = tmp_path / "out"
     code, text, err = run(capsys, *argv(setup, out))
     assert code == 0, err
+    assert sorted(encoded) == ["a quiet lake", "a red ball"]  # once per prompt, shared by vanilla and the prior
     for method in ("vanilla", "vc1"):
         for prompt in ("a red ball", "a quiet lake"):
             assert (out / "videos" / method / f"{prompt}-0.mp4").is_file()  # VBench's own names

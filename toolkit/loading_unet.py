@@ -33,9 +33,10 @@ from .loading import (
     read_model_index,
     scheduler_config,
 )
+from .paper import PAPER
 
 # where each model lives on the hub (named in "missing weights" errors)
-HUB_IDS = {"ip2p": "timbrooks/instruct-pix2pix", "zero123": "kxic/zero123-xl", "vd": "shi-labs/versatile-diffusion"}
+HUB_IDS = {kind: PAPER[kind].model for kind in ("ip2p", "zero123", "vd")}
 KIND_NAMES = {"ip2p": "InstructPix2Pix", "zero123": "Zero-1-to-3", "vd": "Versatile Diffusion"}
 COMPONENTS = {
     "ip2p": ("unet", "vae", "text_encoder", "tokenizer"),

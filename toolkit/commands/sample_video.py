@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..argspec import Command, arg
 from ..errors import PriorswapError
-
-SPACINGS = ("uniform", "uniform_trailing")
+from ..video.config import SPACINGS
 
 
 @dataclass(kw_only=True)
@@ -74,7 +73,7 @@ def run(cfg: SampleDynamiCrafter) -> int:
     from ..images import read_image
     from ..video.ddim import ddim_timesteps
     from ..video.loading import load_video_model, peek_config
-    from ..video.pipeline import VideoJob, check_size, default_size, dynamicrafter_videos, input_tensor
+    from ..video.pipeline import VideoJob, check_size, prepare
     from .common import torch_dtype
 
     ddim_timesteps(cfg.timestep_spacing, cfg.steps)  # a grid upstream cannot run fails before any loading
@@ -91,9 +90,9 @@ def run(cfg: SampleDynamiCrafter) -> int:
                    text_scale=cfg.text_guidance, image_scale=cfg.image_guidance, frame_stride=cfg.frame_stride,
                    seed=cfg.seed, spacing=cfg.timestep_spacing, size=size, batch_size=cfg.batch_size,
                    device=cfg.device, offload=cfg.offload, progress=cfg.progress)  # fmt: skip
-    seen = input_tensor(image, size or default_size(model.config))
-    videos = dynamicrafter_videos(model, prior, job, compare=cfg.compare)
-    write_outputs(cfg, seen, videos)
+    prepared = prepare(model, prior, job)
+    videos = prepared.videos(cfg.compare)
+    write_outputs(cfg, prepared.encoded["input"], videos)
     print(f"wrote {cfg.num_samples} x {' + '.join(videos)} videos, compare.mp4 and compare.gif to {cfg.output_dir}")
     return 0
 

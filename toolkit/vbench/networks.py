@@ -13,32 +13,13 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PriorswapError
-
-
-def _require(path: str, what: str, hint: str) -> str:
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise PriorswapError(f"{what} {path!r} does not exist; {hint}")
-    return path
-
-
-def _state_dict(path: str, what: str) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable or code-carrying file
-        raise PriorswapError(f"{what} {path!r} is not a plain weights file ({str(e).splitlines()[0][:120]})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise PriorswapError(f"{what} {path!r} holds no state dict")
-    return obj
+from ..metrics.extractor import load_state_dict_file, require_file
 
 
 class DINOFeatures(nn.Module):
@@ -48,8 +29,8 @@ class DINOFeatures(nn.Module):
         super().__init__()
         import timm
 
-        path = _require(weights, "DINO weights", "expected dino_vitbase16_pretrain.pth (facebookresearch/dino)")
-        state = _state_dict(path, "DINO weights")
+        path = require_file(weights, "DINO weights", "expected dino_vitbase16_pretrain.pth (facebookresearch/dino)")
+        state = load_state_dict_file(path)
         self.vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
         try:
             self.vit.load_state_dict(state, strict=True)
@@ -91,7 +72,7 @@ def load_openai_clip(path: str, what: str = "CLIP weights"):
     (QuickGELU), in fp32 (``clip.load`` upcasts the fp16 release weights the same way on a CPU)."""
     from open_clip.model import build_model_from_openai_state_dict
 
-    path = _require(path, what, "expected OpenAI's ViT-B-32.pt / ViT-L-14.pt (the files VBench's clip.load reads)")
+    path = require_file(path, what, "expected OpenAI's ViT-B-32.pt / ViT-L-14.pt (the files VBench's clip.load reads)")
     import warnings
 
     try:
@@ -99,7 +80,7 @@ def load_openai_clip(path: str, what: str = "CLIP weights"):
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
             state = torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:
-        state = _state_dict(path, what)
+        state = load_state_dict_file(path)
     try:
         model = build_model_from_openai_state_dict(dict(state))
     except (KeyError, RuntimeError) as e:
@@ -114,8 +95,10 @@ class AestheticHead(nn.Module):
 
     def __init__(self, weights: str):
         super().__init__()
-        path = _require(weights, "aesthetic head", "expected sa_0_4_vit_l_14_linear.pth (LAION aesthetic predictor)")
-        state = _state_dict(path, "aesthetic head")
+        path = require_file(
+            weights, "aesthetic head", "expected sa_0_4_vit_l_14_linear.pth (LAION aesthetic predictor)"
+        )
+        state = load_state_dict_file(path)
         w = state.get("weight")
         self.linear = nn.Linear(w.shape[1] if w is not None and w.ndim == 2 else 768, 1)  # 768: CLIP ViT-L/14
         try:
@@ -140,8 +123,10 @@ def load_musiq(weights: str):
         from pyiqa.archs.musiq_arch import MUSIQ
     except ImportError:
         raise PriorswapError("imaging_quality needs pyiqa (MUSIQ): pip install 'priorswap[vbench]'") from None
-    path = _require(weights, "MUSIQ weights", "expected musiq_spaq_ckpt-358bb6af.pth (pyiqa's MUSIQ trained on SPAQ)")
-    state = _state_dict(path, "MUSIQ weights")
+    path = require_file(
+        weights, "MUSIQ weights", "expected musiq_spaq_ckpt-358bb6af.pth (pyiqa's MUSIQ trained on SPAQ)"
+    )
+    state = load_state_dict_file(path)
     state = state.get("params", state) if isinstance(state.get("params"), dict) else state
     model = MUSIQ(pretrained=False)
     try:

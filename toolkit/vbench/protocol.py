@@ -25,8 +25,6 @@ from ..errors import PriorswapError
 from .settings import NOT_BUILT, VideoEvalRun
 from .suite import DIMENSIONS, TITLES, VideoItem, check_images, read_suite
 
-CONSISTENCY = ("subject_consistency", "background_consistency")  # frame-pair weighted; every other: mean of videos
-
 
 def video_path(out: str, method: str, item: VideoItem, k: int) -> str:
     return os.path.join(out, "videos", method, f"{item.stem}-{k}.mp4")
@@ -140,16 +138,16 @@ def _run_key(run: VideoEvalRun, items: list[VideoItem]) -> dict:
 
 
 def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
+    from PIL import Image
+
     from ..sampling import DTYPES
-    from ..video.pipeline import VideoJob, prepare
+    from ..video.pipeline import VideoJob, encode_job, prepare
     from ..video.writer import to_uint8_frames, write_mp4
 
     home = "cpu" if run.offload else run.device
     dtype = DTYPES[run.dtype]
     model = load_video_model(run.model, "dynamicrafter", "model", dtype, home)
     priors = {m.name: load_video_model(m.prior, "videocrafter", f"prior {m.name}", dtype, home) for m in methods[1:]}
-    from PIL import Image
-
     made = 0
     for i, it in todo:
         job = VideoJob(image=Image.open(it.image), prompt=it.prompt, num_samples=run.videos_per_prompt, steps=run.steps,
@@ -158,11 +156,12 @@ def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
                        spacing=run.timestep_spacing, batch_size=run.batch_size, device=run.device, offload=run.offload,
                        size=(run.size, run.size) if run.size else None,
                        progress=run.progress)  # fmt: skip
+        conds = encode_job(model, job)  # the image and prompt are encoded once, for every method
         for m in methods:
             paths = [video_path(run.output_dir, m.name, it, k) for k in range(run.videos_per_prompt)]
             if all(os.path.isfile(p) for p in paths):
                 continue
-            prepared = prepare(model, priors.get(m.name), job, free_encoders=False)
+            prepared = prepare(model, priors.get(m.name), job, free_encoders=False, conds=conds)
             videos = prepared.samples(m.name != "vanilla", f"{m.name}: {it.prompt[:40]}")
             os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
             for p, v in zip(paths, videos):

@@ -11,7 +11,6 @@ The per-video rule is VBench's (``vbench/dynamic_degree.py`` at 45e79ec, lines c
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -72,15 +71,10 @@ def load_raft(weights: str):
     strictly."""
     from torchvision.models.optical_flow import raft_large
 
-    path = os.path.expanduser(str(weights))
-    if not os.path.isfile(path):
-        raise PriorswapError(f"RAFT weights {path!r} do not exist; expected raft-things.pth (princeton-vl/RAFT)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise PriorswapError(
-            f"RAFT weights {path!r} are not a plain weights file ({str(e).splitlines()[0][:120]})"
-        ) from None
+    from ..metrics.extractor import load_state_dict_file, require_file
+
+    path = require_file(weights, "RAFT weights", "expected raft-things.pth (princeton-vl/RAFT)")
+    state = load_state_dict_file(path)
     model = raft_large(weights=None, progress=False)
     mapped = original_to_torchvision(state) if any(k.startswith(("module.", "fnet.")) for k in state) else state
     try:

@@ -8,6 +8,7 @@ from .. import checks
 from ..argspec import arg
 from ..errors import PriorswapError
 from ..protocols.settings import parse_shard
+from ..video.config import SPACINGS
 from .suite import DIMENSIONS
 
 NETS = "VBench's weight files (the names VBench itself loads)"
@@ -49,7 +50,7 @@ class VideoEvalRun:
     text_guidance: float = arg(7.5, help="gT")
     image_guidance: float = arg(1.5, help="gI (dual CFG, the paper's Eq. 8)")
     frame_stride: int = arg(3, help="frame stride fs")
-    timestep_spacing: str = arg("uniform", choices=("uniform", "uniform_trailing"), help="upstream's DDIM grid")
+    timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid")
     size: int | None = arg(None, help="square side in pixels (default: the model's, 256 for DynamiCrafter-256)")
     fps: float = arg(8.0, help="frame rate the videos are written at (VBench reads it for Dynamic Degree)")
     seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")

@@ -22,6 +22,7 @@ VAE = "lvdm.models.autoencoder.AutoencoderKL"
 TEXT = "lvdm.modules.encoders.condition.FrozenOpenCLIPEmbedder"
 IMAGE = "lvdm.modules.encoders.condition.FrozenOpenCLIPImageEmbedderV2"
 RESAMPLER = "lvdm.modules.encoders.resampler.Resampler"
+SPACINGS = ("uniform", "uniform_trailing")  # upstream's DDIM grids (see ddim.py)
 RELEASED = {  # package data: the released inference YAMLs' model sections (see configs/)
     "dynamicrafter": "dynamicrafter_256_v1.0.yaml",
     "videocrafter": "videocrafter1_t2v_512_v1.0.yaml",

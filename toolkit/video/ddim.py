@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PriorswapError
-
-SPACINGS = ("uniform", "uniform_trailing")
+from .config import SPACINGS
 
 
 def ddim_timesteps(spacing: str, steps: int, num_train_timesteps: int = 1000) -> np.ndarray:

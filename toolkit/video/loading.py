@@ -43,6 +43,7 @@ class VideoModel:
     image_encoder: torch.nn.Module | None
     resampler: torch.nn.Module | None
     ref: str
+    null_text: torch.Tensor | None = None  # its text encoder's "" embedding, once computed (pipeline.null_text_of)
 
     def free_encoders(self) -> None:
         """Drop the text and image encoders once the prompt, ``""`` and the images are embedded."""

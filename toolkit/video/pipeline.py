@@ -17,7 +17,7 @@ branch; dual CFG is the paper's Eq. 8 with gT = 7.5, gI = 1.5.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,7 +45,6 @@ class VideoJob:
     device: str = "cpu"
     offload: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def pixel_multiple(cfg: VideoModelConfig) -> int:
@@ -105,7 +104,20 @@ def encode_conditions(model: VideoModel, image: Tensor, prompt: str, device: str
 
 @torch.no_grad()
 def null_text_of(prior: VideoModel, device: str) -> Tensor:
-    return prior.text_encoder.to(device).encode([""]).cpu()
+    """The prior's e(x_t, "") condition, encoded once per model (its text encoder may be freed afterwards)."""
+    if prior.null_text is None:
+        prior.null_text = prior.text_encoder.to(device).encode([""]).cpu()
+    return prior.null_text
+
+
+def encode_job(model: VideoModel, job: VideoJob) -> dict[str, Tensor]:
+    """The job's conditions (:func:`encode_conditions`) plus ``input``, the image as the model saw it (1, 3, H, W)."""
+    size = job.size or default_size(model.config)
+    check_size(model.config, size)
+    if not job.prompt.strip():
+        warnings.warn("the prompt is empty, which is the null text: text guidance then has no effect", stacklevel=3)
+    image = input_tensor(job.image, size)
+    return {**encode_conditions(model, image, job.prompt, job.device), "input": image}
 
 
 def video_decoder(model: VideoModel, device: str):
@@ -153,6 +165,16 @@ class PreparedVideo:
     shape: tuple[int, int, int, int]  # (4, T, h, w)
     decode: Any
     job: VideoJob
+    encoded: dict  # what encode_job returned (``input``: the image as the model saw it)
+
+    def videos(self, compare: bool = True) -> dict[str, Tensor]:
+        """Vanilla (unless ``compare=False`` with a prior) and swapped (with a prior) videos, same seeds."""
+        out = {}
+        if self.prior is None or compare:
+            out["vanilla"] = self.samples(False, "vanilla CFG")
+        if self.prior is not None:
+            out["swapped"] = self.samples(True, "swapped CFG")
+        return out
 
     def samples(self, swapped: bool, desc: str = "sampling") -> Tensor:
         """(num_samples, 3, T, H, W) floats in [-1, 1]; sample i starts from seed + i in either mode."""
@@ -166,9 +188,10 @@ class PreparedVideo:
         )  # fmt: skip
 
 
-def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_encoders: bool = True) -> PreparedVideo:
-    """Encode the image and prompt (then free the encoders, unless more inputs follow), build and pair the
-    denoisers, choose the guidance."""
+def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_encoders: bool = True,
+            conds: dict[str, Tensor] | None = None) -> PreparedVideo:  # fmt: skip
+    """Encode the image and prompt (unless ``conds`` from :func:`encode_job` are given; then the encoders are freed,
+    unless more inputs follow), build and pair the denoisers, choose the guidance."""
     from ..adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
     from ..denoisers import LatentSpace
     from ..loading_unet import Offloaded
@@ -177,12 +200,8 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
     from .config import alphas_cumprod
     from .ddim import UpstreamDDIM
 
-    size = job.size or default_size(model.config)
-    check_size(model.config, size)
-    if not job.prompt.strip():
-        warnings.warn("the prompt is empty, which is the null text: text guidance then has no effect", stacklevel=2)
     home = "cpu" if job.offload else job.device
-    conds = encode_conditions(model, input_tensor(job.image, size), job.prompt, job.device)
+    conds = encode_job(model, job) if conds is None else conds
     prior_null = null_text_of(prior, job.device) if prior is not None else None
     if free_encoders:
         model.free_encoders()
@@ -213,7 +232,7 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
         base = Offloaded(base, job.device) if base is not None else None
     return PreparedVideo(
         dc, base, c, guidance, UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta),
-        (model.config.unet.out_channels, model.config.unet.temporal_length, h, w), video_decoder(model, job.device), job,
+        (model.config.unet.out_channels, model.config.unet.temporal_length, h, w), video_decoder(model, job.device), job, conds,
     )  # fmt: skip
 
 
@@ -222,10 +241,4 @@ def dynamicrafter_videos(
 ) -> dict[str, Tensor]:
     """``{"vanilla": ..., "swapped": ...}`` (swapped only with ``prior``; vanilla unless ``compare=False``), each
     (num_samples, 3, T, H, W) floats in [-1, 1]. Sample i starts from seed + i in every mode."""
-    prepared = prepare(model, prior, job)
-    out = {}
-    if prior is None or compare:
-        out["vanilla"] = prepared.samples(False, "vanilla CFG")
-    if prior is not None:
-        out["swapped"] = prepared.samples(True, "swapped CFG")
-    return out
+    return prepare(model, prior, job).videos(compare)
