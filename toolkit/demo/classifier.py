@@ -7,6 +7,7 @@ label accuracy (does the sample look like the class that was asked for?).
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -109,12 +110,12 @@ def train_classifier(
     train: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
     out_path: str,
-    epochs: int = 2,
+    epochs: int = 10,
     seed: int = 0,
     batch_size: int = 128,
     progress: bool = True,
 ) -> float:
-    """Train FMNISTNet (Adam 1e-3) on (images in [0, 1] (N, 1, 32, 32), labels); save safetensors atomically.
+    """Train FMNISTNet (Adam 1e-3, cosine decay to 0 over the run) on (images in [0, 1] (N, 1, 32, 32), labels); save safetensors atomically.
 
     Returns the test accuracy.
     """
@@ -125,6 +126,8 @@ def train_classifier(
     net = FMNISTNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x, y = train
+    steps = epochs * -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 0.5 * (1 + math.cos(math.pi * min(n, steps) / steps)))
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         net.train()
@@ -143,6 +146,7 @@ def train_classifier(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
     acc = accuracy(net.eval(), *test)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with atomic_write(out_path, "wb") as f:

@@ -10,6 +10,7 @@ from .factory import EXTRACTORS, build_extractor
 from .frechet import feature_stats, frechet_distance
 from .inception import INCEPTION_URL, InceptionExtractor
 from .inception_score import inception_score
+from .kid import KIDReference, kernel_inception_distance
 from .lpips import LPIPS
 from .pixel import psnr, ssim
 from .reference import reference_stats
@@ -25,6 +26,7 @@ __all__ = [
     "FeatureStats",
     "INCEPTION_URL",
     "InceptionExtractor",
+    "KIDReference",
     "LPIPS",
     "ModuleExtractor",
     "build_extractor",
@@ -34,6 +36,7 @@ __all__ = [
     "feature_stats",
     "frechet_distance",
     "inception_score",
+    "kernel_inception_distance",
     "load_feature_network",
     "psnr",
     "reference_stats",
