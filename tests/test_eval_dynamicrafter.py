@@ -13,7 +13,7 @@ from PIL import Image
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.video.tiny import save_tiny_checkpoint
 
-from vbench_factories import musiq_file, openai_archive, original_raft_state
+from vbench_factories import dreamsim_folder, musiq_file, openai_archive, original_raft_state
 
 
 def run(capsys, *argv):
@@ -83,9 +83,10 @@ def setup(tmp_path_factory):
     torch.save(torch.nn.Linear(32, 1).state_dict(), w / "sa_0_4_vit_l_14_linear.pth")
     torch.save(original_raft_state()[1], w / "raft-things.pth")
     musiq_file(str(w / "musiq_spaq_ckpt-358bb6af.pth"))
+    dreamsim_folder(w / "dreamsim", width=64)  # DreamSim's cache folder layout, 64 wide so that it runs quickly
     nets = ["--dino-weights", w / "dino_vitbase16_pretrain.pth", "--clip-b32", w / "ViT-B-32.pt", "--clip-l14",
             w / "ViT-L-14.pt", "--aesthetic-head", w / "sa_0_4_vit_l_14_linear.pth", "--raft-weights", w / "raft-things.pth",
-            "--musiq-weights", w / "musiq_spaq_ckpt-358bb6af.pth"]  # fmt: skip
+            "--musiq-weights", w / "musiq_spaq_ckpt-358bb6af.pth", "--dreamsim-weights", w / "dreamsim"]  # fmt: skip
     return {"models": models, "suite": str(suite), "nets": nets}
 
 
@@ -115,6 +116,7 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
     assert not (out / "videos" / "vanilla" / "a red ball, camera pans left-0.mp4").exists()
     md = (out / "eval.md").read_text()
     assert got_imaging_in(md)
+    assert "not computed" not in next(ln for ln in md.splitlines() if ln.startswith("| I2V Background |"))
     for title in ("Subject Consistency", "Background Consistency", "Temporal Flickering", "Dynamic Degree",
                   "Aesthetic Quality", "I2V Subject", "Motion Smoothness", "Imaging Quality", "I2V Background"):  # fmt: skip
         assert f"| {title} |" in md  # never silently absent
@@ -124,6 +126,7 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
     assert got[("vanilla", "subject_consistency")][1] == 1 and got[("vanilla", "background_consistency")][1] == 1
     assert got[("vanilla", "temporal_flickering")][1] == 2  # both prompts count for it
     assert 0 <= got[("vc1", "dynamic_degree")][0] <= 1 and got[("vanilla", "i2v_subject")][0] <= 1
+    assert 0 < got[("vanilla", "i2v_background")][0] <= 1 and got[("vc1", "i2v_background")][1] == 1  # the lake only
     items = list(csv.DictReader(open(out / "items.csv")))
     assert {r["prompt"] for r in items} == {"a red ball", "a quiet lake"}
     assert (out / "grid.png").is_file()
@@ -140,6 +143,8 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
     "drop,extra,needle",
     [
         ("--raft-weights", [], "dynamic_degree needs --raft-weights (raft-things.pth"),
+        ("--dreamsim-weights", [], "i2v_background needs --dreamsim-weights (DreamSim's cache folder"),
+        (None, ["--dreamsim-weights", "/no/such/dir"], "'/no/such/dir' is not a folder; expected DreamSim's cache"),
         (None, ["--dimensions", "motion_smoothness"], "not available yet"),
         (None, ["--dimensions", "sharpness"], "unknown dimension 'sharpness'"),
         (None, ["--data", "/no/such/suite"], "does not exist"),

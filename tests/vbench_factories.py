@@ -69,3 +69,80 @@ def musiq_file(path: str, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     torch.save(MUSIQ(pretrained=False).state_dict(), path)
+
+
+# -- DreamSim's cache folder (``dreamsim(pretrained=True, cache_dir=DIR)``, dreamsim 0.2.1) --------------------
+DREAMSIM_LORA_CONFIG = {  # peft 0.12's adapter_config.json fields; r / alpha / dropout of train_ensemble_model_lora.yaml
+    "alpha_pattern": {}, "auto_mapping": {"base_model_class": "PerceptualModel", "parent_library": "dreamsim.model"},
+    "base_model_name_or_path": None, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+    "init_lora_weights": True, "layer_replication": None, "layers_pattern": None, "layers_to_transform": None,
+    "loftq_config": {}, "lora_alpha": 8, "lora_dropout": 0.3, "megatron_config": None, "megatron_core": "megatron.core",
+    "modules_to_save": None, "peft_type": "LORA", "r": 16, "rank_pattern": {}, "revision": None,
+    "target_modules": ["qkv"], "task_type": None, "use_dora": False, "use_rslora": False,
+}  # fmt: skip
+
+
+def _vit_shapes(w: int = 768) -> dict:
+    """Key -> shape of a 12-block ViT/16 of width ``w`` in facebookresearch/dino's names (== timm's
+    ``vit_base_patch16_224`` at w = 768)."""
+    shapes = {"cls_token": (1, 1, w), "pos_embed": (1, 197, w), "patch_embed.proj.weight": (w, 3, 16, 16),
+              "patch_embed.proj.bias": (w,), "norm.weight": (w,), "norm.bias": (w,)}  # fmt: skip
+    for i in range(12):
+        b = f"blocks.{i}."
+        shapes.update({b + "norm1.weight": (w,), b + "norm1.bias": (w,), b + "attn.qkv.weight": (3 * w, w),
+                       b + "attn.qkv.bias": (3 * w,), b + "attn.proj.weight": (w, w), b + "attn.proj.bias": (w,),
+                       b + "norm2.weight": (w,), b + "norm2.bias": (w,), b + "mlp.fc1.weight": (4 * w, w),
+                       b + "mlp.fc1.bias": (4 * w,), b + "mlp.fc2.weight": (w, 4 * w), b + "mlp.fc2.bias": (w,)})  # fmt: skip
+    return shapes
+
+
+def _fill(shapes: dict, gen: torch.Generator) -> dict:
+    """Random weights from a seeded generator (stable across torch and timm versions): LayerNorm scales near 1,
+    everything else N(0, 0.02)."""
+    out = {}
+    for key, shape in shapes.items():
+        t = torch.randn(shape, generator=gen) * 0.02
+        if ".norm" in key or key.startswith("norm") or key.startswith("pos_drop"):
+            t = t + 1.0 if key.endswith("weight") else t
+        out[key] = t
+    return out
+
+
+def dreamsim_folder(root, seed: int = 0, width: int = 768, adapter: str = "adapter_model.safetensors") -> str:
+    """Fabricated random weights laid out as ``dreamsim(pretrained=True, cache_dir=root)`` leaves its folder
+    (dreamsim 0.2.1 ``model.py`` 215-248, ``feature_extraction/extractor.py`` 67-83): the unzipped
+    ``dreamsim_ensemble_checkpoint.zip`` (``ensemble_lora/``, ``clip_vitb16_pretrain.pth.tar``,
+    ``open_clip_vitb16_pretrain.pth.tar``, ``dino_vitb16_pretrain.pth``) and torch.hub's DINO download
+    (``checkpoints/dino_vitbase16_pretrain.pth``). Full ViT-B/16 size: DreamSim's loaders fix the architecture.
+    ``width`` 64 makes the same files for a 64-wide ViT (one head) that loads in a blink; only 768 fits dreamsim's
+    own code. torch.hub's copy of the facebookresearch/dino code (``facebookresearch_dino_main/``) is not made."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    os.makedirs(os.path.join(root, "checkpoints"), exist_ok=True)
+    os.makedirs(os.path.join(root, "ensemble_lora"), exist_ok=True)
+    vit, hid = _vit_shapes(width), 2048 if width == 768 else 32
+    torch.save(_fill(vit, gen), os.path.join(root, "checkpoints", "dino_vitbase16_pretrain.pth"))  # a bare state dict
+    head = {"module.head.mlp.0.weight": (hid, width), "module.head.mlp.0.bias": (hid,),
+            "module.head.mlp.2.weight": (hid, hid), "module.head.mlp.2.bias": (hid,),
+            "module.head.mlp.4.weight": (256, hid), "module.head.mlp.4.bias": (256,),
+            "module.head.last_layer.weight": (2048, 256)}  # fmt: skip
+    torch.save({"student": _fill(head, gen)}, os.path.join(root, "dino_vitb16_pretrain.pth"))  # only its head is read
+    for name in ("clip_vitb16_pretrain.pth.tar", "open_clip_vitb16_pretrain.pth.tar"):
+        state = _fill({**vit, "pos_drop.weight": (width,), "pos_drop.bias": (width,)}, gen)  # ln_pre as pos_drop
+        state["proj"] = torch.randn(width, 512 * width // 768, generator=gen) * 0.03
+        torch.save({"state_dict": state}, os.path.join(root, name))
+    lora = {}
+    for e in range(3):
+        for i in range(12):
+            key = f"base_model.model.extractor_list.{e}.model.blocks.{i}.attn.qkv"
+            lora[f"{key}.lora_A.weight"] = torch.randn(16, width, generator=gen) * 0.05
+            lora[f"{key}.lora_B.weight"] = torch.randn(3 * width, 16, generator=gen) * 0.05  # trained: B is not zero
+    path = os.path.join(root, "ensemble_lora", adapter)
+    save_file(lora, path) if adapter.endswith(".safetensors") else torch.save(lora, path)
+    with open(os.path.join(root, "ensemble_lora", "adapter_config.json"), "w") as f:
+        json.dump(DREAMSIM_LORA_CONFIG, f, indent=2)
+    return str(root)

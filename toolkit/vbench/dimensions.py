@@ -1,11 +1,12 @@
-"""Five of VBench-I2V's nine dimensions, per video, with VBench's own preprocessing (``vbench/utils.py`` and
+"""Seven of VBench-I2V's nine dimensions, per video, with VBench's own preprocessing (``vbench/utils.py`` and
 ``vbench2_beta_i2v/utils.py`` at commit 45e79ec; file:line cited at each step).
 
 Frames are (T, H, W, 3) uint8 arrays as a video reader gives them; VBench turns them into float32 (T, 3, H, W)
 tensors of 0-255 values before any resize (``load_video``), and so do these functions. The quality dimensions use
 ``vbench/utils.py``'s transforms (tensor resizes with ``antialias=False``); I2V subject uses the I2V module's
-(tensor ``Resize(256, bicubic)`` with torchvision's default antialias, PIL for the input image). Dynamic degree
-is in ``raft.py``. Not here yet: motion smoothness (AMT-S) and I2V background (DreamSim).
+(tensor ``Resize(256, bicubic)`` with torchvision's default antialias, PIL for the input image), and so does I2V
+background (``Resize((224, 224))``, DreamSim's ensemble in ``dreamsim.py``). Dynamic degree is in ``raft.py``. Not
+here yet: motion smoothness (AMT-S).
 """
 
 from __future__ import annotations
@@ -86,6 +87,30 @@ def i2v_subject(dino, image, frames: np.ndarray) -> float:
     img = dino(dino_internet_image(image).to(d)).cpu()
     x = dino_internet_frames(frames)
     feats = torch.cat([dino(x[i : i + 1].to(d)) for i in range(len(x))]).cpu()
+    return formulas.i2v_score(img[0], feats)
+
+
+def dreamsim_frames(frames: np.ndarray) -> Tensor:
+    """``dreamsim_transform(224)`` (``vbench2_beta_i2v/utils.py`` 72-76): tensor bicubic resize to 224x224 (the
+    aspect ratio is not kept; antialias, torchvision's default), /255, no clamp, no normalisation (DreamSim
+    normalises each branch itself)."""
+    return TF.resize(as_tensor(frames), [224, 224], InterpolationMode.BICUBIC, antialias=True) / 255.0
+
+
+def dreamsim_image(image) -> Tensor:
+    """``dreamsim_transform_Image(224)`` (``vbench2_beta_i2v/utils.py`` 78-82): PIL bicubic resize to 224x224 (PIL's
+    own kernel), ToTensor; the image as opened, without ``.convert('RGB')`` (``i2v_background.py`` 33)."""
+    return TF.to_tensor(TF.resize(image, [224, 224], InterpolationMode.BICUBIC))[None]
+
+
+@torch.no_grad()
+def i2v_background(dreamsim, image, frames: np.ndarray) -> float:
+    """0.4 max / 0.3 mean / 0.3 min of DreamSim similarities, the I2V subject formula on ``dreamsim.embed`` (its
+    ``normalize_embeds``) one frame at a time (``vbench2_beta_i2v/i2v_background.py`` 20-65)."""
+    d = _device(dreamsim)
+    img = dreamsim.embed(dreamsim_image(image).to(d)).cpu()
+    x = dreamsim_frames(frames)
+    feats = torch.cat([dreamsim.embed(x[i : i + 1].to(d)) for i in range(len(x))]).cpu()
     return formulas.i2v_score(img[0], feats)
 
 

@@ -46,6 +46,10 @@ def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
         nets["raft"] = load_raft(run.raft_weights)
     if "imaging_quality" in dims:
         nets["musiq"] = load_musiq(run.musiq_weights)
+    if "i2v_background" in dims:
+        from .dreamsim import DreamSimEnsemble
+
+        nets["dreamsim"] = DreamSimEnsemble(run.dreamsim_weights)
     return nets
 
 
@@ -74,6 +78,8 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
             out[d] = D.imaging_quality(nets["musiq"], frames)
         elif d == "i2v_subject":
             out[d] = D.i2v_subject(nets["dino"], Image.open(item.image), frames)  # opened as is, like VBench
+        elif d == "i2v_background":
+            out[d] = D.i2v_background(nets["dreamsim"], Image.open(item.image), frames)  # as is, like VBench
     return out
 
 

@@ -20,16 +20,27 @@ BUILT = {  # dimension -> the weight flags it needs
     "aesthetic_quality": ("clip_l14", "aesthetic_head"),
     "i2v_subject": ("dino_weights",),
     "imaging_quality": ("musiq_weights",),
+    "i2v_background": ("dreamsim_weights",),
 }
 NOT_BUILT = {  # dimension -> why it is not computed yet (shown in eval.md, never silently absent)
     "motion_smoothness": "needs the AMT-S frame interpolator, not ported yet",
-    "i2v_background": "needs DreamSim's ensemble, not wired yet",
 }
 FILES = {
     "dino_weights": "dino_vitbase16_pretrain.pth", "clip_b32": "ViT-B-32.pt", "clip_l14": "ViT-L-14.pt",
     "aesthetic_head": "sa_0_4_vit_l_14_linear.pth", "raft_weights": "raft-things.pth",
     "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth",
+    "dreamsim_weights": "DreamSim's cache folder: checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, "
+                        "open_clip_vitb16_pretrain.pth.tar, ensemble_lora/",
 }  # fmt: skip
+
+
+def _dreamsim_folder(path: str) -> None:
+    from .dreamsim import check_folder
+
+    check_folder(path)
+
+
+FOLDERS = {"dreamsim_weights": _dreamsim_folder}  # weight flags that name a folder -> its check
 
 
 @dataclass(kw_only=True)
@@ -66,6 +77,8 @@ class VideoEvalRun:
     aesthetic_head: str | None = arg(None, group=NETS, help="LAION aesthetic head: sa_0_4_vit_l_14_linear.pth")
     raft_weights: str | None = arg(None, group=NETS, help="RAFT (things): raft-things.pth")
     musiq_weights: str | None = arg(None, group=NETS, help="MUSIQ (SPAQ, pyiqa): musiq_spaq_ckpt-358bb6af.pth")
+    dreamsim_weights: str | None = arg(None, group=NETS, help="DreamSim (ensemble): the folder dreamsim(pretrained=True, "
+                                       "cache_dir=DIR) fills (dreamsim 0.2.1)")  # fmt: skip
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def __post_init__(self) -> None:
@@ -94,7 +107,10 @@ class VideoEvalRun:
                     flag = "--" + name.replace("_", "-")
                     if path is None:
                         raise PriorswapError(f"{d} needs {flag} ({FILES[name]}, as VBench loads it)")
-                    checks.check_input_file(flag, path)
+                    if name in FOLDERS:
+                        FOLDERS[name](path)
+                    else:
+                        checks.check_input_file(flag, path)
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
         checks.check_output_dir("--output-dir", self.output_dir)
