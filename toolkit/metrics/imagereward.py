@@ -8,7 +8,7 @@ exactly transformers' ``BlipVisionModel`` and ``BlipTextModel`` (built as a deco
 layers, run bidirectionally), whose parameter names differ only in the ViT.
 
 reward(image, prompt) = (MLP(BERT(prompt | ViT(image))[CLS]) - mean) / std, as ImageReward's ``score``
-(ImageReward/ImageReward.py:105-137 in image-reward 1.5): the prompt padded to 35 BERT tokens, the image resized
+(ImageReward/ImageReward.py:103-137 in image-reward 1.5): the prompt padded to 35 BERT tokens, the image resized
 (bicubic, shorter side) and centre-cropped to the ViT's size, CLIP-normalised. The paper's Table 5 reports the mean
 reward of the edited images against the output captions.
 """
@@ -119,7 +119,7 @@ def vision_config(vision: dict[str, Tensor], path: str):
 
 
 def text_config(path: str, encoder_width: int):
-    """BLIP's BERT from ``med_config.json`` (read as models/BLIP/blip_pretrain.py:38-40 does: cross-attention width
+    """BLIP's BERT from ``med_config.json`` (read as models/BLIP/blip_pretrain.py:35-37 does: cross-attention width
     is the ViT's). transformers' BLIP text model has cross-attention layers when built as a decoder."""
     from transformers import BlipTextConfig
 
@@ -224,6 +224,7 @@ class RewardHead(nn.Module):
         _load(self.layers, head, "reward MLP (mlp.layers)", path)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, 1) raw rewards of (B, width) [CLS] features."""
         for layer in self.layers.values():
             x = layer(x)
         return x
@@ -251,7 +252,7 @@ class ImageReward(nn.Module):
 
     def pixels(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) ViT inputs from images (B, 3, H, W) in [0, 1], through uint8 pictures as upstream reads PIL
-        images: bicubic resize of the shorter side to S, centre crop, CLIP normalisation (ImageReward.py:29-37)."""
+        images: bicubic resize of the shorter side to S, centre crop, CLIP normalisation (ImageReward.py:30-37)."""
         import torchvision.transforms.functional as TF
         from PIL import Image
 
@@ -265,7 +266,7 @@ class ImageReward(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
-        """(B,) rewards of images (B, 3, H, W) in [0, 1] against their prompts (ImageReward.py:105-137)."""
+        """(B,) rewards of images (B, 3, H, W) in [0, 1] against their prompts (ImageReward.py:103-137)."""
         device = next(self.parameters()).device
         text = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
