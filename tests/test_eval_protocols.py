@@ -602,3 +602,41 @@ def test_ip2p_pickscore_is_the_preference_over_vanilla(env, capsys, tmp_path):
         want = model.logit_scale.exp() * torch.nn.functional.cosine_similarity(e_i, e_t)
     assert float(row["pickscore_raw"]) == pytest.approx(float(want), abs=1e-4)
     assert "PS vs vanilla" in text
+
+
+def test_ip2p_imagereward_is_the_mean_reward_against_the_output_caption(env, capsys, tmp_path):
+    """ImageReward (the paper's Table 5) on fabricated ImageReward.pt / med_config.json / BERT vocab: each sample's
+    reward against its output caption, as the metric called on the PNG gives it; the table shows the mean."""
+    from priorswap.toolkit.metrics.imagereward import ImageReward
+
+    ir = mf.write_imagereward(str(tmp_path / "imagereward"))
+    out = tmp_path / "out"
+    code, text, err = run_cli(
+        capsys, "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(out), "--steps",
+        STEPS, "--prior", f"own={env['ip2p']}", "--metrics", "clip_i", "imagereward", "--clip", env["clip"],
+        "--imagereward-weights", ir["weights"], "--imagereward-tokenizer", ir["tokenizer"],
+    )  # fmt: skip
+    assert code == 0, err
+    assert "ImageReward ↑" in text
+    rows = [r for r in read_csv(str(out / "items.csv")) if r["method"] == "vanilla"]
+    model = ImageReward(ir["weights"], ir["config"], ir["tokenizer"])
+    img = np.array(Image.open(out / "samples" / "vanilla" / "gI1.5_gT7.5" / "000002_0.png").convert("RGB"))
+    want = model(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, ["a snowy field"])
+    assert float(next(r for r in rows if r["item"] == "000002")["imagereward"]) == pytest.approx(float(want), abs=1e-5)
+    v = values(str(out))
+    mean = sum(float(r["imagereward"]) for r in rows) / len(rows)
+    assert v[("vanilla", "gI=1.5, gT=7.5", "imagereward")] == pytest.approx(mean, abs=1e-6)
+    assert v[("own", "gI=1.5, gT=7.5", "imagereward")] == pytest.approx(mean, abs=1e-3)  # the same samples
+
+
+def test_ip2p_imagereward_bad_files_fail_before_sampling(env, capsys, tmp_path):
+    ir = mf.write_imagereward(str(tmp_path / "imagereward"))
+    base = [
+        "eval", "ip2p", "--model", env["ip2p"], "--data", env["edits"], "--output-dir", str(tmp_path / "o"),
+        "--steps", STEPS, "--metrics", "imagereward", "--imagereward-tokenizer", ir["tokenizer"],
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *base, "--imagereward-weights", str(tmp_path / "nope.pt"))
+    assert "--imagereward-weights" in one_line_error(code, err)
+    code, _, err = run_cli(capsys, *base, "--imagereward-weights", ir["weights"], "--imagereward-config", ir["weights"])
+    assert "not a BLIP med_config.json" in one_line_error(code, err)
+    assert not (tmp_path / "o" / "samples").exists()

@@ -161,7 +161,7 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     items = read_items(
         run.data,
         run.kind,
-        captions=bool({"clip_t", "clip_d", "pickscore"} & set(metrics)),
+        captions=bool({"clip_t", "clip_d", "imagereward", "pickscore"} & set(metrics)),
         reference_view=run.reference_view,
     )
     items = subset(items, run.limit, run.seed)
@@ -192,6 +192,9 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
         run.dinov2_size,
         run.pickscore,
         run.pickscore_processor,
+        run.imagereward_weights,
+        run.imagereward_config,
+        run.imagereward_tokenizer,
     )  # shards too: the scoring run must not fail
     if run.shard is not None:
         nets = None

@@ -1,8 +1,8 @@
 """Score a protocol run's samples with the paper's metrics (Tables 1, 2 and 5) and write the table.
 
 Per-sample metrics compare each generated image with its item: LPIPS/PSNR/SSIM against the ground-truth view
-(Zero-1-to-3), CLIP-I and DINOv2 similarity against the input image (VD, InstructPix2Pix), CLIP-T against the
-output caption and CLIP-D (directional) against the caption change (InstructPix2Pix). Set metrics (FID,
+(Zero-1-to-3), CLIP-I and DINOv2 similarity against the input image (VD, InstructPix2Pix), CLIP-T, ImageReward and
+PickScore against the output caption and CLIP-D (directional) against the caption change (InstructPix2Pix). Set metrics (FID,
 FD-DINOv2) compare the features of all samples of a (method, setting) with a reference image set.
 Everything is read back from the PNGs on disk, so scoring is the same for a fresh and a resumed run.
 """
@@ -25,7 +25,7 @@ from .generate import Method, SampleStore, Setting
 from .items import Item
 from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-exported)
 
-PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim", "pickscore")
+PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim", "imagereward", "pickscore")
 SET_METRICS = ("fid", "fd_dinov2")
 LOWER_IS_BETTER = {"lpips", "fid", "fd_dinov2"}
 TITLES = {
@@ -38,6 +38,7 @@ TITLES = {
     "dino_sim": "DINOv2",
     "fid": "FID",
     "fd_dinov2": "FD_DINOv2",
+    "imagereward": "ImageReward",
     "pickscore": "PS vs vanilla",
 }
 
@@ -51,9 +52,10 @@ class MetricNets:
     inception: Any = None  # priorswap.toolkit.metrics.InceptionExtractor
     dinov2: Any = None  # priorswap.toolkit.metrics.DINOv2Extractor
     pickscore: Any = None  # priorswap.toolkit.metrics.pickscore.PickScore
+    imagereward: Any = None  # priorswap.toolkit.metrics.imagereward.ImageReward
 
     def to(self, device) -> "MetricNets":
-        for name in ("clip", "lpips", "inception", "dinov2", "pickscore"):
+        for name in ("clip", "lpips", "inception", "dinov2", "pickscore", "imagereward"):
             net = getattr(self, name)
             if net is not None:
                 setattr(self, name, net.to(device))
@@ -71,6 +73,9 @@ def build_metric_nets(
     dinov2_size: int | None = None,
     pickscore: str | None = None,
     pickscore_processor: str | None = None,
+    imagereward_weights: str | None = None,
+    imagereward_config: str | None = None,
+    imagereward_tokenizer: str | None = None,
 ) -> MetricNets:
     """Load (on the CPU) every network ``metrics`` need; a missing or wrong weight file is a one-line error now."""
     from ..metrics import LPIPS, CLIPSimilarity, build_extractor
@@ -98,6 +103,10 @@ def build_metric_nets(
         if not pickscore:
             raise PriorswapError("the pickscore metric needs --pickscore (yuvalkirstain/PickScore_v1 or its folder)")
         nets.pickscore = PickScore(pickscore, pickscore_processor)
+    if "imagereward" in metrics:
+        from ..metrics.imagereward import build_imagereward
+
+        nets.imagereward = build_imagereward(imagereward_weights, imagereward_config, imagereward_tokenizer)
     if {"fd_dinov2", "dino_sim"} & set(metrics):
         nets.dinov2 = build_extractor(
             "dinov2",
@@ -270,6 +279,8 @@ class Scorer:
                     out["clip_d"] = torch.nn.functional.cosine_similarity(g - i, t_out - t_in, dim=-1, eps=1e-8)
         if "pickscore" in m:  # raw score against the output caption; made a preference by compare_to_vanilla
             out["pickscore"] = self.nets.pickscore(gen, [it.output_caption for it, _ in chunk])
+        if "imagereward" in m:  # the edited image against the output caption; its mean is the table value
+            out["imagereward"] = self.nets.imagereward(gen, [it.output_caption for it, _ in chunk])
         return out
 
     def _set_features(self, gen: torch.Tensor, stats: dict) -> dict[str, torch.Tensor]:

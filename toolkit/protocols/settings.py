@@ -20,7 +20,7 @@ DEFAULT_METRICS = {
 ALLOWED = {
     "zero123": ("lpips", "psnr", "ssim", "clip_i", "dino_sim"),
     "vd": ("fid", "fd_dinov2", "clip_i", "dino_sim"),
-    "ip2p": ("clip_i", "clip_t", "clip_d", "dino_sim", "pickscore"),
+    "ip2p": ("clip_i", "clip_t", "clip_d", "dino_sim", "imagereward", "pickscore"),
 }
 METRIC_NETS = "metric networks (local files work offline)"
 
@@ -128,6 +128,24 @@ class ProtocolRun:
         kinds=("ip2p",),
         group=METRIC_NETS,
         help="its CLIPProcessor folder or hub id",
+    )
+    imagereward_weights: str | None = arg(
+        None,
+        kinds=("ip2p",),
+        group=METRIC_NETS,
+        help="ImageReward-v1.0's ImageReward.pt (metric imagereward; default: THUDM/ImageReward from the hub)",
+    )
+    imagereward_config: str | None = arg(
+        None,
+        kinds=("ip2p",),
+        group=METRIC_NETS,
+        help="its BLIP med_config.json (default: the one beside --imagereward-weights, else the hub's)",
+    )
+    imagereward_tokenizer: str | None = arg(
+        "bert-base-uncased",
+        kinds=("ip2p",),
+        group=METRIC_NETS,
+        help="BERT tokenizer folder or hub id for ImageReward",
     )
     stats_cache: str | None = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
