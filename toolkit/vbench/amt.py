@@ -70,7 +70,9 @@ def to_uint8(x: Tensor, pads: tuple[int, int, int, int]) -> np.ndarray:
 @torch.no_grad()
 def interpolated(amt, frames: np.ndarray) -> list[np.ndarray]:
     """The midpoints AMT-S puts between frames 0-2, 2-4, ... (one per consecutive pair of even frames), as uint8
-    (``motion_smoothness.py`` 120-150, one iteration at scale 1, VBench's CPU branch 100-105, 126-131)."""
+    (``motion_smoothness.py`` 120-150, one iteration at scale 1, VBench's CPU branch 100-105, 126-131). VBench's CUDA
+    branch (94-99, 126-128) also gives scale 1 unless a frame exceeds 1024 x 512 x sqrt((VRAM - 2500 MiB) / 1500 MiB)
+    pixels (about 2 megapixels on a 24 GiB card); that downscaled path is not reproduced here."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise PriorswapError(f"Motion Smoothness takes (T, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}")
