@@ -13,7 +13,7 @@ from PIL import Image
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.video.tiny import save_tiny_checkpoint
 
-from vbench_factories import dreamsim_folder, musiq_file, openai_archive, original_raft_state
+from vbench_factories import amt_file, dreamsim_folder, musiq_file, openai_archive, original_raft_state
 
 
 def run(capsys, *argv):
@@ -84,9 +84,11 @@ def setup(tmp_path_factory):
     torch.save(original_raft_state()[1], w / "raft-things.pth")
     musiq_file(str(w / "musiq_spaq_ckpt-358bb6af.pth"))
     dreamsim_folder(w / "dreamsim", width=64)  # DreamSim's cache folder layout, 64 wide so that it runs quickly
+    amt_file(str(w / "amt-s.pth"))
     nets = ["--dino-weights", w / "dino_vitbase16_pretrain.pth", "--clip-b32", w / "ViT-B-32.pt", "--clip-l14",
             w / "ViT-L-14.pt", "--aesthetic-head", w / "sa_0_4_vit_l_14_linear.pth", "--raft-weights", w / "raft-things.pth",
-            "--musiq-weights", w / "musiq_spaq_ckpt-358bb6af.pth", "--dreamsim-weights", w / "dreamsim"]  # fmt: skip
+            "--musiq-weights", w / "musiq_spaq_ckpt-358bb6af.pth", "--dreamsim-weights", w / "dreamsim",
+            "--amt-weights", w / "amt-s.pth"]  # fmt: skip
     return {"models": models, "suite": str(suite), "nets": nets}
 
 
@@ -120,13 +122,14 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
     for title in ("Subject Consistency", "Background Consistency", "Temporal Flickering", "Dynamic Degree",
                   "Aesthetic Quality", "I2V Subject", "Motion Smoothness", "Imaging Quality", "I2V Background"):  # fmt: skip
         assert f"| {title} |" in md  # never silently absent
-    assert "not computed: needs the AMT-S frame interpolator" in md
+    assert "not computed: needs DreamSim" in md and "| Motion Smoothness | not computed" not in md
     rows = list(csv.DictReader(open(out / "eval.csv")))
     got = {(r["method"], r["dimension"]): (float(r["value"]), int(r["n"])) for r in rows}
     assert got[("vanilla", "subject_consistency")][1] == 1 and got[("vanilla", "background_consistency")][1] == 1
     assert got[("vanilla", "temporal_flickering")][1] == 2  # both prompts count for it
     assert 0 <= got[("vc1", "dynamic_degree")][0] <= 1 and got[("vanilla", "i2v_subject")][0] <= 1
     assert 0 < got[("vanilla", "i2v_background")][0] <= 1 and got[("vc1", "i2v_background")][1] == 1  # the lake only
+    assert got[("vanilla", "motion_smoothness")][1] == 1 and 0 <= got[("vc1", "motion_smoothness")][0] <= 1
     items = list(csv.DictReader(open(out / "items.csv")))
     assert {r["prompt"] for r in items} == {"a red ball", "a quiet lake"}
     assert (out / "grid.png").is_file()
@@ -145,7 +148,7 @@ def test_table_4_end_to_end_and_resume(setup, tmp_path, capsys, monkeypatch):
         ("--raft-weights", [], "dynamic_degree needs --raft-weights (raft-things.pth"),
         ("--dreamsim-weights", [], "i2v_background needs --dreamsim-weights (DreamSim's cache folder"),
         (None, ["--dreamsim-weights", "/no/such/dir"], "'/no/such/dir' is not a folder; expected DreamSim's cache"),
-        (None, ["--dimensions", "motion_smoothness"], "not available yet"),
+        ("--amt-weights", [], "motion_smoothness needs --amt-weights (amt-s.pth"),
         (None, ["--dimensions", "sharpness"], "unknown dimension 'sharpness'"),
         (None, ["--data", "/no/such/suite"], "does not exist"),
     ],

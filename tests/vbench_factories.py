@@ -1,8 +1,10 @@
-"""Fabricated weight files in the formats VBench loads (OpenAI CLIP TorchScript archives, original RAFT keys)."""
+"""Fabricated weight files in the formats VBench loads (OpenAI CLIP TorchScript archives, original RAFT keys, AMT's
+trainer checkpoint)."""
 
 import re
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -146,3 +148,48 @@ def dreamsim_folder(root, seed: int = 0, width: int = 768, adapter: str = "adapt
     with open(os.path.join(root, "ensemble_lora", "adapter_config.json"), "w") as f:
         json.dump(DREAMSIM_LORA_CONFIG, f, indent=2)
     return str(root)
+
+
+def fabricated_amt(shapes: dict, seed: int = 0) -> dict:
+    """Seeded AMT-S weights keyed by name: each tensor from its own generator, seeded with crc32(f"{seed}:{name}"), so
+    the recipe needs only names and shapes (the upstream reference in tests/fixtures was made with this very function
+    on upstream's own state dict). Convs ~ N(0, 1 / fan-in), biases ~ N(0, 0.02^2), PReLU slopes ~ 0.25 + N(0, 0.05^2)."""
+    import zlib
+
+    out = {}
+    for name, shape in shapes.items():
+        g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{name}".encode()))
+        z = torch.randn(tuple(shape), generator=g)
+        if len(shape) == 1:
+            out[name] = 0.25 + 0.05 * z if name.endswith(".weight") else 0.02 * z
+        else:
+            fan = 1
+            for d in shape[1:]:
+                fan *= d
+            out[name] = z / fan**0.5
+    return out
+
+
+def amt_state(seed: int = 0) -> dict:
+    from priorswap.toolkit.vbench.amt_net import AMTS
+
+    return fabricated_amt({k: tuple(v.shape) for k, v in AMTS().state_dict().items()}, seed)
+
+
+def amt_file(path, seed: int = 0) -> None:
+    """``amt-s.pth`` as AMT's trainer saves it (``trainers/base_trainer.py`` 219-227): epoch, state_dict, optim."""
+    torch.save(
+        {"epoch": 299, "state_dict": amt_state(seed), "optim": {"state": {}, "param_groups": [{"lr": 2e-5}]}}, path
+    )
+
+
+def amt_pattern(h: int, w: int, shift: int) -> np.ndarray:
+    """An (h, w, 3) uint8 test image from integer arithmetic only (exact everywhere): two triangle waves, the first
+    moved right by ``shift`` pixels, plus a small hashed texture."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    c = np.arange(3, dtype=np.int64)
+    tri = lambda v: np.abs(v % 256 - 128) * 2
+    a = tri((x[..., None] - shift) * 3 + y[..., None] * (1 + c) + 40 * c)
+    b = tri(y[..., None] * 2 - x[..., None] + 70 * c + shift)
+    noise = ((x[..., None] * 73856093) ^ (y[..., None] * 19349663) ^ (c * 83492791)) % 23
+    return np.clip((a + b) // 2 + noise - 11, 0, 255).astype(np.uint8)

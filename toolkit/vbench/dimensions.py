@@ -5,8 +5,8 @@ Frames are (T, H, W, 3) uint8 arrays as a video reader gives them; VBench turns 
 tensors of 0-255 values before any resize (``load_video``), and so do these functions. The quality dimensions use
 ``vbench/utils.py``'s transforms (tensor resizes with ``antialias=False``); I2V subject uses the I2V module's
 (tensor ``Resize(256, bicubic)`` with torchvision's default antialias, PIL for the input image), and so does I2V
-background (``Resize((224, 224))``, DreamSim's ensemble in ``dreamsim.py``). Dynamic degree is in ``raft.py``. Not
-here yet: motion smoothness (AMT-S).
+background (``Resize((224, 224))``, DreamSim's ensemble in ``dreamsim.py``). Dynamic degree is in ``raft.py``,
+motion smoothness (AMT-S) in ``amt.py``.
 """
 
 from __future__ import annotations

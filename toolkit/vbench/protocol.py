@@ -31,6 +31,7 @@ def video_path(out: str, method: str, item: VideoItem, k: int) -> str:
 
 
 def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
+    from .amt import load_amt
     from .networks import AestheticHead, DINOFeatures, load_musiq, load_openai_clip
     from .raft import load_raft
 
@@ -42,6 +43,8 @@ def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
     if "aesthetic_quality" in dims:
         nets["clip_l14"] = load_openai_clip(run.clip_l14, "--clip-l14")
         nets["aesthetic"] = AestheticHead(run.aesthetic_head)
+    if "motion_smoothness" in dims:
+        nets["amt"] = load_amt(run.amt_weights)
     if "dynamic_degree" in dims:
         nets["raft"] = load_raft(run.raft_weights)
     if "imaging_quality" in dims:
@@ -58,6 +61,7 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
     from PIL import Image
 
     from . import dimensions as D
+    from .amt import motion_smoothness
     from .raft import dynamic_degree
 
     out: dict = {}
@@ -70,6 +74,8 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
             out[d] = D.background_consistency(nets["clip_b32"], frames)
         elif d == "temporal_flickering":
             out[d] = D.temporal_flickering(frames)
+        elif d == "motion_smoothness":
+            out[d] = motion_smoothness(nets["amt"], frames)
         elif d == "dynamic_degree":
             out[d] = float(dynamic_degree(nets["raft"], frames, fps))
         elif d == "aesthetic_quality":

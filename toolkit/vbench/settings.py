@@ -16,6 +16,7 @@ BUILT = {  # dimension -> the weight flags it needs
     "subject_consistency": ("dino_weights",),
     "background_consistency": ("clip_b32",),
     "temporal_flickering": (),
+    "motion_smoothness": ("amt_weights",),
     "dynamic_degree": ("raft_weights",),
     "aesthetic_quality": ("clip_l14", "aesthetic_head"),
     "i2v_subject": ("dino_weights",),
@@ -23,12 +24,11 @@ BUILT = {  # dimension -> the weight flags it needs
     "i2v_background": ("dreamsim_weights",),
 }
 NOT_BUILT = {  # dimension -> why it is not computed yet (shown in eval.md, never silently absent)
-    "motion_smoothness": "needs the AMT-S frame interpolator, not ported yet",
 }
 FILES = {
     "dino_weights": "dino_vitbase16_pretrain.pth", "clip_b32": "ViT-B-32.pt", "clip_l14": "ViT-L-14.pt",
     "aesthetic_head": "sa_0_4_vit_l_14_linear.pth", "raft_weights": "raft-things.pth",
-    "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth",
+    "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth", "amt_weights": "amt-s.pth",
     "dreamsim_weights": "DreamSim's cache folder: checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, "
                         "open_clip_vitb16_pretrain.pth.tar, ensemble_lora/",
 }  # fmt: skip
@@ -76,6 +76,7 @@ class VideoEvalRun:
     clip_l14: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-L/14: ViT-L-14.pt")
     aesthetic_head: str | None = arg(None, group=NETS, help="LAION aesthetic head: sa_0_4_vit_l_14_linear.pth")
     raft_weights: str | None = arg(None, group=NETS, help="RAFT (things): raft-things.pth")
+    amt_weights: str | None = arg(None, group=NETS, help="AMT-S frame interpolator (motion smoothness): amt-s.pth")
     musiq_weights: str | None = arg(None, group=NETS, help="MUSIQ (SPAQ, pyiqa): musiq_spaq_ckpt-358bb6af.pth")
     dreamsim_weights: str | None = arg(None, group=NETS, help="DreamSim (ensemble): the folder dreamsim(pretrained=True, "
                                        "cache_dir=DIR) fills (dreamsim 0.2.1)")  # fmt: skip
