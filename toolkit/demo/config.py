@@ -66,7 +66,7 @@ class DemoConfig:
             regimes=REGIMES,
             finetune_seeds=(0, 1),
             sample_seeds=(0, 1),
-            scales=(1.0, 1.5, 2.0, 3.0),
+            scales=(1.0, 1.5, 3.0),
             num_samples=256,
             batch_size=256,
             preset="full",

@@ -1,4 +1,4 @@
-"""Seven of VBench-I2V's nine dimensions, per video, with VBench's own preprocessing (``vbench/utils.py`` and
+"""VBench-I2V's per-video dimensions (motion smoothness in ``amt.py``, dynamic degree in ``raft.py``), with VBench's own preprocessing (``vbench/utils.py`` and
 ``vbench2_beta_i2v/utils.py`` at commit 45e79ec; file:line cited at each step).
 
 Frames are (T, H, W, 3) uint8 arrays as a video reader gives them; VBench turns them into float32 (T, 3, H, W)
