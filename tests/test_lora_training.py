@@ -151,3 +151,37 @@ def test_lora_export_reloads_and_samples(tmp_path, base, food):
 
     images = sample_dit(str(export), labels=[0, 2], prior="base", steps=3, progress=False)
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+def test_eval_callback_uses_the_free_prior_during_a_lora_fine_tune(tmp_path, base, food, monkeypatch):
+    import json
+
+    from priorswap.callbacks import PriorSwapEval
+    from priorswap.toolkit.lora import FreePriorDenoiser
+    from priorswap.toolkit.metrics import ModuleExtractor
+
+    def no_second_model(*a, **k):
+        raise AssertionError("a LoRA fine-tune's evaluation must not load a second model")
+
+    monkeypatch.setattr("priorswap.callbacks.cfg_eval.load_prior", no_second_model)
+    calls = []
+    original = FreePriorDenoiser.predict
+    monkeypatch.setattr(FreePriorDenoiser, "predict", lambda self, *a: calls.append(1) or original(self, *a))
+    cb = PriorSwapEval(
+        guidance_scales=[2.0],
+        num_samples=4,
+        steps=2,
+        batch_size=4,
+        every_n_steps=None,
+        extractor=ModuleExtractor(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()), 12, "pool"),
+        reference_samples=4,
+        stats_cache=None,
+        grid_samples=2,
+        output=str(tmp_path / "cfg_eval.csv"),
+    )
+    model = lora_module(base)
+    trainer(tmp_path, 2, callbacks=[cb], enable_checkpointing=False).fit(model, dm(food))
+    assert calls and cb.prior.name.startswith("the base inside")
+    with open(tmp_path / "cfg_eval.jsonl") as f:
+        row = json.loads(f.readline())
+    assert row["step"] == 2 and any(k.endswith("_swapped_g2") for k in row)
