@@ -46,8 +46,8 @@ class PriorSwapEval(Callback):
 
     Args:
         prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice), and
-            for a LoRA fine-tune that base is the LoRA with its adapter off, run in the same batched forward (no
-            second model; "base" asks for it explicitly);
+            for a LoRA fine-tune that base (None, "base", or the ``pretrained`` it started from) is the LoRA with its
+            adapter off, run in the same batched forward: no second model is loaded;
             "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs);
             any :class:`priorswap.toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
@@ -142,7 +142,7 @@ class PriorSwapEval(Callback):
             raise PriorswapError(
                 "PriorSwapEval prior 'base' is a LoRA fine-tune's own base; this fine-tune has no LoRA"
             )
-        if lora and self.prior_ref in (None, "base"):
+        if lora and self.prior_ref in (None, "base", getattr(pl_module.hparams, "pretrained", None)):
             self._free = True
             return
         ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)

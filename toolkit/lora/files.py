@@ -68,7 +68,10 @@ def export_dit_lora(
     n = int(label_embedders(transformer)[0].num_classes)
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    state = {k_: v.detach().float().cpu().contiguous() for k_, v in get_peft_model_state_dict(transformer).items()}
+    state = {
+        k_: v.detach().float().cpu().contiguous()
+        for k_, v in get_peft_model_state_dict(transformer, save_embedding_layers=False).items()
+    }
     with atomic_dir(path) as tmp:
         config.base_model_name_or_path = base_ref
         config.save_pretrained(tmp)
