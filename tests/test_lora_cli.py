@@ -170,9 +170,10 @@ def test_lora_export_records_its_base(dirs):
     assert meta["base"] == base and meta["base_classes"] == 10 and meta["num_classes"] == 3
 
 
-def test_fit_cli_takes_a_lora_block(dirs, tmp_path):
+def test_fit_cli_takes_a_lora_block(dirs, tmp_path, monkeypatch):
     base, _, food = dirs
-    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.yaml")
+    monkeypatch.chdir(tmp_path)  # LightningCLI writes config.yaml and checkpoints/ here
+    recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "tiny_food101.yaml")
     args = ["fit", "-c", recipe, "--data.root", food, "--data.init_args.resolution", "16", "--trainer.logger", "false"]
     args += ["--model.pretrained", base, "--model.sample_size", "16", "--trainer.max_steps", "2"]
     args += ["--model.lora", '{"rank": 4, "alpha": 4}', "--trainer.callbacks", "[]", "--trainer.limit_val_batches", "0"]
