@@ -185,3 +185,17 @@ def test_eval_callback_uses_the_free_prior_during_a_lora_fine_tune(tmp_path, bas
     with open(tmp_path / "cfg_eval.jsonl") as f:
         row = json.loads(f.readline())
     assert row["step"] == 2 and any(k.endswith("_swapped_g2") for k in row)
+
+
+def test_priorswap_export_of_a_lora_checkpoint(tmp_path, base, food):
+    from priorswap.toolkit.cli import main
+
+    model = lora_module(base, class_names=dm(food).class_names)
+    trainer(tmp_path, 2, callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)]).fit(
+        model, dm(food)
+    )
+    assert main(["export", "--ckpt", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "out")]) == 0
+    loaded = load_dit(str(tmp_path / "out"))
+    x, t, labels = torch.randn(2, 3, 16, 16), torch.tensor([100, 800]), torch.tensor([0, 2])
+    assert torch.equal(loaded.denoiser(x, t, labels), model.denoiser()(x, t, labels))
+    assert loaded.id2label == dict(enumerate(dm(food).class_names))
