@@ -45,7 +45,9 @@ class PriorSwapEval(Callback):
     """Evaluate vanilla and prior-swapped CFG every N steps, at checkpoints and at the end of fit.
 
     Args:
-        prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice);
+        prior: base model folder or hub id; None uses the fine-tune's ``pretrained`` model (the paper's choice), and
+            for a LoRA fine-tune that base (None, "base", or the ``pretrained`` it started from) is the LoRA with its
+            adapter off, run in the same batched forward: no second model is loaded;
             "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs);
             any :class:`priorswap.toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
@@ -121,6 +123,7 @@ class PriorSwapEval(Callback):
             output,
         )
         self.prior = None
+        self._free = False  # the LoRA's own base (priorswap.toolkit.lora.BasePrior), built at fit start
         self._initial_state: dict[str, torch.Tensor] | None = None  # "initial" prior weights from a checkpoint
         self.reference = None
         self._last_step = -1
@@ -134,6 +137,14 @@ class PriorSwapEval(Callback):
         ``on_fit_start``, after Lightning's ``configure_model`` has sized the label table."""
         if stage != "fit" or self.prior is not None:
             return
+        lora = getattr(pl_module, "lora", None) is not None
+        if self.prior_ref == "base" and not lora:
+            raise PriorswapError(
+                "PriorSwapEval prior 'base' is a LoRA fine-tune's own base; this fine-tune has no LoRA"
+            )
+        if lora and self.prior_ref in (None, "base", getattr(pl_module.hparams, "pretrained", None)):
+            self._free = True
+            return
         ref = self.prior_ref or getattr(pl_module.hparams, "pretrained", None)
         if not ref:
             raise PriorswapError(
@@ -146,6 +157,10 @@ class PriorSwapEval(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         """Freeze the "initial" prior (restored from the checkpoint on resume) and check the pair."""
+        if self._free:
+            from priorswap.toolkit.lora import BasePrior
+
+            self.prior = BasePrior(pl_module.denoiser())
         if self.prior is None:  # "initial": the weights fit started from, kept in checkpoints so resume is exact
             self.prior = pl_module.denoiser(ema=False)
             self.prior.name = "initial weights"

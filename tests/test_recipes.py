@@ -13,6 +13,7 @@ RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "recipes")
 BASE = "dit_xl2_base.yaml"  # the paper recipes' shared settings; loaded by each of them, not used alone
 RECIPES = sorted(r for r in glob.glob(os.path.join(RECIPE_DIR, "*.yaml")) if os.path.basename(r) != BASE)
 PAPER = ["dit_xl2_food101.yaml", "dit_xl2_sun397.yaml", "dit_xl2_caltech101.yaml"]
+LORA = [name.replace(".yaml", "_lora.yaml") for name in PAPER]
 
 
 class ParseOnly(PriorswapCLI):
@@ -28,7 +29,7 @@ def parse(*args):
 
 def test_there_are_recipes():
     names = {os.path.basename(r) for r in RECIPES}
-    assert {*PAPER, "tiny_food101.yaml", "demo_base.yaml", "demo_finetune.yaml"} <= names
+    assert {*PAPER, *LORA, "tiny_food101.yaml", "demo_base.yaml", "demo_finetune.yaml"} <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
@@ -134,3 +135,19 @@ def test_abbreviated_flag_is_refused(capsys):
     assert err.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--trainer.max_step" in lines[0]
+
+
+@pytest.mark.parametrize("name", LORA)
+def test_lora_recipe_is_the_paper_recipe_with_a_lora_and_a_free_prior(name):
+    cfg, paper = (
+        parse("-c", os.path.join(RECIPE_DIR, name)),
+        parse("-c", os.path.join(RECIPE_DIR, name[:-10] + ".yaml")),
+    )
+    assert cfg.model.lora.rank == 16 and cfg.model.lora.alpha == 16.0 and "norm1.linear" in cfg.model.lora.targets
+    assert paper.model.lora is None
+    assert cfg.trainer.logger.init_args.name == paper.trainer.logger.init_args.name + "_lora"
+    assert cfg.data.class_path == paper.data.class_path and cfg.data.init_args.root == paper.data.init_args.root
+    ev = cfg.trainer.callbacks[-1]
+    assert ev.class_path == "priorswap.callbacks.PriorSwapEval"
+    assert ev.init_args.prior == cfg.model.pretrained  # the base the LoRA started from: its adapter-off self
+    assert ev.init_args == paper.trainer.callbacks[-1].init_args

@@ -3,8 +3,9 @@
     from priorswap.toolkit.api import sample_dit
     vanilla = sample_dit("my-food101-dit", labels=[0, 3, 7], guidance_scale=1.5)
     swapped = sample_dit("my-food101-dit", labels=[0, 3, 7], guidance_scale=1.5, prior="facebook/DiT-XL-2-256")
+    free = sample_dit("my-food101-lora", labels=[0, 3, 7], prior="base")  # a LoRA: Eq. 7 from one copy of the weights
 
-Both calls draw the same per-sample noise, so the two results compare like for like.
+All calls draw the same per-sample noise, so the results compare like for like.
 """
 
 from __future__ import annotations
@@ -13,10 +14,32 @@ from typing import Sequence
 
 import torch
 
-from .checks import label_ids
+from .checks import FREE_PRIOR, label_ids
+from .errors import PriorswapError
 from .loading import Loaded, load_dit, load_prior
 from .pairing import pair
 from .sampling import Guidance, sample, vae_decoder
+
+
+def resolve_prior(
+    model: Loaded, prior: str | None, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> Loaded | None:
+    """The prior of ``model``: None (vanilla CFG), ``"base"`` (a LoRA's own base, run in the same batched forward:
+    :class:`priorswap.toolkit.lora.BasePrior`), or a model folder / hub id loaded in ``dtype``."""
+    if prior is None:
+        return None
+    if prior != FREE_PRIOR:
+        return load_prior(prior, dtype, device)
+    from .lora import BasePrior
+    from .lora.dit import LoRADiTDenoiser
+
+    den = model.denoiser
+    if not isinstance(den, LoRADiTDenoiser):
+        raise PriorswapError(
+            f"--prior base is the base inside a LoRA fine-tune, but {den.name} is a full model (a merged LoRA is one too); "
+            "give its base model's folder or hub id as --prior"
+        )
+    return Loaded(BasePrior(den), model.scheduler_config, None, {}, FREE_PRIOR)
 
 
 def class_conditional_samples(
@@ -69,10 +92,10 @@ def sample_dit(
     progress: bool = True,
 ) -> torch.Tensor:
     """Load a DiT (and optionally a prior) from folders or hub ids and sample ``labels`` (class ids, or names from
-    the model's id2label)."""
+    the model's id2label). ``model`` may be a LoRA export; then ``prior="base"`` is its own base, for free."""
     loaded = load_dit(model, "model", dtype, device)
     den = loaded.denoiser
     lab = den.check_labels(label_ids(list(labels), loaded.id2label, den.num_classes, den.name))
-    base = load_prior(prior, dtype, device) if prior else None
+    base = resolve_prior(loaded, prior, dtype, device)
     guidance = Guidance(scale=guidance_scale, prior_mix=prior_mix, guided_channels=guided_channels)
     return class_conditional_samples(loaded, lab, guidance, base, steps, seed, scheduler, batch_size, progress=progress)

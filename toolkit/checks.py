@@ -18,6 +18,9 @@ SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler", "euler_a")  # the --scheduler na
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # the --dtype names (see sampling.DTYPES)
 
 
+FREE_PRIOR = "base"  # --prior base: the base inside a LoRA fine-tune (adapter off), no second model
+
+
 def at_least(flag: str, value: int | float | None, low: int | float = 1) -> None:
     """``value >= low`` (None passes: the setting's default applies)."""
     if value is not None and value < low:

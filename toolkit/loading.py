@@ -222,9 +222,13 @@ def _vae(ref: str, index: dict, dtype, what: str):
 def load_dit(
     ref: str, what: str = "model", dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> Loaded:
-    """A class-conditional DiT pipeline folder (``DiTPipeline.save_pretrained``, VAE optional) or hub id."""
+    """A class-conditional DiT pipeline folder (``DiTPipeline.save_pretrained``, VAE optional) or hub id, or a DiT
+    LoRA folder (``priorswap.toolkit.lora.files``: loaded on the base it names)."""
     from .adapters.dit import DiTDenoiser
+    from .lora.files import is_lora_folder, load_dit_lora
 
+    if is_lora_folder(ref):
+        return load_dit_lora(ref, None, what, dtype, device)
     index = read_model_index(ref, what)
     if component_class(index, "transformer") != "DiTTransformer2DModel":
         raise PriorswapError(

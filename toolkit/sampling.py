@@ -236,9 +236,14 @@ def guided_eps(
     model: Denoiser, cond: Any, guidance: Guidance | DualGuidance, prior: Denoiser | None, t_max: int
 ) -> EpsFn:
     """The guided eps of one batch: Eq. 6/7 for :class:`Guidance`, Eq. 8/9 for :class:`DualGuidance` (then ``cond``
-    is the pair (full condition, image-only condition)); ``cond=None`` is the model's own unconditional eps."""
+    is the pair (full condition, image-only condition)); ``cond=None`` is the model's own unconditional eps.
+    A prior with ``fuse(model, prior_mix)`` (``priorswap.toolkit.lora.BasePrior``) lives inside the model's own
+    weights: it returns one denoiser whose null is the prior's, and vanilla-shaped guidance then gives Eq. 7/9."""
     if cond is None:
         return lambda x, t: model(x, t, None)
+    fuse = getattr(prior, "fuse", None)
+    if fuse is not None:  # a prior inside the model's weights (a LoRA's base): both terms from one forward
+        model, prior = fuse(model, guidance.prior_mix), None
     if isinstance(guidance, DualGuidance):
         if not (isinstance(cond, tuple) and len(cond) == 2):
             raise PriorswapError("dual-condition guidance needs the pair (full condition, image-only condition)")

@@ -1,4 +1,5 @@
-"""``priorswap bench sample``: cost of one guided prediction, vanilla (one batched pass) vs swapped (two models).
+"""``priorswap bench sample``: cost of one guided prediction, vanilla (one batched pass) vs swapped (two models, the
+prior in fp32 or bf16), and for a LoRA fine-tune vanilla vs its free prior (one mixed batch, one copy of the weights).
 
 Each (mode, batch) cell runs in its own subprocess so that peak memory is that cell's alone: on CUDA
 ``torch.cuda.max_memory_allocated``, on the CPU the process's peak resident set size (ru_maxrss).
@@ -18,13 +19,21 @@ from .. import checks
 from ..argspec import Command, arg
 from . import bench_train, bench_unet
 
+MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
+# each mode's time and memory are compared with the vanilla CFG of the same fine-tune
+REFERENCE = {"vanilla": "vanilla", "swapped": "vanilla", "bf16-prior": "vanilla", "lora-vanilla": "lora-vanilla",
+             "lora-free": "lora-vanilla"}  # fmt: skip
+
 
 @dataclass(kw_only=True)
 class BenchSample:
-    """``priorswap bench sample``: one guided prediction, vanilla against prior-swapped."""
+    """``priorswap bench sample``: one guided prediction of a full fine-tune (vanilla, swapped with an fp32 or a bf16
+    prior) and of a LoRA fine-tune (vanilla, swapped with its free prior), each against its own vanilla CFG."""
 
     size: str = arg("S/2", help="random DiT size (S/2: 40M parameters)")
     batch_sizes: list[int] = arg(default_factory=lambda: [1, 8, 32], help="batch sizes, one table row each")
+    modes: list[str] = arg(default_factory=lambda: list(MODES), help=f"modes to run ({', '.join(MODES)})")
+    lora_rank: int = arg(16, help="rank of the random LoRA (B non-zero) of the lora-* modes")
     repeats: int = arg(5, help="timed repeats per cell (median reported)")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
@@ -32,41 +41,85 @@ class BenchSample:
 
     def check(self) -> None:
         checks.at_least("--repeats", self.repeats)
+        checks.at_least("--lora-rank", self.lora_rank)
         for b in self.batch_sizes:
             checks.at_least("--batch-sizes", b)
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise checks.PriorswapError(f"unknown --modes {bad or '(none)'}; choose from {', '.join(MODES)}")
+        self.modes = list(dict.fromkeys([*self.modes, *(REFERENCE[m] for m in self.modes)]))
         self.device = checks.resolve_device(self.device)
         checks.check_device(self.device, self.dtype)
 
 
-def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: str) -> dict:
-    """One cell, run in a fresh subprocess.
+def _dit(size: str, num_classes: int, dtype):
+    """A random DiT built directly in ``dtype`` (no transient fp32 copy inflating the peak memory)."""
+    import torch
 
-    ``task="time"`` loads both models and alternates vanilla and swapped calls, so that load on the
-    machine hits both modes alike; ``task="mem-vanilla"|"mem-swapped"`` loads only what that mode needs
-    and reports the peak memory of two calls.
-    """
-    import resource
+    from ..models import build_dit
 
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return build_dit(size, num_classes=num_classes)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _eps_fns(modes: list[str], size: str, device: str, dtype, rank: int, labels):
+    """The guided eps of each mode, building only the networks those modes need."""
     import torch
 
     from ..adapters.dit import DiTDenoiser
     from ..denoisers import LatentSpace
     from ..loading import alphas_cumprod
-    from ..models import build_dit, dit_scheduler_config
-    from ..sampling import DTYPES, Guidance, cfg_eps
+    from ..lora import BasePrior
+    from ..lora.dit import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
+    from ..models import dit_scheduler_config
+    from ..sampling import DTYPES, Guidance, guided_eps
+
+    space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
+    g, fns = Guidance(scale=1.5), {}
+    if {"vanilla", "swapped", "bf16-prior"} & set(modes):
+        model = DiTDenoiser(_dit(size, 101, dtype), space).to(device)
+        fns["vanilla"] = guided_eps(model, labels, g, None, 1000)
+        for mode, prior_dtype in (("swapped", dtype), ("bf16-prior", DTYPES["bf16"])):
+            if mode in modes:
+                fns[mode] = guided_eps(
+                    model, labels, g, DiTDenoiser(_dit(size, 1000, prior_dtype), space).to(device), 1000
+                )
+    if {"lora-vanilla", "lora-free"} & set(modes):
+        tr = _dit(size, 1000, dtype)
+        add_class_rows(tr, 101)
+        tr = inject(tr, lora_config(LoRASpec(rank=rank, alpha=rank), 1000, 101))
+        with torch.no_grad():
+            for name, p in tr.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.01)
+        lora = LoRADiTDenoiser(tr.to(device, dtype), space, 101)
+        fns["lora-vanilla"] = guided_eps(lora, labels, g, None, 1000)
+        if "lora-free" in modes:
+            fns["lora-free"] = guided_eps(lora, labels, g, BasePrior(lora), 1000)
+    return {m: fns[m] for m in modes}
+
+
+def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: str, modes: list[str], rank: int) -> dict:
+    """One cell, run in a fresh subprocess.
+
+    ``task="time"`` builds every mode and alternates their calls, so that load on the machine hits them alike;
+    ``task="mem-<mode>"`` builds only what that mode needs and reports the peak memory of two calls.
+    """
+    import resource
+
+    import torch
+
+    from ..sampling import DTYPES
 
     torch.manual_seed(0)
-    space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
-    model = DiTDenoiser(build_dit(size, num_classes=101), space).to(device, DTYPES[dtype])
-    need_prior = task in ("time", "mem-swapped")
-    prior = DiTDenoiser(build_dit(size, num_classes=1000), space).to(device, DTYPES[dtype]) if need_prior else None
+    modes = modes if task == "time" else [task.removeprefix("mem-")]
     labels = torch.randint(0, 101, (batch,), device=device)
-    fns = {
-        "vanilla": cfg_eps(model, labels, Guidance(scale=1.5)),
-        "swapped": cfg_eps(model, labels, Guidance(scale=1.5), prior),
-    }
-    modes = ["vanilla", "swapped"] if task == "time" else [task.removeprefix("mem-")]
-    x = torch.randn(batch, 4, model.sample_size, model.sample_size, device=device)
+    fns = _eps_fns(modes, size, device, DTYPES[dtype], rank, labels)
+    x = torch.randn(batch, 4, 32, 32, device=device, dtype=DTYPES[dtype])
     t = torch.tensor(500, device=device)
     cuda = device.startswith("cuda")
     if cuda:
@@ -94,17 +147,8 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
 
 
 def _worker(task: str, batch: int, args: BenchSample) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "priorswap.toolkit.commands.bench",
-        task,
-        str(batch),
-        args.size,
-        str(args.repeats),
-        args.device,
-        args.dtype,
-    ]
+    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench", task, str(batch), args.size, str(args.repeats)]
+    cmd += [args.device, args.dtype, ",".join(args.modes), str(args.lora_rank)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode != 0:
         raise RuntimeError(
@@ -119,43 +163,54 @@ def run_sample_bench(args: BenchSample) -> int:
     rows = []
     for batch in args.batch_sizes:
         timing = _worker("time", batch, args)
-        mem = {m: _worker(f"mem-{m}", batch, args)["peak_mb"] for m in ("vanilla", "swapped")}
-        rows.append(
-            {
-                "batch": batch,
-                "vanilla_s": timing["vanilla_s"],
-                "swapped_s": timing["swapped_s"],
-                "vanilla_peak_mb": mem["vanilla"],
-                "swapped_peak_mb": mem["swapped"],
-            }
-        )
+        mem = {m: _worker(f"mem-{m}", batch, args)["peak_mb"] for m in args.modes}
+        for m in args.modes:
+            ref = REFERENCE[m]
+            rows.append(
+                {
+                    "batch": batch,
+                    "mode": m,
+                    "s": timing[f"{m}_s"],
+                    "time_ratio": timing[f"{m}_s"] / timing[f"{ref}_s"],
+                    "peak_mb": mem[m],
+                    "memory_ratio": mem[m] / mem[ref],
+                }
+            )
     device = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     )
-    mem = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+    mem_name = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     print(f"one guided prediction, random DiT-{args.size}, {args.dtype}, {device}, median of {args.repeats}")
-    print(f"| batch | vanilla s | swapped s | swapped/vanilla | vanilla {mem} | swapped {mem} |")
+    print("ratios are to the vanilla CFG of the same fine-tune (full: vanilla; LoRA: lora-vanilla)")
+    print(f"| batch | mode | s | time ratio | {mem_name} | memory ratio |")
     print("|---|---|---|---|---|---|")
-    ratios = {}
     for r in rows:
-        ratios[r["batch"]] = r["swapped_s"] / r["vanilla_s"]
         print(
-            f"| {r['batch']} | {r['vanilla_s']:.3f} | {r['swapped_s']:.3f} | {ratios[r['batch']]:.2f} | {r['vanilla_peak_mb']:.0f} | {r['swapped_peak_mb']:.0f} |"
+            f"| {r['batch']} | {r['mode']} | {r['s']:.3f} | {r['time_ratio']:.2f} | {r['peak_mb']:.0f} | {r['memory_ratio']:.2f} |"
         )
     if args.json:
-        key = 8 if 8 in ratios else args.batch_sizes[0]
-        print(json.dumps({"swapped_over_vanilla": round(ratios[key], 4), "batch_for_ratio": key, "rows": rows}))
+        key = 8 if 8 in args.batch_sizes else args.batch_sizes[0]
+        ratio = {r["mode"]: r["time_ratio"] for r in rows if r["batch"] == key}
+        summary = {f"{m}_over_vanilla": round(v, 4) for m, v in ratio.items() if REFERENCE[m] != m}
+        summary = {k.replace("lora-free_over_vanilla", "lora_free_over_lora_vanilla"): v for k, v in summary.items()}
+        print(json.dumps({**summary, "batch_for_ratio": key, "rows": rows}))
     return 0
 
 
 COMMANDS = {
-    "sample": Command(BenchSample, run_sample_bench, "one guided prediction: vanilla vs prior-swapped, batch 1/8/32"),
+    "sample": Command(
+        BenchSample,
+        run_sample_bench,
+        "one guided prediction: vanilla vs swapped, full and LoRA fine-tunes, batch 1/8/32",
+    ),
     "train": bench_train.COMMAND,
     "unet": bench_unet.COMMAND,
 }
 HELP = "benchmarks that print figures (tables in the README)"
 
 
-if __name__ == "__main__":  # worker: python -m priorswap.toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE
-    task, batch, size, repeats, device, dtype = sys.argv[1:7]
-    print(json.dumps(_cell(task, int(batch), size, int(repeats), device, dtype)))
+if (
+    __name__ == "__main__"
+):  # worker: python -m priorswap.toolkit.commands.bench TASK BATCH SIZE REPEATS DEVICE DTYPE MODES R
+    task, batch, size, repeats, device, dtype, modes, rank = sys.argv[1:9]
+    print(json.dumps(_cell(task, int(batch), size, int(repeats), device, dtype, modes.split(","), int(rank))))

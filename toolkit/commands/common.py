@@ -17,7 +17,7 @@ class SamplingOptions:
     prior: str | None = arg(
         None,
         help="base model (folder or hub id) whose unconditional eps replaces the "
-        "fine-tune's (Eq. 7); omit for vanilla CFG",
+        "fine-tune's (Eq. 7); 'base' with a DiT LoRA: its own base, in the same forward; omit for vanilla CFG",
     )
     prior_mix: float = arg(1.0, help="lambda in uncond = lam*eps_prior + (1-lam)*eps_ft (1 = the paper's swap)")
     steps: int = arg(50, help="sampling steps")

@@ -36,7 +36,7 @@ class EvalDiT:
     """``priorswap eval dit``: vanilla against swapped CFG on an exported DiT, with the callback's metrics."""
 
     model: str = arg(help="fine-tuned DiT pipeline folder or hub id")
-    prior: str = arg(help="base model folder or hub id (the paper: {paper.prior})")
+    prior: str = arg(help="base model folder or hub id (the paper: {paper.prior}); 'base' for a LoRA's own base")
     data: str = arg(choices=tuple(DATAMODULES), help="reference data")
     data_root: str = arg(help="dataset folder (its validation split is the reference)")
     output_dir: str = arg(help="eval.md, eval.csv and eval_runs.csv")
@@ -105,9 +105,10 @@ def run(args: EvalDiT) -> int:
     import csv
     import importlib
 
+    from ..api import resolve_prior
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
     from ..files import write_text_atomic
-    from ..loading import load_dit, load_prior
+    from ..loading import load_dit
     from ..metrics.factory import build_extractor, metric_name
     from ..pairing import pair
     from ..sampling import vae_decoder
@@ -119,7 +120,7 @@ def run(args: EvalDiT) -> int:
     ).to(args.device)  # weights checked first
     classifier = load_classifier_network(args.classifier, args.classes).to(args.device) if args.classifier else None
     model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
-    prior = load_prior(args.prior, torch_dtype(args.dtype), args.device)
+    prior = resolve_prior(model, args.prior, torch_dtype(args.dtype), args.device)  # "base": a LoRA's own, free
     den = model.denoiser
     pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])

@@ -6,17 +6,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .. import checks
 from ..argspec import Command, arg
 from ..paper import PAPER
-from . import sample_unet, sample_video
+from . import sample_sd, sample_unet, sample_video
 from .common import SamplingOptions, save_npz_atomic, torch_dtype
 
 
 @dataclass(kw_only=True)
 class SampleDiT(SamplingOptions):
-    model: str = arg(help="fine-tuned DiT pipeline folder or hub id")
+    model: str = arg(help="fine-tuned DiT pipeline folder or hub id, or a DiT LoRA folder (on the base it names)")
+    lora: str | None = arg(None, help="DiT LoRA folder to put on --model (then --model is its base)")
+    prior_dtype: Literal["fp32", "bf16", "fp16"] | None = arg(
+        None, help="load --prior in this precision (default: --dtype); bf16 halves the prior's weight memory"
+    )
     labels: list[str] = arg(
         help="classes to sample, one image each: ids (0 3 7) or names from the model's id2label (pizza sushi)"
     )
@@ -34,22 +39,33 @@ class SampleDiT(SamplingOptions):
         checks.check_output_file("--output", self.output)
         if self.grid:
             checks.check_output_file("--grid", self.grid)
+        if self.prior_dtype is not None and (not self.prior or self.prior == checks.FREE_PRIOR):
+            raise checks.PriorswapError(
+                "--prior-dtype needs --prior MODEL (the free prior --prior base shares the model's weights)"
+            )
         super().check()
+        if self.prior_dtype is not None:
+            checks.check_device(self.device, self.prior_dtype)
 
 
 def run_dit(cfg: SampleDiT) -> int:
     import numpy as np
 
-    from ..api import class_conditional_samples
+    from ..api import class_conditional_samples, resolve_prior
     from ..images import save_grid, to_uint8
-    from ..loading import load_dit, load_prior
+    from ..loading import load_dit
+    from ..lora.files import load_dit_lora
     from ..pairing import pair
 
     dtype = torch_dtype(cfg.dtype)
-    model = load_dit(cfg.model, "model", dtype, cfg.device)
+    if cfg.lora:
+        model = load_dit_lora(cfg.lora, cfg.model, "--lora", dtype, cfg.device)
+    else:
+        model = load_dit(cfg.model, "model", dtype, cfg.device)
     ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
     labels = model.denoiser.check_labels(ids)
-    prior = load_prior(cfg.prior, dtype, cfg.device) if cfg.prior else None
+    prior_dtype = torch_dtype(cfg.prior_dtype) if cfg.prior_dtype else dtype
+    prior = resolve_prior(model, cfg.prior, prior_dtype, cfg.device)
     if prior is not None:  # checks the pair before any sampling
         pair(model.denoiser, prior.denoiser, (model.denoiser.sample_size,) * 2)
     guidance = cfg.guidance(cfg.guidance_scale, cfg.guide_channels)
@@ -76,6 +92,7 @@ def run_dit(cfg: SampleDiT) -> int:
 COMMANDS = {
     "dit": Command(SampleDiT, run_dit, "class-conditional DiT (diffusers DiT pipeline folder or hub id)"),
     **sample_unet.COMMANDS,
+    "sd": sample_sd.COMMAND,
     "dynamicrafter": sample_video.COMMAND,
 }
 HELP = "sample a fine-tuned model, vanilla or with a swapped prior"

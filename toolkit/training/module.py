@@ -8,6 +8,7 @@ All randomness of a step (timesteps, noise, dropout, latent draws) comes from a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
@@ -18,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..errors import PriorswapError
 from ..loading import load_dit, locate
+from ..lora.dit import LoRASpec
 from ..models import build_dit, dit_scheduler_config
 from .diffusion_loss import DiffusionSchedule, vlb_bits
 from .label_table import disable_block_dropout, drop_labels, replace_label_table
@@ -61,6 +63,7 @@ class DiTFineTune(L.LightningModule):
         warmup_steps: int = 0,
         ema_decay: float = 0.9999,
         vlb_weight: float = 1.0,
+        lora: LoRASpec | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
         export_dir: str | None = None,
@@ -72,13 +75,21 @@ class DiTFineTune(L.LightningModule):
             raise PriorswapError(f"cfg_dropout must lie in [0, 1), got {cfg_dropout}")
         if not 0.0 <= ema_decay < 1.0:
             raise PriorswapError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        if lora is not None and not pretrained:
+            raise PriorswapError("model.lora needs a pretrained base (model.pretrained): a LoRA adapts a base model")
         self.save_hyperparameters()
-        self.strict_loading = False  # the frozen VAE is not stored in checkpoints
+        if isinstance(lora, LoRASpec):  # plain values in checkpoints (they are read weights-only)
+            self.hparams["lora"] = dataclasses.asdict(lora)
+        self.strict_loading = False  # the frozen VAE (and a LoRA's frozen base) are not stored in checkpoints
         if pretrained:
             base = load_dit(pretrained, "pretrained")
             self.transformer = base.denoiser.transformer
             sched_cfg = base.scheduler_config
             self.base_num_classes = base.denoiser.num_classes
+            if lora is not None:
+                from ..lora.files import fingerprint
+
+                self.base_fingerprint = fingerprint(self.transformer)
         else:
             self.transformer = build_dit(
                 size,
@@ -147,19 +158,38 @@ class DiTFineTune(L.LightningModule):
         self._build(k, new_table=bool(self.hparams.pretrained) or self.transformer.config.num_embeds_ada_norm != k)
 
     def _build(self, num_classes: int, new_table: bool) -> None:
-        if new_table:
+        lora = self.lora
+        if lora is not None:  # K new rows after the base's null row, trained with the LoRA (lora/dit.py)
+            from .lora import build_lora
+
+            self.transformer = build_lora(
+                self.transformer, lora, num_classes, self.hparams.pretrained, self.hparams.seed
+            )
+        elif new_table:
             replace_label_table(self.transformer, num_classes, seed=self.hparams.seed)
         self.num_classes = num_classes
         if self.hparams.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        self.ema = AveragedModel(
-            self.transformer, multi_avg_fn=ema_update(self.hparams.ema_decay), use_buffers=True
-        ).requires_grad_(False)
+        if lora is not None:
+            from .lora import AdapterEMA
+
+            self.ema = AdapterEMA(self.transformer, ema_update(self.hparams.ema_decay))
+        else:
+            self.ema = AveragedModel(
+                self.transformer, multi_avg_fn=ema_update(self.hparams.ema_decay), use_buffers=True
+            ).requires_grad_(False)
         if self.hparams.compile:
             self.transformer.compile()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Size the label table and EMA from the weights first (load_from_checkpoint, ddp_spawn results)."""
+        if self.lora is not None:
+            from .lora import table_size_from_state
+
+            k = table_size_from_state(state_dict)
+            if self.ema is None and k is not None:
+                self._build(k, new_table=True)
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
         key = next(
             (
                 k
@@ -174,8 +204,18 @@ class DiTFineTune(L.LightningModule):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
+    def lora(self) -> LoRASpec | None:
+        spec = self.hparams.get("lora")
+        return LoRASpec(**spec) if isinstance(spec, dict) else spec
+
+    @property
     def null_id(self) -> int:
-        return int(self.num_classes)
+        """The null row: the fine-tune's own (N = num_classes), or for a LoRA the base's (its classes follow it)."""
+        return int(self.base_num_classes if self.lora is not None else self.num_classes)
+
+    def class_ids(self, labels: torch.Tensor) -> torch.Tensor:
+        """Dataset labels 0..K-1 -> label-table rows (a LoRA's classes sit after the base's null row)."""
+        return labels + self.base_num_classes + 1 if self.lora is not None else labels
 
     def configure_callbacks(self):
         """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), LR and images/s logging, unless given."""
@@ -200,7 +240,9 @@ class DiTFineTune(L.LightningModule):
     def configure_optimizers(self):
         """AdamW (DiT: lr 1e-4, no weight decay), with an optional linear warm-up for from-scratch runs."""
         opt = torch.optim.AdamW(
-            self.transformer.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            [p for p in self.transformer.parameters() if p.requires_grad],
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
         )
         if not self.hparams.warmup_steps:
             return opt
@@ -247,7 +289,9 @@ class DiTFineTune(L.LightningModule):
         gen = self._generator(salt)
         x0 = self.to_x0(batch, gen)  # (B, C, H, W)
         b = x0.shape[0]
-        labels = drop_labels(batch["label"], self.null_id, self.hparams.cfg_dropout if self.training else 0.0, gen)
+        labels = drop_labels(
+            self.class_ids(batch["label"]), self.null_id, self.hparams.cfg_dropout if self.training else 0.0, gen
+        )
         t = torch.randint(0, self.schedule.num_timesteps, (b,), generator=gen).to(self.device)
         noise = self._randn(x0.shape, gen)
         x_t = self.schedule.q_sample(x0, t, noise)
@@ -292,6 +336,10 @@ class DiTFineTune(L.LightningModule):
     # -- checkpoints and export -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vae.")}
+        if self.lora is not None:  # only what trains; the base is re-read from `pretrained`
+            from .lora import trainable_state
+
+            checkpoint["state_dict"] = trainable_state(checkpoint["state_dict"], self.transformer)
         checkpoint["priorswap"] = {"num_classes": self.num_classes, "class_names": self.class_names}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -326,6 +374,11 @@ class DiTFineTune(L.LightningModule):
             None if vae is None else float(vae.config.scaling_factor),
             None if vae is None else getattr(vae.config, "_name_or_path", None) or self.hparams.vae,
         )
+        if self.lora is not None:
+            from ..lora.dit import LoRADiTDenoiser
+
+            net = self.ema.module if ema else copy.deepcopy(self.transformer)
+            return LoRADiTDenoiser(net, space, self.num_classes, name=f"LoRA fine-tune ({'EMA' if ema else 'live'})")
         if ema:
             return DiTDenoiser(self.ema.module, space, name="fine-tune (EMA)")
         return DiTDenoiser(copy.deepcopy(self.transformer), space, name="fine-tune (live weights)")
@@ -345,7 +398,14 @@ class DiTFineTune(L.LightningModule):
             print(f"priorswap: exported EMA model to {path}")
 
     def export(self, path: str) -> str:
-        """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json)."""
+        """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json); a LoRA as its adapter folder
+        (base reference + adapter safetensors + id2label.json, ``priorswap.toolkit.lora.files``)."""
+        if self.lora is not None:
+            from ..lora.files import export_dit_lora
+
+            return export_dit_lora(
+                self.ema.module, self.hparams.pretrained, self.base_fingerprint, self.class_names or [], path
+            )
         from .export import export_pipeline
 
         return export_pipeline(self.ema_transformer(), self.vae, self.scheduler_config, self.class_names or [], path)

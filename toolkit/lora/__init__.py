@@ -1,0 +1,12 @@
+"""LoRA fine-tunes whose prior is free: the base is the LoRA with its adapter off.
+
+- ``mixed``: per-sample adapters (on / off) in one forward, through peft's ``adapter_names``;
+- ``free_prior``: :class:`FreePriorDenoiser` (Eq. 7 in one batched forward) and :class:`BasePrior`;
+- ``dit``: the DiT design (new class rows after the base's null row, trained as peft trainable tokens);
+- ``files``: the export format (base reference + adapter safetensors + id2label.json) and its loader.
+"""
+
+from .free_prior import BasePrior, FreePriorDenoiser
+from .mixed import BASE, check_mixable, mixing_problem, per_sample_adapters
+
+__all__ = ["BASE", "BasePrior", "FreePriorDenoiser", "check_mixable", "mixing_problem", "per_sample_adapters"]
