@@ -95,6 +95,25 @@ def _conclusion(cfg: DemoConfig, by_regime: dict) -> list[str]:
         f"{r.title}: {mean_sd([d[t_mid]['drift'] for d in drift[r.name]], 4)}"
         for r in cfg.regimes
     ]  # fmt: skip
+    lower = [
+        r for r in cfg.regimes if all(d[t_mid]["null_err_ft_4"] < d[t_mid]["null_err_base_4"] for d in drift[r.name])
+    ]
+    errs = "; ".join(
+        f"{r.title}: {mean_sd([d[t_mid]['null_err_ft_4'] for d in drift[r.name]], 4)} vs "
+        f"{mean_sd([d[t_mid]['null_err_base_4'] for d in drift[r.name]], 4)}"
+        for r in cfg.regimes
+    )
+    verdict = (
+        "in every regime the fine-tune's unconditional prediction is *better* than the base's on the target classes, "
+        "so the premise of the swap (a degraded prior) is not met here"
+        if len(lower) == len(cfg.regimes)
+        else f"the fine-tune's unconditional prediction is worse than the base's on the target classes in "
+        f"{len(cfg.regimes) - len(lower)} of {len(cfg.regimes)} regimes"
+    )
+    out.append(
+        f"- Degraded prior? Unconditional denoising error on held-out target images at t = {t_mid}, fine-tune vs base "
+        f"({errs}): {verdict}."
+    )
     out.append(
         f"- Prior drift at t = {t_mid} (mean (ε_ft(x_t, ∅) − ε_base(x_t, ∅))² on held-out target images): "
         + "; ".join(parts)
