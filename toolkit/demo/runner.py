@@ -102,7 +102,7 @@ def _base(cfg: DemoConfig) -> str:
     export = os.path.join(run, "export")
     if not os.path.isfile(os.path.join(export, "model_index.json")):
         _say("training the base model (recipes/demo_base.yaml; this takes about an hour on 2 cores)")
-        _fit("demo_base.yaml", cfg, ["--trainer.logger.init_args.name", "demo_base"], _resume_or_restart(run))
+        _fit("demo_base.yaml", cfg, ["--trainer.logger.init_args.name", "demo_base", *_resume_or_restart(run)])
     return export
 
 
@@ -126,7 +126,7 @@ def _finetune(cfg: DemoConfig, regime: Regime, seed: int, base: str, clf_path: s
         cb + "steps", str(cfg.steps), cb + "guidance_scales", "[1.5]",
         "--trainer.log_every_n_steps", str(max(1, min(10, steps))), "--trainer.enable_progress_bar", str(cfg.progress).lower(),
     ]  # fmt: skip
-    _fit(regime.recipe, cfg, overrides, _resume_or_restart(run))
+    _fit(regime.recipe, cfg, overrides + _resume_or_restart(run))
     _atomic_json(os.path.join(run, "done.json"), {"steps": steps, "images_per_class": images, "seed": seed})
     return export
 
@@ -141,7 +141,7 @@ def _resume_or_restart(run: str) -> list[str]:
     return []
 
 
-def _fit(recipe: str, cfg: DemoConfig, overrides: list[str], resume: list[str]) -> None:
+def _fit(recipe: str, cfg: DemoConfig, overrides: list[str]) -> None:
     from ..training.cli import run_lightning_cli
 
     with resources.as_file(resources.files("priorswap.recipes").joinpath(recipe)) as path:
@@ -153,7 +153,6 @@ def _fit(recipe: str, cfg: DemoConfig, overrides: list[str], resume: list[str]) 
                 "--trainer.logger.init_args.save_dir",
                 os.path.join(cfg.out, "tb"),
                 *overrides,
-                *resume,
             ]
         )
 
