@@ -46,3 +46,9 @@ def test_missing_debian_dataset_is_one_line(tmp_path):
     with pytest.raises(PriorswapError) as err:
         load_split("test", root=str(tmp_path))
     assert "apt-get install dataset-fashion-mnist" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(capsys):
+    assert main(["demo", "--tiny", "--out", "/proc/priorswap-demo", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--out '/proc/priorswap-demo' cannot be created" in err and "Traceback" not in err
