@@ -173,13 +173,12 @@ def sentencepiece_t5_tokenizer(folder: str, max_length: int = 120):
     return T5Tokenizer.from_pretrained(folder)
 
 
-def save_pixart_pipeline(path: str, seed: int = 0) -> str:
-    """A tiny PixArt-alpha folder: small T5 encoder, real sentencepiece T5 tokenizer (``spiece.model`` only)."""
-    from diffusers import DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
+def tiny_pixart_transformer(seed: int = 0):
+    """A 2-layer PixArt-alpha transformer (latent 4x8x8, learned sigma, 32-d captions), seeded."""
+    from diffusers import PixArtTransformer2DModel
 
     torch.manual_seed(seed)
-    tr = PixArtTransformer2DModel(
+    return PixArtTransformer2DModel(
         num_attention_heads=2,
         attention_head_dim=8,
         in_channels=4,
@@ -191,6 +190,14 @@ def save_pixart_pipeline(path: str, seed: int = 0) -> str:
         caption_channels=32,
         norm_num_groups=8,
     )
+
+
+def save_pixart_pipeline(path: str, seed: int = 0) -> str:
+    """A tiny PixArt-alpha folder: small T5 encoder, real sentencepiece T5 tokenizer (``spiece.model`` only)."""
+    from diffusers import DDIMScheduler, PixArtAlphaPipeline
+    from transformers import T5Config, T5EncoderModel
+
+    tr = tiny_pixart_transformer(seed)
     enc = T5EncoderModel(
         T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)
     )

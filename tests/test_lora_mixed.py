@@ -14,6 +14,8 @@ from priorswap.toolkit.models import build_dit, dit_scheduler_config
 from priorswap.toolkit.sampling import Guidance, sample
 from priorswap.toolkit.training.diffusion_loss import DiffusionSchedule
 
+from factories import tiny_pixart_transformer
+
 TOL = 1e-6
 
 
@@ -121,22 +123,9 @@ def raw_mixed_vs_separate(net, inputs: dict, on_key: str = "hidden_states"):
 
 
 def test_pixart_mixed_batch_equals_separate_forwards():
-    from diffusers import PixArtTransformer2DModel
     from peft import LoraConfig, inject_adapter_in_model
 
-    torch.manual_seed(0)
-    net = PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        sample_size=8,
-        patch_size=2,
-        cross_attention_dim=16,
-        caption_channels=32,
-        norm_num_groups=8,
-    )
+    net = tiny_pixart_transformer(0)
     targets = ["to_q", "to_k", "to_v", "to_out.0", "proj", "linear"]
     net = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=targets), net)
     nonzero_adapter(net)

@@ -6,7 +6,7 @@ import os
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorswap.data import Food101DataModule
 from priorswap.toolkit.adapters.dit import label_embedders
@@ -17,30 +17,7 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
-
-
-def trainer(tmp_path, max_steps, **kw):
-    return L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=0,
-        **kw,
-    )
-
-
-class Kill(Callback):
-    def __init__(self, at):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated kill")
+from trainers import Kill, trainer
 
 
 @pytest.fixture(scope="module")

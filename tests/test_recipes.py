@@ -151,3 +151,14 @@ def test_lora_recipe_is_the_paper_recipe_with_a_lora_and_a_free_prior(name):
     assert ev.class_path == "priorswap.callbacks.PriorSwapEval"
     assert ev.init_args.prior == cfg.model.pretrained  # the base the LoRA started from: its adapter-off self
     assert ev.init_args == paper.trainer.callbacks[-1].init_args
+
+
+def test_demo_regime_recipes_say_what_the_demo_runs():
+    """Each regime's recipe (what a user runs by hand) holds the same set size and budget as the demo's Regime."""
+    from priorswap.toolkit.demo.config import REGIMES
+
+    for regime in REGIMES:
+        cfg = parse("-c", os.path.join(RECIPE_DIR, regime.recipe))
+        assert cfg.trainer.max_steps == regime.steps, regime.name
+        assert cfg.data.init_args.limit_per_class == regime.images_per_class, regime.name
+        assert cfg.data.init_args.batch_size == 32 and cfg.model.cfg_dropout == 0.1, regime.name

@@ -5,7 +5,7 @@ import os
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorswap.data import Caltech101DataModule, Food101DataModule, SUN397DataModule
 from priorswap.toolkit.adapters.dit import label_embedders
@@ -16,6 +16,7 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_caltech101, make_food101, make_sun397
+from trainers import Kill, trainer
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.yaml")
 
@@ -23,21 +24,6 @@ RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.
 @pytest.fixture(scope="module")
 def food(tmp_path_factory):
     return make_food101(str(tmp_path_factory.mktemp("food")), classes=3, per_class=8)
-
-
-def trainer(tmp_path, max_steps, **kw):
-    return L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=0,
-        **kw,
-    )
 
 
 def tiny_module(**kw):
@@ -134,15 +120,6 @@ def test_cfg_dropout_rate_and_same_labels_in_every_block(tmp_path):
     assert all(torch.equal(s, seen[0]) for s in seen)  # one mask per sample, shared by all blocks
     assert 0.2 < terms["null_fraction"].item() < 0.8
     assert torch.isfinite(terms["vlb"]) and terms["loss"] > terms["mse"]
-
-
-class Kill(Callback):
-    def __init__(self, at):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated kill")
 
 
 def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, food):

@@ -9,6 +9,7 @@ torch, and only when a CUDA device is asked for.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable
 
@@ -94,6 +95,18 @@ def check_input_file(flag: str, path: str) -> None:
         raise PriorswapError(f"{flag} {path!r} {what}")
 
 
+def _writable_dir(folder: str) -> bool:
+    """Whether a file can really be made in ``folder``. ``os.access`` alone says yes to root on read-only and
+    pseudo file systems (/proc, a read-only mount), so a temporary file is made and removed."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def _check_parent(flag: str, path: str) -> str:
     parent = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
     probe = parent
@@ -101,7 +114,7 @@ def _check_parent(flag: str, path: str) -> str:
         if os.path.exists(probe):
             raise PriorswapError(f"{flag} {path!r} cannot be created: {probe!r} is a file")
         probe = os.path.dirname(probe)
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not _writable_dir(probe):
         raise PriorswapError(f"{flag} {path!r} cannot be written: {probe!r} is not writable")
     return parent
 
@@ -128,7 +141,7 @@ def check_output_dir(flag: str, path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise PriorswapError(f"{flag} {path!r} is a file, not a folder")
     if os.path.isdir(path):
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not _writable_dir(path):
             raise PriorswapError(f"{flag} {path!r} is not writable")
         return
     _check_parent(flag, path)

@@ -28,9 +28,6 @@ class Regime:
     def recipe(self) -> str:
         return f"demo_{self.name}.yaml"
 
-    def epochs(self, batch_size: int = 32, classes: int = 4) -> float:
-        return self.steps * batch_size / (self.images_per_class * classes)
-
 
 LARGE = Regime("large_limited", "large set, limited budget (Food101 / SUN397)", 6000, 300)
 SMALL = Regime("small", "set 10x smaller, same budget (Caltech101)", 600, 300)
@@ -54,7 +51,7 @@ class DemoConfig:
     drift_images: int = 512  # held-out target images for the prior-drift measurement
     drift_timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     callback_samples: int = 64  # the fine-tune's own PriorSwapEval, once at the end (TensorBoard)
-    step_scale: float = 1.0  # tiny: every regime's steps times this
+    size_scale: float = 1.0  # tiny: every regime's steps and images per class times this
     retrain: bool = False
     progress: bool = True
     preset: str = "default"
@@ -86,16 +83,16 @@ class DemoConfig:
             drift_images=16,
             drift_timesteps=(500,),
             callback_samples=8,
-            step_scale=0.01,
+            size_scale=0.01,
             progress=False,
             preset="tiny",
         )
 
     def steps_of(self, regime: Regime) -> int:
-        return max(1, round(regime.steps * self.step_scale))
+        return max(1, round(regime.steps * self.size_scale))
 
     def images_of(self, regime: Regime) -> int:
-        return regime.images_per_class if self.step_scale == 1.0 else max(4, round(regime.images_per_class * 0.01))
+        return max(4, round(regime.images_per_class * self.size_scale))
 
     def run_name(self, regime: Regime, ft_seed: int) -> str:
         return f"{regime.name}-s{ft_seed}-n{self.images_of(regime)}-t{self.steps_of(regime)}"
