@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
 from priorswap.data.robust import FileImages, RobustImageDataset, SkipLog, collate_drop_none
 from priorswap.data.sampler import ResumableSampler, SeededItems
-from priorswap.data.splits import limit_per_class, select_classes, stratified_split
+from priorswap.data.splits import check_class_ids, limit_per_class, select_classes, stratified_split
 from priorswap.data.transforms import AdmTransform
 from priorswap.toolkit.errors import PriorswapError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 LatentDtype = Literal["float32", "float16", "bfloat16"]
+Channels = Literal[1, 3, "auto"]  # grey, RGB, or the model's (``priorswap fit`` reads it from the model's config)
 
 
 @dataclass
@@ -60,9 +61,13 @@ class ImageDataModule(L.LightningDataModule):
         latent_cache: root folder of VAE latent caches; when set, batches hold latents (see build_latent_cache).
         latent_dtype: storage dtype of cached latents: float32, float16 or bfloat16.
         drop_last: drop the last incomplete training batch.
+        channels: 1 (grey) or 3 (RGB) image channels, or "auto": what the model takes (``priorswap fit`` reads
+            it from the model's config before anything loads; in Python, "auto" is the dataset's own: RGB for
+            photos, grey for Fashion-MNIST).
     """
 
     dataset_name = "images"
+    default_channels = 3  # what "auto" means when no model has said otherwise
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class ImageDataModule(L.LightningDataModule):
         latent_cache: str | None = None,
         latent_dtype: LatentDtype = "float32",
         drop_last: bool = False,
+        channels: Channels = 3,
     ):
         super().__init__()
         self.root = os.path.expanduser(root)
@@ -89,6 +95,9 @@ class ImageDataModule(L.LightningDataModule):
         self.latent_cache, self.latent_dtype, self.drop_last = latent_cache, latent_dtype, drop_last
         if not 0.0 <= val_fraction < 1.0:
             raise PriorswapError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if channels not in (1, 3, "auto"):
+            raise PriorswapError(f"channels must be 1 (grey), 3 (RGB) or auto (the model's), got {channels!r}")
+        self.channels = channels
         self.split: dict[str, list[str]] = {}
         self.skipped_total = 0
         self._catalog_cache: Catalog | None = None
@@ -117,7 +126,7 @@ class ImageDataModule(L.LightningDataModule):
         return self.root
 
     def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool) -> RobustImageDataset:
-        transform = AdmTransform(self.resolution, flip=self.flip and train)
+        transform = AdmTransform(self.resolution, flip=self.flip and train, channels=self.image_channels)
         return FileImages(self._image_base(), ids, labels, transform, self._skip_log)
 
     # ---- selection ---------------------------------------------------------------------------
@@ -128,9 +137,15 @@ class ImageDataModule(L.LightningDataModule):
         return self._catalog_cache
 
     @property
+    def image_channels(self) -> int:
+        """Channels of every image this datamodule yields (1 or 3)."""
+        return self.default_channels if self.channels == "auto" else int(self.channels)
+
+    @property
     def class_names(self) -> list[str]:
         if self._class_names is None:
             names = self.catalog().class_names
+            check_class_ids(self.classes, names, self.dataset_name)
             self._class_names = [names[c] for c in self.classes] if self.classes else list(names)
         return self._class_names
 

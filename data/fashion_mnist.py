@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from priorswap.data.base import Catalog, ImageDataModule, LatentDtype
+from priorswap.data.base import Catalog, Channels, ImageDataModule, LatentDtype
 from priorswap.data.robust import ArrayImages, RobustImageDataset
 from priorswap.data.transforms import PadTransform
 from priorswap.toolkit.errors import PriorswapError
@@ -47,14 +47,14 @@ def find_idx(folder: str | Path, stem: str) -> Path | None:
 class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST, 10 classes; the official test set is the validation set.
 
-    Args (beyond ImageDataModule's):
-        rgb: repeat the grey channel 3 times (for 3-channel VAEs); default 1 channel.
+    Images are grey (``channels`` 1); ``channels: 3`` repeats the grey channel (for 3-channel VAEs).
     `root` holds the IDX files (gz or not) directly or under FashionMNIST/raw/ (torchvision's layout);
     with download=True and nothing there, torchvision downloads into `cache_dir` (or `root`).
     E.g. classes=[5, 7, 8, 9] keeps Sandal, Sneaker, Bag, Ankle boot as labels 0..3.
     """
 
     dataset_name = "fashion_mnist"
+    default_channels = 1
 
     def __init__(
         self,
@@ -72,9 +72,8 @@ class FashionMNISTDataModule(ImageDataModule):
         latent_cache: str | None = None,
         latent_dtype: LatentDtype = "float32",
         drop_last: bool = False,
-        rgb: bool = False,
+        channels: Channels = 1,
     ):
-        self.rgb = rgb
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         super().__init__(
             root,
@@ -91,6 +90,7 @@ class FashionMNISTDataModule(ImageDataModule):
             latent_cache,
             latent_dtype,
             drop_last,
+            channels,
         )
 
     def _folder(self) -> Path | None:
@@ -139,7 +139,7 @@ class FashionMNISTDataModule(ImageDataModule):
 
     def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool) -> RobustImageDataset:
         pad = (32 - 28) // 2
-        transform = PadTransform(pad, self.resolution, flip=self.flip and train, rgb=self.rgb)
+        transform = PadTransform(pad, self.resolution, flip=self.flip and train, channels=self.image_channels)
         split = ids[0].split("/")[0] if ids else "train"
         if any(not i.startswith(split + "/") for i in ids):
             raise PriorswapError(f"Fashion-MNIST ids mix splits: {ids[:2]}...")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from priorswap.data.base import Catalog, ImageDataModule, LatentDtype
+from priorswap.data.base import Catalog, Channels, ImageDataModule, LatentDtype
 from priorswap.data.robust import RobustImageDataset
 from priorswap.data.transforms import AdmTransform
 from priorswap.toolkit.errors import PriorswapError
@@ -67,6 +67,7 @@ class HFImageDataModule(ImageDataModule):
         train_split: str = "train",
         val_split: str | None = None,
         config_name: str | None = None,
+        channels: Channels = 3,
     ):
         self.image_column, self.label_column = image_column, label_column
         self.train_split, self.val_split, self.config_name = train_split, val_split, config_name
@@ -86,6 +87,7 @@ class HFImageDataModule(ImageDataModule):
             latent_cache,
             latent_dtype,
             drop_last,
+            channels,
         )
 
     def _is_local(self) -> bool:
@@ -140,7 +142,7 @@ class HFImageDataModule(ImageDataModule):
     def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool) -> RobustImageDataset:
         split = ids[0].rsplit("/", 1)[0] if ids else self.train_split
         rows = [int(i.rsplit("/", 1)[1]) for i in ids]
-        transform = AdmTransform(self.resolution, flip=self.flip and train)
+        transform = AdmTransform(self.resolution, flip=self.flip and train, channels=self.image_channels)
         return HFImages(
             self._load_tables()[split],
             rows,

@@ -49,6 +49,21 @@ def limit_per_class(labels: Sequence[int], limit: int, seed: int) -> list[int]:
     return sorted(keep)
 
 
+def check_class_ids(classes: Sequence[int] | None, class_names: Sequence[str], dataset: str) -> None:
+    """One line for a class subset that names ids the dataset does not have (or one twice), before anything loads."""
+    if not classes:
+        return
+    n = len(class_names)
+    bad = [c for c in classes if not 0 <= c < n]
+    if bad:
+        raise PriorswapError(
+            f"data.init_args.classes {list(classes)}: {dataset} has {n} classes, ids 0..{n - 1}; "
+            f"{', '.join(map(str, bad))} {'is' if len(bad) == 1 else 'are'} out of range"
+        )
+    if len(set(classes)) != len(classes):
+        raise PriorswapError(f"data.init_args.classes {list(classes)} names a class twice; give each id once")
+
+
 def select_classes(labels: Sequence[int], classes: Sequence[int], num_classes: int) -> tuple[list[int], list[int]]:
     """Keep items whose label is in `classes` and relabel them 0..k-1 in the order given.
 

@@ -36,15 +36,16 @@ def to_signed_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 class AdmTransform:
-    """PIL image -> (3, res, res) in [-1, 1]: RGB, ADM center crop, optional random horizontal flip."""
+    """PIL image -> (C, res, res) in [-1, 1]: RGB (or grey, ``channels=1``), ADM center crop, optional random flip."""
 
-    def __init__(self, resolution: int, flip: bool):
+    def __init__(self, resolution: int, flip: bool, channels: int = 3):
         self.resolution = resolution
         self.flip = flip
+        self.mode = {1: "L", 3: "RGB"}[channels]
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = adm_center_crop(image.convert("RGB"), self.resolution)
-        pixels = to_signed_tensor(np.asarray(image))  # (3, res, res)
+        image = adm_center_crop(image.convert(self.mode), self.resolution)
+        pixels = to_signed_tensor(np.asarray(image))  # (C, res, res)
         if self.flip and torch.rand(()) < 0.5:
             pixels = pixels.flip(-1)
         return pixels
@@ -54,11 +55,11 @@ class PadTransform:
     """Small grey image (e.g. 28x28 Fashion-MNIST) -> padded with black to a power of two, [-1, 1].
 
     Padding (not resizing) keeps the strokes pixel-exact; `resolution` other than the padded size is
-    reached with a bicubic resize afterwards. `rgb` repeats the channel for 3-channel encoders.
+    reached with a bicubic resize afterwards. ``channels=3`` repeats the channel for 3-channel encoders.
     """
 
-    def __init__(self, pad: int, resolution: int, flip: bool, rgb: bool = False):
-        self.pad, self.resolution, self.flip, self.rgb = pad, resolution, flip, rgb
+    def __init__(self, pad: int, resolution: int, flip: bool, channels: int = 1):
+        self.pad, self.resolution, self.flip, self.rgb = pad, resolution, flip, channels == 3
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         array = np.pad(np.asarray(image.convert("L")), self.pad)  # (H+2p, W+2p), black border

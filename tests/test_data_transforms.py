@@ -48,7 +48,7 @@ def test_pad_transform_keeps_pixels_and_pads_black():
     out = PadTransform(2, 32, flip=False)(digit)
     assert out.shape == (1, 32, 32)
     assert out[:, 2:30, 2:30].eq(1).all() and out[:, :2].eq(-1).all() and out[:, :, 30:].eq(-1).all()
-    assert PadTransform(2, 32, flip=False, rgb=True)(digit).shape == (3, 32, 32)
+    assert PadTransform(2, 32, flip=False, channels=3)(digit).shape == (3, 32, 32)
 
 
 def test_stratified_split_is_seeded_and_per_class():

@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ..checks import check_output_dir
 from ..errors import PriorswapError
 from .module import DiTFineTune
+from .startup_checks import check_model_and_data
 
 CONFIG_FLAGS = ("-c", "--config")
 VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers that number runs <save_dir>/<name>/version_N
@@ -69,6 +70,8 @@ class PriorswapCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Checks that need no model: writable log folder, something to resume, no silent mixing of runs."""
+        if self.subcommand is not None:  # packaged model folders found; images checked against the model's config
+            check_model_and_data(self.config[self.subcommand])
         if self.subcommand != "fit":
             return
         prepare_run_folder(self.config[self.subcommand])
