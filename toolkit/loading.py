@@ -17,13 +17,14 @@ import torch
 
 from .denoisers import LatentSpace
 from .errors import PriorswapError
+from .shipped import packaged
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def locate(ref: str, what: str = "model") -> str:
     """``ref`` if it is a local folder or a plausible hub id; otherwise a one-line error."""
-    ref = os.path.expanduser(str(ref))
+    ref = packaged(os.path.expanduser(str(ref)))
     if os.path.isdir(ref):
         return ref
     if os.path.exists(ref):
@@ -227,6 +228,7 @@ def load_dit(
     from .adapters.dit import DiTDenoiser
     from .lora.files import is_lora_folder, load_dit_lora
 
+    ref = packaged(ref)  # toolkit/assets/...: the package's own, from any working folder
     if is_lora_folder(ref):
         return load_dit_lora(ref, None, what, dtype, device)
     index = read_model_index(ref, what)
@@ -253,6 +255,7 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
     from .adapters.text_prior import PixArtPrior, UNetPrior, empty_prompt_embedding
 
     what = "prior"
+    ref = packaged(ref)
     index = read_model_index(ref, what)
     transformer_cls = component_class(index, "transformer")
     if transformer_cls == "DiTTransformer2DModel":

@@ -125,8 +125,14 @@ def run(args: EvalDiT) -> int:
     pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])
     resolution = args.resolution or den.sample_size * (8 if model.vae is not None else 1)
+    channels = den.latent_channels if model.vae is None else int(model.vae.config.in_channels)  # as the model sees
     dm = dm_cls(
-        root=args.data_root, resolution=resolution, batch_size=args.batch_size, num_workers=0, classes=args.classes
+        root=args.data_root,
+        resolution=resolution,
+        batch_size=args.batch_size,
+        num_workers=0,
+        classes=args.classes,
+        channels=channels,
     )
     dm.setup("validate")
     val = dm.val_dataloader()
