@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ..checks import check_output_dir
 from ..errors import PriorswapError
 from .module import DiTFineTune
-from .startup_checks import check_model_and_data
+from .startup_checks import check_model_and_data, first_missing, new_run_folder, remove_failed_start
 
 CONFIG_FLAGS = ("-c", "--config")
 VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers that number runs <save_dir>/<name>/version_N
@@ -75,6 +75,15 @@ class PriorswapCLI(LightningCLI):
         if self.subcommand != "fit":
             return
         prepare_run_folder(self.config[self.subcommand])
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        folder = new_run_folder(self.trainer) if subcommand == "fit" else None
+        made = first_missing(folder)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            remove_failed_start(self.trainer, folder, made)  # only folders this fit made and never trained into
+            raise
 
 
 def run_lightning_cli(argv: list[str]) -> PriorswapCLI:

@@ -10,8 +10,10 @@ cache) are left to the model's own loading.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 from ..errors import PriorswapError
@@ -114,3 +116,40 @@ def _hub_cached(repo: str, name: str) -> str | None:
 
     found = try_to_load_from_cache(repo, name)
     return found if isinstance(found, str) else None
+
+
+# -- a failed start leaves no run folder -------------------------------------------------------------
+def new_run_folder(trainer) -> str | None:
+    """The log folder this fit is about to create, or None when it exists already (a resumed or named run: never
+    ours to remove) or this is not the launching process. Read before fit: the logger makes it on first use."""
+    from .cli import _is_launch_rank_zero
+
+    folder = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+    if not folder or not _is_launch_rank_zero() or os.path.exists(folder):
+        return None
+    return os.path.abspath(folder)
+
+
+def remove_failed_start(trainer, folder: str | None, made: str | None = None) -> None:
+    """Remove ``folder`` (from :func:`new_run_folder`) when the fit failed before its first step and saved no
+    checkpoint: it holds only an empty event file and config.yaml, and would pass for a run to resume. Its parents
+    up to ``made`` (the highest one the fit created) go too, while they are empty."""
+    if not folder or trainer.global_step > 0 or not os.path.isdir(folder):
+        return
+    if glob.glob(os.path.join(glob.escape(folder), "**", "*.ckpt"), recursive=True):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = os.path.dirname(folder)
+    while made and parent.startswith(made) and os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)  # empty, and made by this fit (a concurrent run's files would keep it)
+        parent = os.path.dirname(parent)
+
+
+def first_missing(folder: str | None) -> str | None:
+    """The highest ancestor of ``folder`` (or itself) that does not exist yet."""
+    if not folder:
+        return None
+    missing = None
+    while not os.path.exists(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
