@@ -181,3 +181,19 @@ def test_fashion_mnist_missing_files_name_the_debian_package(tmp_path):
     with pytest.raises(PriorswapError, match="apt-get install dataset-fashion-mnist") as info:
         FashionMNISTDataModule(root=str(tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_image_folder_reads_grey_when_asked_and_refuses_other_channel_counts(tmp_path):
+    root = make_image_folder(tmp_path, classes=2, per_class=3)
+    for channels, expected in ((1, 1), (3, 3), ("auto", 3)):  # auto without a model: the dataset's own (RGB)
+        dm = ImageFolderDataModule(root, resolution=8, batch_size=6, num_workers=0, channels=channels)
+        dm.setup("fit")
+        assert next(iter(dm.train_dataloader()))["pixels"].shape[1:] == (expected, 8, 8)
+    with pytest.raises(PriorswapError, match="channels must be 1"):
+        ImageFolderDataModule(root, channels=2)
+
+
+def test_class_ids_out_of_range_are_one_line_when_the_label_map_is_read(tmp_path):
+    dm = ImageFolderDataModule(make_image_folder(tmp_path, classes=3, per_class=2), classes=[1, 5], num_workers=0)
+    with pytest.raises(PriorswapError, match=r"3 classes, ids 0..2; 5 is out of range"):
+        _ = dm.class_names  # what `priorswap fit` links to the model, before the model is built

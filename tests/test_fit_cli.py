@@ -39,7 +39,7 @@ def shrunk(recipe: str, root: str, base: str, runs: str, steps: int = 2) -> list
         "--data.root",
         root,
         "--data.resolution",
-        "32",
+        "8",  # the tiny base: sample_size 8 latents of a VAE that does not downscale
         "--data.batch_size",
         "4",
         "--data.num_workers",

@@ -53,7 +53,9 @@ def check_model_and_data(cfg) -> None:
         args.channels = want.channels
     fixes = []
     if want.channels is not None and int(args.channels) != want.channels:
-        fixes.append((f"{want.channels}-channel ({'grey' if want.channels == 1 else 'RGB'})", "channels", want.channels))
+        fixes.append(
+            (f"{want.channels}-channel ({'grey' if want.channels == 1 else 'RGB'})", "channels", want.channels)
+        )
     if want.resolution is not None and int(args.resolution) != want.resolution:
         fixes.append((f"{want.resolution} px", "resolution", want.resolution))
     if fixes:
