@@ -31,8 +31,8 @@ from ..errors import PriorswapError
 from .config_errors import one_line_error
 from .console import hide_lightning_tips, resuming_run_folder
 from .help_text import subcommand_parser_kwargs
-from .progress import progress_bars, readable_progress
 from .module import DiTFineTune
+from .progress import progress_bars, readable_progress
 
 CONFIG_FLAGS = ("-c", "--config")
 VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers that number runs <save_dir>/<name>/version_N
