@@ -122,7 +122,9 @@ def test_fit_in_a_log_file_prints_plain_progress_lines_and_no_tips(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "\r" not in res.stdout + res.stderr
-    steps = re.findall(r"^step (\d+)/(\d+) \(\d+%\) \| epoch \d+ \| loss [\d.e+-]+ \| [\d.]+ (?:it/s|s/it)", res.stdout, re.M)
+    steps = re.findall(
+        r"^step (\d+)/(\d+) \(\d+%\) \| epoch \d+ \| loss [\d.e+-]+ \| [\d.]+ (?:it/s|s/it)", res.stdout, re.M
+    )
     assert steps == [(str(i), "4") for i in range(1, 5)] + [("5", "6"), ("6", "6")], res.stdout
     assert "ETA" in res.stdout and "v_num" not in res.stdout
     assert "Tip:" not in res.stdout + res.stderr
