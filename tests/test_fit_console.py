@@ -1,6 +1,7 @@
 """What `priorswap fit` prints: one line for a misspelled key, readable progress in a log file, useful --help."""
 
 import inspect
+import io
 import os
 import re
 import subprocess
@@ -129,3 +130,34 @@ def test_fit_in_a_log_file_prints_plain_progress_lines_and_no_tips(tmp_path):
     assert "ETA" in res.stdout and "v_num" not in res.stdout
     assert "Tip:" not in res.stdout + res.stderr
     assert "Checkpoint directory" not in res.stderr  # the resumed run's own folder holds its checkpoints
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_bar_shows_no_v_num_and_no_negative_epoch_bound_and_a_recipe_bar_is_kept(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from priorswap.toolkit.training.progress import TerminalRichProgressBar, TerminalTQDMProgressBar, readable_progress
+
+    trainer = L.Trainer(max_steps=3, logger=TensorBoardLogger(str(tmp_path), name="t"), enable_model_summary=False)
+    lightning_default = trainer.progress_bar_callback
+    readable_progress(trainer, [], stream=Terminal())
+    bar = trainer.progress_bar_callback
+    assert bar is not lightning_default and sum(c is bar for c in trainer.callbacks) == 1
+    assert isinstance(
+        bar, TerminalRichProgressBar if isinstance(lightning_default, RichProgressBar) else TerminalTQDMProgressBar
+    )
+    bar.setup(trainer, None, "fit")
+    assert "v_num" not in bar.get_metrics(trainer, None)
+    if isinstance(bar, TerminalRichProgressBar):
+        trainer.fit_loop.max_epochs = -1  # what fit sets when only max_steps bounds it
+        assert bar._get_train_description(0).strip() == "Epoch 0"  # not "Epoch 0/-2": max_steps bounds this fit
+    mine = TQDMProgressBar(refresh_rate=5)
+    trainer = L.Trainer(max_steps=3, logger=False, callbacks=[mine], enable_model_summary=False)
+    readable_progress(trainer, [mine], stream=io.StringIO())
+    assert trainer.progress_bar_callback is mine

@@ -69,14 +69,19 @@ class LogLinesProgressBar(ProgressBar):
         parts.append(f"epoch {trainer.current_epoch}")
         parts += [f"{k} {_number(v)}" for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"]
         if rate > 0:
-            parts.append(f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it")
+            parts.append(_rate(rate))
             if total and step < total:
                 parts.append(f"ETA {_clock((total - step) / rate)}")
         print(" | ".join(parts), flush=True)
 
 
 class TerminalRichProgressBar(RichProgressBar):
-    """Lightning's rich bar without ``v_num`` and without "Epoch 0/-2" when only ``max_steps`` bounds the fit."""
+    """Lightning's rich bar without ``v_num``, without "Epoch 0/-2" when only ``max_steps`` bounds the fit, and with
+    s/it for slow steps where it would show "0.00it/s" (also shown before the first step is timed)."""
+
+    def configure_columns(self, trainer) -> list:
+        columns = super().configure_columns(trainer)
+        return [_speed_column(c.style) if type(c).__name__ == "ProcessingSpeedColumn" else c for c in columns]
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
@@ -126,6 +131,21 @@ def _total_steps(trainer) -> int | None:
         return int(trainer.max_steps)
     total = trainer.estimated_stepping_batches  # epoch-bounded fits; inf when the loader has no length
     return int(total) if total is not None and math.isfinite(total) else None
+
+
+def _speed_column(style):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Speed(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(_rate(task.speed) if task.speed else "", style=style)
+
+    return Speed()
+
+
+def _rate(steps_per_s: float) -> str:
+    return f"{steps_per_s:.2f} it/s" if steps_per_s >= 1 else f"{1 / steps_per_s:.1f} s/it"
 
 
 def _number(value) -> str:
