@@ -52,7 +52,10 @@ class PriorSwapEval(Callback):
             any :class:`priorswap.toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
         num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
-        steps, scheduler: sampler (paper: 50 DDIM steps).
+        steps: sampler steps (paper: 50).
+        scheduler: ddim, ddpm, dpm++, euler or euler_a (paper: ddim).
+        batch_size: images per sampling batch, per GPU.
+        seed: seeds the evaluation's labels and per-sample noise, the same for vanilla and swapped.
         every_n_steps: evaluate every this many optimiser steps (None: never by step count).
         on_checkpoint: also evaluate whenever a checkpoint is saved.
         at_fit_end: also evaluate when fit ends.
@@ -65,6 +68,9 @@ class PriorSwapEval(Callback):
         stats_cache: folder caching reference statistics (keyed by dataset, extractor and resolution).
         grid_samples: seeds shown in each grid (vanilla row above swapped row).
         offload_prior: keep the prior on the CPU between evaluations.
+        guided_channels: guide only the first N output channels (3: the original DiT code; None: all, as diffusers).
+        prior_mix: unconditional eps = prior_mix * prior + (1 - prior_mix) * fine-tune; 1 is the paper's swap.
+        progress: show a progress bar while sampling.
         output: CSV of one row per evaluation (a .jsonl is written next to it); default ``<log dir>/cfg_eval.csv``.
     """
 

@@ -28,7 +28,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..checks import check_output_dir
 from ..errors import PriorswapError
+from .config_errors import one_line_error
+from .console import hide_lightning_tips, resuming_run_folder
+from .help_text import subcommand_parser_kwargs
 from .module import DiTFineTune
+from .progress import progress_bars, readable_progress
 from .startup_checks import check_model_and_data, first_missing, new_run_folder, remove_failed_start
 
 CONFIG_FLAGS = ("-c", "--config")
@@ -36,15 +40,17 @@ VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers that number ru
 
 
 class SpelledOutParser(LightningArgumentParser):
-    """No prefix matching (argparse would run `--trainer.max_step 3` as `max_steps`); an unknown flag is one line."""
+    """No prefix matching (argparse would run `--trainer.max_step 3` as `max_steps`); an unknown flag or recipe key
+    is one line naming where it is and the nearest valid name (:mod:`.config_errors`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        if self.exit_on_error and message.lower().startswith("unrecognized arguments"):
-            sys.stderr.write(f"priorswap: error: {message} (flags are spelled in full; see --help)\n")
+        line = one_line_error(self, message, ex) if self.exit_on_error else None
+        if line is not None:
+            sys.stderr.write(f"priorswap: error: {line}\n")
             raise SystemExit(2)
         super().error(message, ex)
 
@@ -85,6 +91,14 @@ class PriorswapCLI(LightningCLI):
             remove_failed_start(self.trainer, folder, made)  # only folders this fit made and never trained into
             raise
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        recipe_bars = progress_bars(self.config_init[self.subcommand]["trainer"].get("callbacks"))
+        trainer = super().instantiate_trainer(**kwargs)
+        readable_progress(trainer, recipe_bars)
+        if self.subcommand == "fit":
+            resuming_run_folder(self.config[self.subcommand].get("ckpt_path"))
+        return trainer
+
 
 def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
     # Lightning's own pytree helper on recent torch, printed on every fit; nothing a user can act on
@@ -94,17 +108,20 @@ def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
         category=FutureWarning,
         module="lightning",
     )
-    return PriorswapCLI(
-        DiTFineTune,
-        L.LightningDataModule,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        args=shipped_recipes(argv),
-        auto_configure_optimizers=False,
-        # our datamodules shard and order data themselves (data/sampler.py), resumable mid-epoch
-        trainer_defaults={"use_distributed_sampler": False},
-    )
+    hide_lightning_tips()
+    with warnings.catch_warnings():  # filters set for this fit (a resumed folder's warning) end with it
+        return PriorswapCLI(
+            DiTFineTune,
+            L.LightningDataModule,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=shipped_recipes(argv),
+            auto_configure_optimizers=False,
+            # our datamodules shard and order data themselves (data/sampler.py), resumable mid-epoch
+            trainer_defaults={"use_distributed_sampler": False},
+            parser_kwargs=subcommand_parser_kwargs(),
+        )
 
 
 # -- recipes ----------------------------------------------------------------------------------------

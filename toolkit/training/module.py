@@ -41,7 +41,34 @@ def load_vae(ref: str):
 
 
 class DiTFineTune(L.LightningModule):
-    """Fine-tune a pretrained DiT on new classes, or train one from random init (``pretrained: null``)."""
+    """Fine-tune a pretrained DiT on new classes, or train one from random init (``pretrained: null``).
+
+    Args:
+        pretrained: DiT pipeline or transformer folder, or hub id, to start from; null trains from random init.
+        vae: VAE folder or hub id for latent DiTs (a pipeline folder's vae/ works); null for pixel-space models.
+        size: random-init architecture: tiny, S/2, B/2, L/2 or XL/2 (ignored with pretrained).
+        hidden_size: random init: width, overriding the size's.
+        num_layers: random init: transformer blocks, overriding the size's.
+        num_heads: random init: attention heads, overriding the size's.
+        patch_size: random init: patch size, overriding the size's /N.
+        in_channels: random init: channels of the model's input (4 for SD-VAE latents, 1 or 3 for pixels).
+        sample_size: random init: input side in latent (or pixel) units.
+        learned_sigma: random init: also predict the variance (DiT's choice; trained by the VLB term).
+        num_classes: classes of the new label table; linked from the datamodule by ``priorswap fit``.
+        class_names: names of those classes, stored with the model; linked from the datamodule.
+        cfg_dropout: probability of replacing a sample's label by the null class (classifier-free guidance).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear learning-rate warm-up over this many steps (0: none).
+        ema_decay: decay of the EMA weights used for evaluation and export.
+        vlb_weight: weight of the learned-variance VLB term added to the eps MSE.
+        lora: train a LoRA of the pretrained base (rank, alpha, targets, dropout) instead of all weights.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        compile: torch.compile the transformer.
+        export_dir: folder of the exported EMA pipeline; default <run folder>/export.
+        export_on_fit_end: export the EMA model as a diffusers folder when fit ends.
+        seed: seed of the per-step randomness; linked from seed_everything.
+    """
 
     def __init__(
         self,
