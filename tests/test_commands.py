@@ -267,6 +267,10 @@ def test_sample_outputs_are_checked_before_sampling(dit, tmp_path, capsys, block
         (["--output", os.path.join(blocker, "o.npz")], "cannot be written"),
         (["--grid", os.path.join(blocker, "g.png")], "--grid"),
         (["--output", str(tmp_path / "missing" / "o.npz")], "does not exist"),
+        (["--output", str(tmp_path / "out") + "/"], "ends in '/'"),  # a folder name that does not exist yet
+        (["--output", str(tmp_path / "o.png")], "does not end in .npz"),
+        (["--grid", str(tmp_path / "g.jpg")], "does not end in .png"),
+        (["--grid", str(tmp_path / "g") + "/"], "ends in '/'"),
     ]
     for extra, needle in cases:
         argv = sample_argv(dit, tmp_path, *extra)
