@@ -130,7 +130,8 @@ def check_output_file(flag: str, path: str, suffix: str) -> None:
         raise PriorswapError(f"{flag} {path!r} {what}; give a file name (e.g. {os.path.join(path, example)})")
     if not path.lower().endswith(suffix):
         raise PriorswapError(
-            f"{flag} {path!r} does not end in {suffix}; it is written as a {suffix} file (e.g. {path}{suffix})"
+            f"{flag} {path!r} does not end in {suffix}; it is written as a {suffix} file "
+            f"(e.g. {os.path.splitext(path)[0]}{suffix})"
         )
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):

@@ -168,8 +168,8 @@ def run(args: EvalDiT) -> int:
         args.guide_channels,
     )
     metric = metric_name(args.extractor)
-    ref_line = reference_note(reference.n, reference.dim, metric, args.data)
-    print(ref_line, flush=True)
+    ref_line, ref_warning = reference_note(reference.n, reference.dim, metric, args.data)
+    print(ref_line, flush=True)  # before sampling: what the distance will be measured against
     decode = vae_decoder(model.vae) if model.vae is not None else None
     clf = (lambda images: classifier(images.to(args.device))) if classifier is not None else None
     runs = []
@@ -193,7 +193,7 @@ def run(args: EvalDiT) -> int:
     lines = [
         f"vanilla vs swapped CFG: model {args.model}, prior {args.prior}, {args.num_samples} samples per cell, "
         f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}{how}",
-        ref_line,
+        ref_line + (f". Warning: {ref_warning}" if ref_warning else ""),
         "",
         "| metric @ scale | vanilla | swapped | swapped - vanilla |",
         "|---|---|---|---|",
