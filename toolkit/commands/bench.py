@@ -20,7 +20,7 @@ from ..argspec import Command, arg
 from . import bench_train, bench_unet
 
 MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
-# The default run makes the README's first table (vanilla and swapped at batch 1/8/32, median of 3): a few minutes
+# The default run makes the README's first table (vanilla and swapped at batch 1/8/32, median of 3): about 6 minutes
 # on a CPU. --full times every mode 5 times, 75 timed predictions, which takes over 25 minutes on a busy 2-core CPU.
 TABLE_MODES, TABLE_REPEATS, FULL_REPEATS = ("vanilla", "swapped"), 3, 5
 # each mode's time and memory are compared with the vanilla CFG of the same fine-tune
