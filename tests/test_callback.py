@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import lightning as L
 import pytest
@@ -206,10 +207,13 @@ def test_eval_command_prints_and_writes_table(tmp_path, setup_dirs, capsys):
 def test_eval_dit_with_the_built_in_fmnist_networks_works_offline(tmp_path, setup_dirs, capsys):
     """``--extractor fmnist --classifier fmnist``: the shipped Fashion-MNIST classifier as feature network and as
     label classifier, no weights file needed."""
+    from priorswap.data.fashion_mnist import CLASS_NAMES
     from priorswap.toolkit.cli import main
 
     base, food = setup_dirs
-    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=10, sample_size=16, latent=False, in_channels=3, seed=2)
+    with open(os.path.join(ft, "id2label.json"), "w") as f:  # the shipped classifier's classes, in its order
+        json.dump({str(i): name for i, name in enumerate(CLASS_NAMES)}, f)
     code = main(
         [
             "eval",
@@ -244,6 +248,85 @@ def test_eval_dit_with_the_built_in_fmnist_networks_works_offline(tmp_path, setu
     out = capsys.readouterr().out
     assert code == 0
     assert "| fd_fmnist @ 1.5 |" in out and "| acc @ 1.5 |" in out
+
+
+def eval_dit_argv(ft, base, food, out, *extra):
+    return ["eval", "dit", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food, "--num-samples",
+            "4", "--steps", "2", "--batch-size", "4", "--device", "cpu", "--output-dir", str(out), "--no-progress",
+            *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "names,extra,needle",
+    [
+        (None, [], "has 3 classes (0, 1, 2); drop --classifier"),  # not Fashion-MNIST's classes at all
+        (["Sandal", "Sneaker", "Bag"], [], "so pass --classes 5 7 8"),  # Fashion-MNIST's, but --classes forgotten
+        (["Sandal", "Bag", "Sneaker"], ["--classes", "5", "7", "8"], "(Sandal, Bag, Sneaker)"),  # another order
+    ],
+)
+def test_eval_dit_refuses_a_classifier_of_other_classes_before_sampling(
+    tmp_path, setup_dirs, capsys, names, extra, needle
+):
+    """Label accuracy compares the classifier's argmax with the class asked for: against another class map it is
+    a number without meaning, so it is refused in one line before any sample is drawn."""
+    from priorswap.toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    if names:
+        with open(os.path.join(ft, "id2label.json"), "w") as f:
+            json.dump(dict(enumerate(names)), f)
+    argv = eval_dit_argv(ft, base, food, tmp_path / "out", "--extractor", "fmnist", "--classifier", "fmnist", *extra)
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("priorswap")]
+    assert code == 2 and len(lines) == 1 and "--classifier fmnist" in lines[0] and needle in lines[0], err
+    assert "reference:" not in out and not (tmp_path / "out" / "eval.md").exists()  # stopped before the reference
+
+
+def test_eval_dit_refuses_a_classifier_file_with_another_class_count(tmp_path, setup_dirs, capsys):
+    from priorswap.toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)]
+    ten_way = torch.jit.script(torch.nn.Sequential(*layers))
+    ten_way.save(str(tmp_path / "clf.pt"))
+    code = main(eval_dit_argv(ft, base, food, tmp_path / "out", "--extractor", "fmnist", "--classifier",
+                              str(tmp_path / "clf.pt")))  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("priorswap")]
+    assert code == 2 and len(lines) == 1 and "logits of shape (2, 10)" in lines[0] and "3 classes" in lines[0], err
+
+
+def test_eval_dit_states_the_reference_count_and_warns_when_it_is_rank_deficient(tmp_path, setup_dirs, capsys):
+    """6 validation images against 128-d FD-FMNIST features: the covariance has rank 5 at most. The count is printed
+    and recorded, and a warning says the distance is not meaningful."""
+    import csv
+
+    from priorswap.toolkit.cli import main
+
+    base, food = setup_dirs
+    ft = save_dit_pipeline(str(tmp_path / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    stats = ["--stats-cache", str(tmp_path / "stats")]
+    with pytest.warns(UserWarning, match="6 images, fewer than its 128 feature dimensions"):
+        code = main(eval_dit_argv(ft, base, food, tmp_path / "out", "--extractor", "fmnist", *stats))
+    out = capsys.readouterr().out
+    assert code == 0
+    line = "reference: 6 real images (food101 validation split), 128-d features for fd_fmnist"
+    assert line in out and line in (tmp_path / "out" / "eval.md").read_text()
+    assert "rank-deficient" in (tmp_path / "out" / "eval.md").read_text()
+    with open(tmp_path / "out" / "eval_runs.csv") as f:
+        assert [r["value"] for r in csv.DictReader(f) if r["key"] == "reference_images"] == ["6"]
+    torch.manual_seed(0)
+    four = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.script(four).save(str(tmp_path / "feat4.pt"))
+    with warnings.catch_warnings(record=True) as caught:  # 6 images against 4-d features: no warning
+        warnings.simplefilter("always")
+        code = main(eval_dit_argv(ft, base, food, tmp_path / "o2", "--extractor", str(tmp_path / "feat4.pt"), *stats))
+    assert not [w for w in caught if "rank-deficient" in str(w.message)]
+    assert code == 0 and "reference: 6 real images (food101 validation split), 4-d features" in capsys.readouterr().out
 
 
 def test_eval_dit_runs_take_the_minimum_fd_over_disjoint_seeds(tmp_path, setup_dirs, capsys):

@@ -267,6 +267,10 @@ def test_sample_outputs_are_checked_before_sampling(dit, tmp_path, capsys, block
         (["--output", os.path.join(blocker, "o.npz")], "cannot be written"),
         (["--grid", os.path.join(blocker, "g.png")], "--grid"),
         (["--output", str(tmp_path / "missing" / "o.npz")], "does not exist"),
+        (["--output", str(tmp_path / "out") + "/"], "ends in '/'"),  # a folder name that does not exist yet
+        (["--output", str(tmp_path / "o.png")], "does not end in .npz"),
+        (["--grid", str(tmp_path / "g.jpg")], "does not end in .png"),
+        (["--grid", str(tmp_path / "g") + "/"], "ends in '/'"),
     ]
     for extra, needle in cases:
         argv = sample_argv(dit, tmp_path, *extra)
@@ -359,3 +363,23 @@ def test_a_project_with_its_own_data_and_callbacks_modules(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "priorswap.callbacks.PriorSwapEval" in res.stdout and "user project" not in res.stderr
+
+
+# -- benchmarks --------------------------------------------------------------------------------------
+def bench_plan(*flags):
+    """The checked settings of `bench sample`, and how many guided predictions it times."""
+    ns = build_parser().parse_args(["bench", "sample", "--device", "cpu", *flags])
+    spec = ns._command.build(ns)
+    spec.check()
+    return spec, len(spec.batch_sizes) * len(spec.modes) * spec.repeats
+
+
+def test_bench_sample_defaults_to_the_readme_table_and_full_is_a_flag():
+    """With no flags, `bench sample` times what the README's first table shows (a few minutes on a CPU); the
+    75-prediction matrix, which did not finish in 25 minutes on a busy 2-core machine, is behind --full."""
+    spec, n = bench_plan()
+    assert spec.modes == ["vanilla", "swapped"] and spec.batch_sizes == [1, 8, 32] and spec.repeats == 3 and n == 18
+    spec, n = bench_plan("--full")
+    assert set(spec.modes) == {"vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free"} and n == 75
+    spec, n = bench_plan("--full", "--repeats", "2", "--modes", "lora-free")  # explicit flags still win
+    assert spec.modes == ["lora-free", "lora-vanilla"] and n == 12

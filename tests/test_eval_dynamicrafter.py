@@ -162,3 +162,34 @@ def test_bad_input_is_one_line_before_sampling(setup, tmp_path, capsys, drop, ex
     lines = [ln for ln in err.splitlines() if ln.startswith("priorswap")]
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "o" / "videos").exists()
+
+
+def test_help_names_every_dimension(capsys):
+    from priorswap.toolkit.vbench.suite import DIMENSIONS
+
+    code, out, _ = run(capsys, "eval", "dynamicrafter", "--help")
+    assert code == 0
+    text = " ".join(out.split())  # argparse wraps help lines
+    assert all(d in text for d in DIMENSIONS) and len(DIMENSIONS) == 9
+
+
+def test_dynamic_degree_reads_each_files_frame_rate(setup, tmp_path, capsys, monkeypatch):
+    """VBench reads Dynamic Degree's fps from each video file (every round(fps / 8)-th frame is compared), not from
+    the rate a run meant to write: a video re-encoded at 32 fps is scored at 32 fps, whatever --fps (24) says."""
+    from priorswap.toolkit.vbench import raft
+    from priorswap.toolkit.video.writer import read_fps, read_mp4, write_mp4
+
+    out, dims = tmp_path / "out", ["--dimensions", "dynamic_degree", "--fps", "24"]
+    vanilla_only = argv(setup, out, *dims)
+    i = vanilla_only.index("--prior")
+    del vanilla_only[i : i + 2]
+    code, _, err = run(capsys, *vanilla_only, "--shard", "0/1")  # samples only
+    assert code == 0, err
+    video = out / "videos" / "vanilla" / "a red ball-0.mp4"
+    assert read_fps(str(video)) == 24.0  # written at --fps
+    write_mp4(str(video), read_mp4(str(video)), 32)  # the same frames, now stated at 32 fps
+    seen, real = [], raft.dynamic_degree
+    monkeypatch.setattr(raft, "dynamic_degree", lambda net, frames, fps: seen.append(fps) or real(net, frames, fps))
+    code, _, err = run(capsys, *vanilla_only)  # scores the video on disk
+    assert code == 0, err
+    assert seen == [32.0]

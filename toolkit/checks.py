@@ -119,12 +119,19 @@ def _check_parent(flag: str, path: str) -> str:
     return parent
 
 
-def check_output_file(flag: str, path: str) -> None:
-    """An output file that can be written: not an existing folder, in an existing, writable folder."""
+def check_output_file(flag: str, path: str, suffix: str) -> None:
+    """An output file that can be written: a file name ending in ``suffix`` (``.npz``, ``.png``: the format the
+    command writes), not a folder, in an existing, writable folder. A path that ends in ``/`` or lacks the suffix
+    is refused before any work, so a long run never ends in a traceback at the write."""
     path = os.path.expanduser(path)
-    if os.path.isdir(path):
+    example = f"samples{suffix}"
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        what = "is a folder" if os.path.isdir(path) else "ends in '/'"
+        raise PriorswapError(f"{flag} {path!r} {what}; give a file name (e.g. {os.path.join(path, example)})")
+    if not path.lower().endswith(suffix):
         raise PriorswapError(
-            f"{flag} {path!r} is a folder; give a file name (e.g. {os.path.join(path, 'samples.npz')})"
+            f"{flag} {path!r} does not end in {suffix}; it is written as a {suffix} file "
+            f"(e.g. {os.path.splitext(path)[0]}{suffix})"
         )
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):

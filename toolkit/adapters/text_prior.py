@@ -32,7 +32,8 @@ def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = Non
 
 
 class UNetPrior(UNetDenoiser):
-    """A ``UNet2DConditionModel``; ``cond`` is a (B, L, D) text embedding, ``None`` the empty-prompt one."""
+    """A ``UNet2DConditionModel``; ``cond`` is a (B, L, D) text embedding (or (1, L, D), shared by the batch),
+    ``None`` the empty-prompt one."""
 
     def __init__(self, unet: torch.nn.Module, null_embedding: Tensor, space: LatentSpace, name: str = "unet"):
         super().__init__(unet, space, name)
@@ -40,8 +41,8 @@ class UNetPrior(UNetDenoiser):
 
     def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
         b = x.shape[0] // len(conds)
-        emb = torch.cat([self.null_embedding.expand(b, -1, -1) if c is None else c for c in conds])
-        emb = emb.to(device=x.device, dtype=self.dtype)
+        embs = [(self.null_embedding if c is None else c).to(x.device, self.dtype) for c in conds]
+        emb = torch.cat([e.expand(b, -1, -1) for e in embs])
         return self.unet(x.to(self.dtype), t, encoder_hidden_states=emb).sample
 
 

@@ -20,6 +20,9 @@ from ..argspec import Command, arg
 from . import bench_train, bench_unet
 
 MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
+# The default run makes the README's first table (vanilla and swapped at batch 1/8/32, median of 3): about 6 minutes
+# on a CPU. --full times every mode 5 times, 75 timed predictions, which takes over 25 minutes on a busy 2-core CPU.
+TABLE_MODES, TABLE_REPEATS, FULL_REPEATS = ("vanilla", "swapped"), 3, 5
 # each mode's time and memory are compared with the vanilla CFG of the same fine-tune
 REFERENCE = {"vanilla": "vanilla", "swapped": "vanilla", "bf16-prior": "vanilla", "lora-vanilla": "lora-vanilla",
              "lora-free": "lora-vanilla"}  # fmt: skip
@@ -32,14 +35,29 @@ class BenchSample:
 
     size: str = arg("S/2", help="random DiT size (S/2: 40M parameters)")
     batch_sizes: list[int] = arg(default_factory=lambda: [1, 8, 32], help="batch sizes, one table row each")
-    modes: list[str] = arg(default_factory=lambda: list(MODES), help=f"modes to run ({', '.join(MODES)})")
+    modes: list[str] | None = arg(
+        None,
+        help=f"modes to run ({', '.join(MODES)}); default: {' '.join(TABLE_MODES)} (the README's first table), "
+        "with --full: all",
+    )
     lora_rank: int = arg(16, help="rank of the random LoRA (B non-zero) of the lora-* modes")
-    repeats: int = arg(5, help="timed repeats per cell (median reported)")
+    repeats: int | None = arg(
+        None, help=f"timed repeats per cell, median reported (default: {TABLE_REPEATS}; with --full: {FULL_REPEATS})"
+    )
+    full: bool = arg(
+        False,
+        help=f"the whole matrix: every mode, {FULL_REPEATS} repeats (75 timed predictions at 3 batch sizes; "
+        "half an hour on a busy 2-core CPU)",
+    )
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     json: bool = arg(False, help="print a JSON object as the last line")
 
     def check(self) -> None:
+        if self.modes is None:
+            self.modes = list(MODES if self.full else TABLE_MODES)
+        if self.repeats is None:
+            self.repeats = FULL_REPEATS if self.full else TABLE_REPEATS
         checks.at_least("--repeats", self.repeats)
         checks.at_least("--lora-rank", self.lora_rank)
         for b in self.batch_sizes:
@@ -157,9 +175,20 @@ def _worker(task: str, batch: int, args: BenchSample) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def timed_predictions(args: BenchSample) -> int:
+    """How many guided predictions are timed (warm-ups and the memory cells' calls not counted)."""
+    return len(args.batch_sizes) * len(args.modes) * args.repeats
+
+
 def run_sample_bench(args: BenchSample) -> int:
     import torch
 
+    more = "" if args.full else "; --full runs every mode"
+    print(
+        f"{timed_predictions(args)} timed predictions ({' '.join(args.modes)} at batch "
+        f"{' '.join(map(str, args.batch_sizes))}, {args.repeats} repeats){more}",
+        flush=True,
+    )
     rows = []
     for batch in args.batch_sizes:
         timing = _worker("time", batch, args)
@@ -201,7 +230,7 @@ COMMANDS = {
     "sample": Command(
         BenchSample,
         run_sample_bench,
-        "one guided prediction: vanilla vs swapped, full and LoRA fine-tunes, batch 1/8/32",
+        "one guided prediction, vanilla vs swapped at batch 1/8/32 (the README table); --full adds bf16 and LoRA priors",
     ),
     "train": bench_train.COMMAND,
     "unet": bench_unet.COMMAND,

@@ -67,8 +67,9 @@ class EvalDiT:
     )
     classifier: str | None = arg(
         None,
-        help="TorchScript/.pt2 network mapping images in [0,1] to class logits "
-        "(label accuracy), or fmnist (the shipped classifier)",
+        help="TorchScript/.pt2 network mapping images in [0,1] to one logit per class of the model, in its order "
+        "(label accuracy), or fmnist (the shipped classifier; the model's id2label must be Fashion-MNIST's "
+        "classes, or those --classes names)",
     )
     stats_cache: str = arg("~/.cache/priorswap/refstats", help="reference statistics cache folder")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
@@ -113,6 +114,7 @@ def run(args: EvalDiT) -> int:
     from ..pairing import pair
     from ..sampling import vae_decoder
     from .common import torch_dtype
+    from .eval_checks import check_classifier_width, check_fmnist_classes, reference_note
 
     os.makedirs(args.output_dir, exist_ok=True)
     extractor = build_extractor(
@@ -123,6 +125,8 @@ def run(args: EvalDiT) -> int:
     prior = resolve_prior(model, args.prior, torch_dtype(args.dtype), args.device)  # "base": a LoRA's own, free
     den = model.denoiser
     pair(den, prior.denoiser, (den.sample_size, den.sample_size))
+    if args.classifier == "fmnist":  # accuracy against the wrong class map would be a number without meaning
+        check_fmnist_classes(args.classes, model.id2label, den.num_classes, den.name)
     dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])
     resolution = args.resolution or den.sample_size * (8 if model.vae is not None else 1)
     channels = den.latent_channels if model.vae is None else int(model.vae.config.in_channels)  # as the model sees
@@ -136,6 +140,13 @@ def run(args: EvalDiT) -> int:
     )
     dm.setup("validate")
     val = dm.val_dataloader()
+
+    def to_images(batch):
+        return (batch["pixels"].float() / 2 + 0.5).clamp(0, 1)
+
+    if classifier is not None and args.classifier != "fmnist":
+        first = to_images(next(b for b in val if b is not None)).to(args.device)
+        check_classifier_width(classifier, first, den.num_classes, den.name, args.classifier)
     key = {
         "dataset": dm.dataset_name,
         "split": "val",
@@ -149,7 +160,7 @@ def run(args: EvalDiT) -> int:
         args.reference_samples,
         key,
         args.stats_cache,
-        lambda b: (b["pixels"].float() / 2 + 0.5).clamp(0, 1),
+        to_images,
         val.collate_fn,
         args.batch_size,
     ).gather()
@@ -162,9 +173,11 @@ def run(args: EvalDiT) -> int:
         args.seed,
         args.guide_channels,
     )
+    metric = metric_name(args.extractor)
+    ref_line, ref_warning = reference_note(reference.n, reference.dim, metric, args.data)
+    print(ref_line, flush=True)  # before sampling: what the distance will be measured against
     decode = vae_decoder(model.vae) if model.vae is not None else None
     clf = (lambda images: classifier(images.to(args.device))) if classifier is not None else None
-    metric = metric_name(args.extractor)
     runs = []
     for r in range(args.runs):  # run r draws seeds seed + r * N ... seed + (r + 1) * N - 1
         settings.seed = args.seed + r * args.num_samples
@@ -186,6 +199,7 @@ def run(args: EvalDiT) -> int:
     lines = [
         f"vanilla vs swapped CFG: model {args.model}, prior {args.prior}, {args.num_samples} samples per cell, "
         f"{args.steps} {args.scheduler} steps, guided channels: {args.guide_channels or 'all'}{how}",
+        ref_line + (f". Warning: {ref_warning}" if ref_warning else ""),
         "",
         "| metric @ scale | vanilla | swapped | swapped - vanilla |",
         "|---|---|---|---|",
@@ -209,6 +223,7 @@ def run(args: EvalDiT) -> int:
         w.writerow(["run", "seed", "key", "value"])
         for r, vals in enumerate(runs):
             w.writerows([r, args.seed + r * args.num_samples, k, v] for k, v in sorted(vals.items()))
+            w.writerow([r, args.seed + r * args.num_samples, "reference_images", reference.n])
 
     atomic("eval.md", lambda f: f.write(text + "\n"))
     atomic("eval.csv", table_csv)

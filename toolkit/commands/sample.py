@@ -36,9 +36,9 @@ class SampleDiT(SamplingOptions):
         checks.at_least("--guide-channels", self.guide_channels)
         if self.compare and not self.prior:
             raise checks.PriorswapError("--compare needs --prior")
-        checks.check_output_file("--output", self.output)
+        checks.check_output_file("--output", self.output, ".npz")
         if self.grid:
-            checks.check_output_file("--grid", self.grid)
+            checks.check_output_file("--grid", self.grid, ".png")
         if self.prior_dtype is not None and (not self.prior or self.prior == checks.FREE_PRIOR):
             raise checks.PriorswapError(
                 "--prior-dtype needs --prior MODEL (the free prior --prior base shares the model's weights)"

@@ -26,9 +26,9 @@ class SampleSD(SamplingOptions):
 
     def check(self) -> None:
         checks.check_scales("--guidance-scale", self.guidance_scale)
-        checks.check_output_file("--output", self.output)
+        checks.check_output_file("--output", self.output, ".npz")
         if self.grid:
-            checks.check_output_file("--grid", self.grid)
+            checks.check_output_file("--grid", self.grid, ".png")
         if self.prior not in (None, checks.FREE_PRIOR):
             raise checks.PriorswapError("sample sd swaps in the LoRA's own base (--prior base, the default) only")
         super().check()
@@ -69,13 +69,17 @@ def run_sd(cfg: SampleSD) -> int:
     from ..sampling import sample, vae_decoder
 
     pipe = load_sd_lora(cfg.model, cfg.lora, torch_dtype(cfg.dtype), cfg.device)
-    cond = prompt_embedding(pipe.tokenizer, pipe.text_encoder, cfg.prompts)  # (N, L, D), text LoRA (if any) on
-    with per_sample_adapters(pipe.text_encoder, [BASE]):  # the base's empty prompt: text LoRA off
-        null, _ = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
+    # Vanilla CFG is the LoRA'd pipeline as diffusers runs it: prompts and "" both through the text encoder with
+    # its LoRA (if any) on. The swap takes the base's unconditional eps, so its "" goes through the base's text
+    # encoder (text LoRA off); the prompts keep the LoRA in both rows.
+    cond = prompt_embedding(pipe.tokenizer, pipe.text_encoder, cfg.prompts)  # (N, L, D)
+    null, _ = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
+    with per_sample_adapters(pipe.text_encoder, [BASE]):  # without a text LoRA: the same embedding
+        base_null, _ = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
     sched = dict(pipe.scheduler.config)
     space = latent_space(cfg.model, sched, pipe.vae, int(pipe.unet.config.out_channels))
     den = UNetPrior(pipe.unet, null, space, name=f"{model_name(cfg.model)} + LoRA {cfg.lora}")
-    base = BasePrior(den)  # refuses DoRA / merged LoRAs before any sampling
+    base = BasePrior(den, null=base_null)  # refuses DoRA / merged LoRAs before any sampling
     size = int(pipe.unet.config.sample_size)
     common = dict(
         seeds=[cfg.seed + i for i in range(len(cfg.prompts))],

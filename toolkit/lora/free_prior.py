@@ -30,11 +30,12 @@ class FreePriorDenoiser:
     [eps_lora(x, c), lam * eps_base(x, null) + (1 - lam) * eps_lora(x, null)] from one forward.
 
     With ``prior_mix`` = 1 (the paper's swap) the batch is [B adapter on, B adapter off]; otherwise the LoRA's
-    own null joins it (3B). Every other attribute is the wrapped denoiser's.
+    own null joins it (3B). Every other attribute is the wrapped denoiser's. ``base_null``: the base's null
+    condition where it is not the model's (see :class:`BasePrior`).
     """
 
-    def __init__(self, model: ModelDenoiser, prior_mix: float = 1.0):
-        self.model, self.prior_mix = model, float(prior_mix)
+    def __init__(self, model: ModelDenoiser, prior_mix: float = 1.0, base_null: Any = None):
+        self.model, self.prior_mix, self.base_null = model, float(prior_mix), base_null
         self.network = _network(model)
         check_mixable(self.network, model.name)
         self.adapter = active_adapter(self.network)
@@ -49,7 +50,7 @@ class FreePriorDenoiser:
         plan: list[tuple[Any, str]] = []  # (condition, adapter) per chunk of B samples
         for c in conds:
             if c is None:
-                plan.append((None, BASE))
+                plan.append((self.base_null, BASE))
                 if lam != 1.0:
                     plan.append((None, self.adapter))
             else:
@@ -76,10 +77,15 @@ class BasePrior:
     The sampler fuses it with the model (:meth:`fuse`) into one :class:`FreePriorDenoiser`, so no second model
     is loaded or run. Called on its own it is the base's denoiser (every sample adapter off). ``to`` moves
     nothing: its weights are the model's.
+
+    ``null``: the base's own null condition (batch 1, in the model's condition format) where it differs from the
+    model's. An SD LoRA that also adapts the text encoder has two empty-prompt embeddings: the LoRA's own (text
+    LoRA on), which its vanilla CFG uses, and the base's (text LoRA off), which the swap must use. None: the
+    model's null (a LoRA of the denoiser alone).
     """
 
-    def __init__(self, model: ModelDenoiser):
-        self.model = model
+    def __init__(self, model: ModelDenoiser, null: Any = None):
+        self.model, self.null = model, null
         self.network = _network(model)
         check_mixable(self.network, model.name)
         self.name = f"the base inside {model.name} (adapter off)"
@@ -98,11 +104,11 @@ class BasePrior:
             raise PriorswapError(
                 f"{self.name} is the prior of its own LoRA only, not of {model.name}; load the base as --prior"
             )
-        return FreePriorDenoiser(model, prior_mix)
+        return FreePriorDenoiser(model, prior_mix, self.null)
 
     def predict(self, x_t: Tensor, t: Tensor, conds: Sequence[Any]) -> list[Tensor]:
         with per_sample_adapters(self.network, [BASE] * (len(conds) * x_t.shape[0])):
-            return self.model.predict(x_t, t, conds)
+            return self.model.predict(x_t, t, [self.null if c is None else c for c in conds])
 
     def __call__(self, x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
         return self.predict(x_t, t, [cond])[0]

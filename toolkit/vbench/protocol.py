@@ -104,7 +104,7 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
     from ..protocols.items import subset
     from ..protocols.runner import claim_output, prior_methods
     from ..video.loading import load_video_model
-    from ..video.writer import read_mp4
+    from ..video.writer import read_fps, read_mp4
 
     run.check()
     dims = run.chosen()
@@ -128,8 +128,9 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
     for m in methods:
         for it in items:
             for k in range(run.videos_per_prompt):
-                frames = read_mp4(video_path(run.output_dir, m.name, it, k))
-                for d, v in score_video(nets, dims, it, frames, run.fps).items():
+                path = video_path(run.output_dir, m.name, it, k)
+                frames = read_mp4(path)  # the file's own frame rate, as VBench reads it (not --fps)
+                for d, v in score_video(nets, dims, it, frames, read_fps(path)).items():
                     per[(m.name, d)].append(v)
                     value = v.video_value if hasattr(v, "video_value") else v
                     rows.append({"method": m.name, "prompt": it.prompt, "k": k, "dimension": d, "value": value})

@@ -55,7 +55,8 @@ class VideoEvalRun:
                             help="a VideoCrafter1 prior (repeat for several); each gets a column next to vanilla")  # fmt: skip
     videos_per_prompt: int = arg(5, help="videos per prompt (VBench: 5)")
     limit: int | None = arg(None, help="use this many prompts, drawn at random with --seed")
-    dimensions: list[str] | None = arg(None, help="a subset of the dimensions (default: every one built)")
+    dimensions: list[str] | None = arg(None, metavar="DIM", help=f"a subset of the dimensions: {', '.join(DIMENSIONS)} "
+                                       "(default: all nine)")  # fmt: skip
     steps: int = arg(50, help="DDIM steps")
     eta: float = arg(1.0, help="DDIM eta")
     text_guidance: float = arg(7.5, help="gT")
@@ -63,7 +64,8 @@ class VideoEvalRun:
     frame_stride: int = arg(3, help="frame stride fs")
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid")
     size: int | None = arg(None, help="square side in pixels (default: the model's, 256 for DynamiCrafter-256)")
-    fps: float = arg(8.0, help="frame rate the videos are written at (VBench reads it for Dynamic Degree)")
+    fps: float = arg(8.0, help="frame rate the videos are written at; Dynamic Degree reads each file's own rate, "
+                               "as VBench does")  # fmt: skip
     seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")
     batch_size: int = arg(1, help="videos per forward pass")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")

@@ -69,3 +69,18 @@ def read_mp4(path: str) -> np.ndarray:
 
     with av.open(path) as container:
         return np.stack([fr.to_ndarray(format="rgb24") for fr in container.decode(video=0)])
+
+
+def read_fps(path: str) -> float:
+    """The frame rate a video file states (its stream's average rate), as VBench's Dynamic Degree reads it from each
+    file (OpenCV's CAP_PROP_FPS), rather than the rate a run meant to write."""
+    import av
+
+    from ..errors import PriorswapError
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise PriorswapError(f"video {path!r} states no frame rate; Dynamic Degree needs one")
+    return float(rate)
