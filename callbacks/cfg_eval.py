@@ -21,7 +21,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from priorswap.toolkit.denoisers import ModelDenoiser
+from priorswap.toolkit.core.denoisers import ModelDenoiser
+from priorswap.toolkit.core.loading import load_prior
+from priorswap.toolkit.core.pairing import pair
+from priorswap.toolkit.core.sampling import Guidance, vae_decoder
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.evaluation import (
     MODES,
@@ -34,11 +37,8 @@ from priorswap.toolkit.evaluation import (
     sample_images,
     summarise,
 )
-from priorswap.toolkit.loading import load_prior
 from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
 from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
-from priorswap.toolkit.pairing import pair
-from priorswap.toolkit.sampling import Guidance, vae_decoder
 
 
 class PriorSwapEval(Callback):
@@ -49,7 +49,7 @@ class PriorSwapEval(Callback):
             for a LoRA fine-tune that base (None, "base", or the ``pretrained`` it started from) is the LoRA with its
             adapter off, run in the same batched forward: no second model is loaded;
             "initial" uses a frozen copy of the model as it was when fit started (for random-init plumbing runs);
-            any :class:`priorswap.toolkit.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
+            any :class:`priorswap.toolkit.core.denoisers.ModelDenoiser` (e.g. an SD or PixArt prior from ``load_prior``) is used as is.
         guidance_scales: CFG scales to evaluate (paper: 1.5).
         num_samples: samples per (scale, mode) for the metrics (paper: FID-5k).
         steps: sampler steps (paper: 50).

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from priorswap.toolkit.models import build_dit, dit_scheduler_config
+from priorswap.toolkit.dit.models import build_dit, dit_scheduler_config
 
 SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from priorswap.toolkit.api import class_conditional_samples, sample_dit
+from priorswap.toolkit.core.loading import load_dit, load_prior
+from priorswap.toolkit.core.sampling import Guidance, initial_noise
 from priorswap.toolkit.images import to_uint8
-from priorswap.toolkit.loading import load_dit, load_prior
-from priorswap.toolkit.sampling import Guidance, initial_noise
 
 from factories import save_dit_pipeline
 

@@ -276,9 +276,9 @@ class FakeUNet(torch.nn.Module):
 
 
 def test_dual_and_single_cfg_through_the_adapter_in_closed_form():
-    from priorswap.toolkit.adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser
-    from priorswap.toolkit.denoisers import LatentSpace
-    from priorswap.toolkit.sampling import DualGuidance, Guidance, guided_eps
+    from priorswap.toolkit.core.denoisers import LatentSpace
+    from priorswap.toolkit.core.sampling import DualGuidance, Guidance, guided_eps
+    from priorswap.toolkit.video.denoiser import DCCond, DynamiCrafterDenoiser
 
     text, null_text, image, null_image = (torch.randn(1, n, 16) for n in (77, 77, 32, 32))
     unet = FakeUNet(text, null_text, image, null_image)
@@ -298,9 +298,9 @@ def test_dual_and_single_cfg_through_the_adapter_in_closed_form():
 
 # -- sampling --------------------------------------------------------------------------------------------
 def _denoisers(tiny):
-    from priorswap.toolkit.adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
-    from priorswap.toolkit.denoisers import LatentSpace
+    from priorswap.toolkit.core.denoisers import LatentSpace
     from priorswap.toolkit.video.config import alphas_cumprod
+    from priorswap.toolkit.video.denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
     from priorswap.toolkit.video.loading import load_video_model
     from priorswap.toolkit.video.pipeline import encode_conditions, input_tensor, null_text_of
 
@@ -314,7 +314,7 @@ def _denoisers(tiny):
 
 
 def test_own_prior_gives_vanilla_and_another_prior_changes_the_samples(tiny):
-    from priorswap.toolkit.sampling import DualGuidance, Guidance, sample
+    from priorswap.toolkit.core.sampling import DualGuidance, Guidance, sample
     from priorswap.toolkit.video.ddim import UpstreamDDIM
 
     dc, vc, (full, img_only), ac = _denoisers(tiny)

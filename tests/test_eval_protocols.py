@@ -472,7 +472,7 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
 
 def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypatch):
     plain, offload = tmp_path / "plain", tmp_path / "offload"
-    from priorswap.toolkit.loading_unet import Offloaded
+    from priorswap.toolkit.unet.load import Offloaded
 
     common = ("--prior", f"sd={env['sd']}", "--limit", "2")
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0

@@ -132,7 +132,7 @@ def test_npz_writer_failing_mid_write_keeps_the_old_npz(tmp_path):
 
 
 def test_a_failed_export_keeps_the_old_export_and_leaves_no_temp(tmp_path):
-    from priorswap.toolkit.models import build_dit, dit_scheduler_config
+    from priorswap.toolkit.dit.models import build_dit, dit_scheduler_config
     from priorswap.toolkit.training.export import export_pipeline
 
     path = save_dit_pipeline(str(tmp_path / "export"), num_classes=3, sample_size=8, latent=False, in_channels=3)

@@ -8,13 +8,13 @@ schedule) must give exactly the expected guided eps.
 import pytest
 import torch
 
-from priorswap.toolkit.denoisers import LatentSpace, ModelDenoiser
-from priorswap.toolkit.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
-from priorswap.toolkit.loading import alphas_cumprod
-from priorswap.toolkit.models import dit_scheduler_config
-from priorswap.toolkit.pairing import schedule_mismatch
-from priorswap.toolkit.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps
-from priorswap.toolkit.schedules import alpha_bar_at, from_eps, nearest_timestep, to_eps
+from priorswap.toolkit.core.denoisers import LatentSpace, ModelDenoiser
+from priorswap.toolkit.core.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
+from priorswap.toolkit.core.loading import alphas_cumprod
+from priorswap.toolkit.core.pairing import schedule_mismatch
+from priorswap.toolkit.core.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps
+from priorswap.toolkit.core.schedules import alpha_bar_at, from_eps, nearest_timestep, to_eps
+from priorswap.toolkit.dit.models import dit_scheduler_config
 
 from factories import SD_SCHEDULE
 

@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from priorswap.toolkit import hub
+from priorswap.toolkit.core import hub
+from priorswap.toolkit.core.loading import read_model_index
 from priorswap.toolkit.errors import PriorswapError
-from priorswap.toolkit.loading import read_model_index
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def grey(size: int) -> Image.Image:
 
 @pytest.mark.parametrize("ref", ["tiny-dit", hub("facebook/DiT-XL-2-256", "2.7 GB")])
 def test_dit(ref, resolve):
-    from priorswap.toolkit.loading import load_dit
+    from priorswap.toolkit.core.loading import load_dit
 
     den = load_dit(resolve(ref)).denoiser
     size = den.sample_size  # DiT has fixed position embeddings: 32 latents for DiT-XL-2-256
@@ -76,7 +76,7 @@ def test_dit(ref, resolve):
     ],
 )
 def test_text_to_image_prior(ref, resolve):
-    from priorswap.toolkit.loading import load_prior
+    from priorswap.toolkit.core.loading import load_prior
 
     den = load_prior(resolve(ref)).denoiser
     finite_eps(den, torch.randn(1, den.latent_channels, 8, 8), [None])  # a prior only ever gives its null eps
@@ -84,8 +84,8 @@ def test_text_to_image_prior(ref, resolve):
 
 @pytest.mark.parametrize("ref", ["tiny-ip2p", hub("timbrooks/instruct-pix2pix", "4 GB")])
 def test_instruct_pix2pix(ref, resolve):
-    from priorswap.toolkit.adapters.ip2p import IP2PCond, image_latents, prompt_embedding
-    from priorswap.toolkit.loading_unet import load_ip2p
+    from priorswap.toolkit.unet.ip2p import IP2PCond, image_latents, prompt_embedding
+    from priorswap.toolkit.unet.load import load_ip2p
 
     model = load_ip2p(resolve(ref))
     image = image_latents(model.vae, torch.zeros(1, 3, 64, 64))
@@ -96,9 +96,9 @@ def test_instruct_pix2pix(ref, resolve):
 
 @pytest.mark.parametrize("ref", ["tiny-zero123", hub("kxic/zero123-xl", "5 GB")])
 def test_zero123(ref, resolve):
-    from priorswap.toolkit.adapters.ip2p import image_latents
-    from priorswap.toolkit.adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding
-    from priorswap.toolkit.loading_unet import load_zero123
+    from priorswap.toolkit.unet.ip2p import image_latents
+    from priorswap.toolkit.unet.load import load_zero123
+    from priorswap.toolkit.unet.zero123 import Zero123Cond, pose_vector, zero123_embedding
 
     model = load_zero123(resolve(ref))
     pixels = torch.zeros(1, 3, 64, 64)
@@ -112,8 +112,8 @@ def test_zero123(ref, resolve):
 
 @pytest.mark.parametrize("ref", ["tiny-vd", hub("shi-labs/versatile-diffusion", "5 GB of its image-variation parts")])
 def test_versatile_diffusion(ref, resolve):
-    from priorswap.toolkit.adapters.versatile import vd_image_embedding
-    from priorswap.toolkit.loading_unet import load_vd
+    from priorswap.toolkit.unet.load import load_vd
+    from priorswap.toolkit.unet.versatile import vd_image_embedding
 
     model = load_vd(resolve(ref))
     emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [grey(64)])

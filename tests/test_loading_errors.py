@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from priorswap.toolkit.core.loading import hub_problem, load_dit, load_prior, read_model_index, scheduler_config
+from priorswap.toolkit.core.pairing import pair
 from priorswap.toolkit.errors import PriorswapError
-from priorswap.toolkit.loading import hub_problem, load_dit, load_prior, read_model_index, scheduler_config
-from priorswap.toolkit.pairing import pair
 
 from factories import save_dit_pipeline
 
@@ -44,7 +44,7 @@ def test_offline_hub_id_says_offline_not_missing(hub_offline):
 
 
 def test_zero123_cc_projection_offline_says_offline(hub_offline):
-    from priorswap.toolkit.loading_unet import load_cc_projection
+    from priorswap.toolkit.unet.load import load_cc_projection
 
     with pytest.raises(PriorswapError) as e:
         load_cc_projection("kxic/zero123-xl")
@@ -70,7 +70,7 @@ def test_folder_lacking_a_file_says_which(tmp_path):
 
 
 def test_zero123_folder_without_cc_projection_weights(tmp_path):
-    from priorswap.toolkit.loading_unet import load_cc_projection
+    from priorswap.toolkit.unet.load import load_cc_projection
 
     os.makedirs(tmp_path / "z" / "cc_projection")
     with pytest.raises(PriorswapError) as e:
@@ -120,7 +120,7 @@ def test_hub_failures_are_named(make, expected, monkeypatch):
         raise error
 
     monkeypatch.setattr(DiffusionPipeline, "load_config", fail)
-    monkeypatch.setattr("priorswap.toolkit.hub.unreachable_reason", lambda: None)
+    monkeypatch.setattr("priorswap.toolkit.core.hub.unreachable_reason", lambda: None)
     with pytest.raises(PriorswapError) as e:
         read_model_index("owner/model")
     msg = one_line(e)

@@ -12,9 +12,9 @@ import torch
 
 from priorswap.data import Food101DataModule
 from priorswap.toolkit.cli import main
-from priorswap.toolkit.loading import load_dit
-from priorswap.toolkit.lora.dit import LoRASpec, add_class_rows, inject, lora_config
-from priorswap.toolkit.lora.files import export_dit_lora, fingerprint
+from priorswap.toolkit.core.loading import load_dit
+from priorswap.toolkit.dit.lora import LoRASpec, add_class_rows, inject, lora_config
+from priorswap.toolkit.dit.lora_files import export_dit_lora, fingerprint
 from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline

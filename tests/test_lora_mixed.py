@@ -5,13 +5,13 @@ import copy
 import pytest
 import torch
 
-from priorswap.toolkit.adapters.dit import DiTDenoiser
-from priorswap.toolkit.denoisers import LatentSpace
+from priorswap.toolkit.core.denoisers import LatentSpace
+from priorswap.toolkit.core.sampling import Guidance, sample
+from priorswap.toolkit.dit.denoiser import DiTDenoiser
+from priorswap.toolkit.dit.lora import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
+from priorswap.toolkit.dit.models import build_dit, dit_scheduler_config
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.lora import BASE, BasePrior, FreePriorDenoiser, per_sample_adapters
-from priorswap.toolkit.lora.dit import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
-from priorswap.toolkit.models import build_dit, dit_scheduler_config
-from priorswap.toolkit.sampling import Guidance, sample
 from priorswap.toolkit.training.diffusion_loss import DiffusionSchedule
 
 from factories import tiny_pixart_transformer

@@ -120,11 +120,11 @@ def test_vanilla_row_equals_diffusers_with_a_text_encoder_lora_loaded(sd_text_lo
 
 
 def two_model_swap(pipe, base, prompts, seed, steps, scale):
-    from priorswap.toolkit.adapters.ip2p import prompt_embedding
-    from priorswap.toolkit.adapters.text_prior import UNetPrior, empty_prompt_embedding
+    from priorswap.toolkit.core.loading import latent_space
+    from priorswap.toolkit.core.sampling import Guidance, sample, vae_decoder
     from priorswap.toolkit.images import to_uint8
-    from priorswap.toolkit.loading import latent_space
-    from priorswap.toolkit.sampling import Guidance, sample, vae_decoder
+    from priorswap.toolkit.unet.ip2p import prompt_embedding
+    from priorswap.toolkit.unet.text_prior import UNetPrior, empty_prompt_embedding
 
     sched = dict(pipe.scheduler.config)
     space = latent_space("sd", sched, pipe.vae, 4)

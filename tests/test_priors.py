@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from priorswap.toolkit.api import sample_dit
+from priorswap.toolkit.core.loading import load_dit, load_prior
+from priorswap.toolkit.core.pairing import pair, schedule_mismatch
 from priorswap.toolkit.errors import PriorswapError
-from priorswap.toolkit.loading import load_dit, load_prior
-from priorswap.toolkit.pairing import pair, schedule_mismatch
 
 from factories import save_dit_pipeline, save_pixart_pipeline, save_sd_pipeline
 

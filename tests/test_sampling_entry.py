@@ -8,13 +8,21 @@ generate" glue it replaced, for single and dual CFG.
 import pytest
 import torch
 
-from priorswap.toolkit.denoisers import LatentSpace, ModelDenoiser
+from priorswap.toolkit.core.denoisers import LatentSpace, ModelDenoiser
+from priorswap.toolkit.core.loading import alphas_cumprod
+from priorswap.toolkit.core.sampling import (
+    DualGuidance,
+    Guidance,
+    cfg_eps,
+    dual_cfg_eps,
+    generate,
+    make_scheduler,
+    sample,
+)
+from priorswap.toolkit.dit.models import dit_scheduler_config
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.evaluation import EvalSettings, evaluate_local, summarise
-from priorswap.toolkit.loading import alphas_cumprod
 from priorswap.toolkit.metrics import FeatureStats, ModuleExtractor
-from priorswap.toolkit.models import dit_scheduler_config
-from priorswap.toolkit.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps, generate, make_scheduler, sample
 
 SCHED = dit_scheduler_config()
 SHAPE = (2, 4, 4)

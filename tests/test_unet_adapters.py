@@ -21,21 +21,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from priorswap.toolkit.adapters.ip2p import IP2PCond, image_latents, prompt_embedding  # noqa: E402
-from priorswap.toolkit.adapters.versatile import vd_image_embedding  # noqa: E402
-from priorswap.toolkit.adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding  # noqa: E402
 from priorswap.toolkit.cli import main  # noqa: E402
+from priorswap.toolkit.core.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
-from priorswap.toolkit.loading_unet import (
+from priorswap.toolkit.unet.ip2p import IP2PCond, image_latents, prompt_embedding  # noqa: E402
+from priorswap.toolkit.unet.load import (  # noqa: E402
     Offloaded,
     conditional_samples,
     load_ip2p,
     load_unet_prior,
     load_vd,
     load_zero123,
-)  # noqa: E402
-from priorswap.toolkit.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
+)
+from priorswap.toolkit.unet.versatile import vd_image_embedding  # noqa: E402
+from priorswap.toolkit.unet.zero123 import Zero123Cond, pose_vector, zero123_embedding  # noqa: E402
 
 import unet_factories as uf  # noqa: E402
 
@@ -214,7 +214,7 @@ def test_ip2p_swaps_only_the_fully_unconditional_term(folders):
     """Eq. 9: eps = u_prior + gI (eps(cI, 0) - u_prior) + gT (eps(cI, cT) - eps(cI, 0)); the prior sees 4 channels."""
     model = load_ip2p(folders["ip2p"])
     prior = load_unet_prior(folders["sd_v"])  # v-prediction prior (SD2.1-like), converted to eps by its adapter
-    from priorswap.toolkit.pairing import pair
+    from priorswap.toolkit.core.pairing import pair
 
     pair(model.denoiser, prior.denoiser, (16, 16))
     full, image_only, _ = _ip2p_conds(model, _pil(folders["image"]))
@@ -418,7 +418,7 @@ def test_missing_weights_say_what_to_download(folders, capsys, tmp_path):
     assert "hf download timbrooks/instruct-pix2pix" in line
     with pytest.raises(PriorswapError, match="cc_projection"):
         os.remove(broken / "cc_projection" / "diffusion_pytorch_model.safetensors")
-        from priorswap.toolkit.loading_unet import load_cc_projection
+        from priorswap.toolkit.unet.load import load_cc_projection
 
         load_cc_projection(str(broken))
 

@@ -15,10 +15,10 @@ from typing import Sequence
 import torch
 
 from .checks import FREE_PRIOR, label_ids
+from .core.loading import Loaded, load_dit, load_prior
+from .core.pairing import pair
+from .core.sampling import Guidance, sample, vae_decoder
 from .errors import PriorswapError
-from .loading import Loaded, load_dit, load_prior
-from .pairing import pair
-from .sampling import Guidance, sample, vae_decoder
 
 
 def resolve_prior(
@@ -30,8 +30,8 @@ def resolve_prior(
         return None
     if prior != FREE_PRIOR:
         return load_prior(prior, dtype, device)
+    from .dit.lora import LoRADiTDenoiser
     from .lora import BasePrior
-    from .lora.dit import LoRADiTDenoiser
 
     den = model.denoiser
     if not isinstance(den, LoRADiTDenoiser):

@@ -16,9 +16,9 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
+from .core.sampling import Guidance, sample
 from .metrics import FeatureExtractor, FeatureStats, inception_score
 from .metrics.reference import cache_key, cache_path, load_stats, save_stats
-from .sampling import Guidance, sample
 
 Reduce = Callable[[Tensor], Tensor]
 MODES = ("vanilla", "swapped")

@@ -74,7 +74,7 @@ def _dit(size: str, num_classes: int, dtype):
     """A random DiT built directly in ``dtype`` (no transient fp32 copy inflating the peak memory)."""
     import torch
 
-    from ..models import build_dit
+    from ..dit.models import build_dit
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -88,13 +88,13 @@ def _eps_fns(modes: list[str], size: str, device: str, dtype, rank: int, labels)
     """The guided eps of each mode, building only the networks those modes need."""
     import torch
 
-    from ..adapters.dit import DiTDenoiser
-    from ..denoisers import LatentSpace
-    from ..loading import alphas_cumprod
+    from ..core.denoisers import LatentSpace
+    from ..core.loading import alphas_cumprod
+    from ..core.sampling import DTYPES, Guidance, guided_eps
+    from ..dit.denoiser import DiTDenoiser
+    from ..dit.lora import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
+    from ..dit.models import dit_scheduler_config
     from ..lora import BasePrior
-    from ..lora.dit import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
-    from ..models import dit_scheduler_config
-    from ..sampling import DTYPES, Guidance, guided_eps
 
     space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
     g, fns = Guidance(scale=1.5), {}
@@ -131,7 +131,7 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
 
     import torch
 
-    from ..sampling import DTYPES
+    from ..core.sampling import DTYPES
 
     torch.manual_seed(0)
     modes = modes if task == "time" else [task.removeprefix("mem-")]

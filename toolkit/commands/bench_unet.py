@@ -6,7 +6,7 @@ Each (model, mode) runs in a fresh subprocess, so peaks never leak between rows:
 - time: wall seconds per sample of the sampling loop alone (loading excluded, one warm-up sample first).
 - weights: parameters resident while sampling (fine-tune UNet + VAE, plus the prior's UNet when swapped),
   an exact number that does not depend on the allocator.
-``--tiny`` benchmarks tiny random models (``priorswap.toolkit.tiny``); ``--model``/``--prior`` real ones.
+``--tiny`` benchmarks tiny random models (``priorswap.toolkit.unet.tiny``); ``--model``/``--prior`` real ones.
 The same command prints the same table on a GPU (``--device cuda``). ``--json``: the last line is JSON.
 """
 
@@ -36,7 +36,7 @@ class BenchUNet:
         choices=("ip2p", "zero123", "vd", "dynamicrafter"),
         help="models to benchmark",
     )
-    tiny: bool = arg(False, help="build tiny random models (priorswap.toolkit.tiny)")
+    tiny: bool = arg(False, help="build tiny random models (priorswap.toolkit.unet.tiny)")
     model: str | None = arg(None, help="with a single --kind: that model's folder or hub id")
     prior: str | None = arg(None, help="prior folder or hub id (with --tiny: a tiny SD pipeline)")
     image: str | None = arg(None, help="input image (default with --tiny: a generated test picture)")
@@ -70,7 +70,7 @@ def bench_unet(args: BenchUNet) -> int:
     with tempfile.TemporaryDirectory(prefix="priorswap-bench-") as tmp:
         folders, image, prior = {}, args.image, args.prior
         if args.tiny:
-            from .. import tiny as uf
+            from ..unet import tiny as uf
 
             build = {
                 "ip2p": uf.save_ip2p,
@@ -185,7 +185,7 @@ def video_worker(job: dict) -> dict:
     import torch
     from PIL import Image
 
-    from ..sampling import DTYPES
+    from ..core.sampling import DTYPES
     from ..video.loading import load_video_model
     from ..video.pipeline import VideoJob, prepare
 

@@ -46,7 +46,7 @@ class SamplingOptions:
 
     def guidance(self, scale: float, guided_channels: int | None = None):
         """Single-condition CFG (Eq. 6/7) at ``scale`` with this run's prior mix, interval and rescale."""
-        from ..sampling import Guidance
+        from ..core.sampling import Guidance
 
         return Guidance(
             scale=scale,
@@ -58,7 +58,7 @@ class SamplingOptions:
 
     def dual_guidance(self, image_scale: float, text_scale: float):
         """Dual CFG (Eq. 8/9) with gI = ``image_scale`` and gT = ``text_scale``."""
-        from ..sampling import DualGuidance
+        from ..core.sampling import DualGuidance
 
         return DualGuidance(
             image_scale=image_scale,
@@ -79,7 +79,7 @@ def hide_library_progress() -> None:
 
 
 def torch_dtype(name: str):
-    from ..sampling import DTYPES
+    from ..core.sampling import DTYPES
 
     return DTYPES[name]
 

@@ -107,12 +107,12 @@ def run(args: EvalDiT) -> int:
     import importlib
 
     from ..api import resolve_prior
+    from ..core.loading import load_dit
+    from ..core.pairing import pair
+    from ..core.sampling import vae_decoder
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
     from ..files import write_text_atomic
-    from ..loading import load_dit
     from ..metrics.factory import build_extractor, metric_name
-    from ..pairing import pair
-    from ..sampling import vae_decoder
     from .common import torch_dtype
     from .eval_checks import check_classifier_width, check_fmnist_classes, reference_note
 

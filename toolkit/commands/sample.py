@@ -52,10 +52,10 @@ def run_dit(cfg: SampleDiT) -> int:
     import numpy as np
 
     from ..api import class_conditional_samples, resolve_prior
+    from ..core.loading import load_dit
+    from ..core.pairing import pair
+    from ..dit.lora_files import load_dit_lora
     from ..images import save_grid, to_uint8
-    from ..loading import load_dit
-    from ..lora.files import load_dit_lora
-    from ..pairing import pair
 
     dtype = torch_dtype(cfg.dtype)
     if cfg.lora:

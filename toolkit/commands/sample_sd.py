@@ -40,7 +40,7 @@ def load_sd_lora(model: str, lora: str, dtype, device):
 
     from diffusers import StableDiffusionPipeline
 
-    from ..loading import first_line, locate
+    from ..core.loading import first_line, locate
 
     ref = locate(model)
     try:
@@ -61,12 +61,12 @@ def load_sd_lora(model: str, lora: str, dtype, device):
 def run_sd(cfg: SampleSD) -> int:
     import numpy as np
 
-    from ..adapters.ip2p import prompt_embedding
-    from ..adapters.text_prior import UNetPrior, empty_prompt_embedding
+    from ..core.loading import latent_space, model_name
+    from ..core.sampling import sample, vae_decoder
     from ..images import save_grid, to_uint8
-    from ..loading import latent_space, model_name
     from ..lora import BASE, BasePrior, per_sample_adapters
-    from ..sampling import sample, vae_decoder
+    from ..unet.ip2p import prompt_embedding
+    from ..unet.text_prior import UNetPrior, empty_prompt_embedding
 
     pipe = load_sd_lora(cfg.model, cfg.lora, torch_dtype(cfg.dtype), cfg.device)
     # Vanilla CFG is the LoRA'd pipeline as diffusers runs it: prompts and "" both through the text encoder with

@@ -92,7 +92,7 @@ def _load(args: SampleImage, loader):
 def _prior(args: SampleImage):
     if not args.prior:
         return None
-    from ..loading_unet import load_unet_prior
+    from ..unet.load import load_unet_prior
 
     return load_unet_prior(args.prior, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
 
@@ -105,9 +105,9 @@ def run_ip2p(args: SampleIP2P) -> int:
 def prepare_ip2p(args: SampleIP2P) -> "Job":
     import torch
 
-    from ..adapters.ip2p import IP2PCond, image_latents, prompt_embedding
     from ..images import read_image, to_tensor
-    from ..loading_unet import load_ip2p
+    from ..unet.ip2p import IP2PCond, image_latents, prompt_embedding
+    from ..unet.load import load_ip2p
 
     model = _load(args, load_ip2p)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
@@ -137,10 +137,10 @@ def run_zero123(args: SampleZero123) -> int:
 def prepare_zero123(args: SampleZero123) -> "Job":
     import torch
 
-    from ..adapters.ip2p import image_latents
-    from ..adapters.zero123 import Zero123Cond, pose_vector, zero123_embedding
     from ..images import read_image, to_tensor
-    from ..loading_unet import load_zero123
+    from ..unet.ip2p import image_latents
+    from ..unet.load import load_zero123
+    from ..unet.zero123 import Zero123Cond, pose_vector, zero123_embedding
 
     model = _load(args, load_zero123)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
@@ -166,9 +166,9 @@ def run_vd(args: SampleVD) -> int:
 def prepare_vd(args: SampleVD) -> "Job":
     import torch
 
-    from ..adapters.versatile import vd_image_embedding
     from ..images import read_image
-    from ..loading_unet import load_vd
+    from ..unet.load import load_vd
+    from ..unet.versatile import vd_image_embedding
 
     model = _load(args, load_vd)
     f = 2 ** (len(model.vae.config.block_out_channels) - 1)
@@ -188,7 +188,7 @@ def prepare_vd(args: SampleVD) -> "Job":
 class Job:
     """Everything one sampling run needs once the conditions are encoded (and the encoders freed)."""
 
-    model: Any  # priorswap.toolkit.loading_unet.Conditional
+    model: Any  # priorswap.toolkit.unet.load.Conditional
     cond: Any
     latent_hw: tuple[int, int]
     guidance: Any  # Guidance or DualGuidance
@@ -197,7 +197,7 @@ class Job:
     extra: dict = field(default_factory=dict)  # e.g. IP2P's image-only condition
 
     def samples(self, args: SampleImage, prior=None, desc: str = "sampling"):
-        from ..loading_unet import conditional_samples
+        from ..unet.load import conditional_samples
 
         return conditional_samples(
             self.model,
@@ -220,7 +220,7 @@ class Job:
 
 def load_paired_prior(args: SampleImage, job: Job):
     """The --prior (None without one), checked against the model before any sampling (one-line error if not)."""
-    from ..pairing import pair
+    from ..core.pairing import pair
 
     if args.offload:
         job.model.vae.to("cpu")

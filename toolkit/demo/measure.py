@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.sampling import Guidance
 from ..evaluation import EvalSettings, eval_labels, sample_images
 from ..metrics import FeatureStats, KIDReference
-from ..sampling import Guidance
 from .config import DemoConfig
 
 

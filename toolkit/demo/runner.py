@@ -22,12 +22,12 @@ from importlib import resources
 
 import torch
 
+from ..core.loading import load_dit, load_prior
+from ..core.pairing import pair
+from ..core.sampling import Guidance
 from ..errors import PriorswapError
 from ..evaluation import EvalSettings, sample_images
 from ..files import atomic_write
-from ..loading import load_dit, load_prior
-from ..pairing import pair
-from ..sampling import Guidance
 from . import measure
 from .classifier import ASSET as CLASSIFIER_ASSET
 from .classifier import FMNISTExtractor, FMNISTSubsetClassifier, accuracy, load_classifier, train_classifier

@@ -2,8 +2,7 @@
 
 - ``mixed``: per-sample adapters (on / off) in one forward, through peft's ``adapter_names``;
 - ``free_prior``: :class:`FreePriorDenoiser` (Eq. 7 in one batched forward) and :class:`BasePrior`;
-- ``dit``: the DiT design (new class rows after the base's null row, trained as peft trainable tokens);
-- ``files``: the export format (base reference + adapter safetensors + id2label.json) and its loader.
+The DiT design and its files live with the DiT family (``priorswap.toolkit.dit.lora``, ``dit.lora_files``).
 """
 
 from .free_prior import BasePrior, FreePriorDenoiser

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from ..denoisers import ModelDenoiser
+from ..core.denoisers import ModelDenoiser
+from ..core.guidance import mix_prior
 from ..errors import PriorswapError
-from ..guidance import mix_prior
 from .mixed import BASE, active_adapter, check_mixable, per_sample_adapters
 
 

@@ -25,7 +25,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _load(loader, ref: str, what: str):
     if not os.path.isdir(ref):
-        from ..hub import cached, offline_hint, unreachable_reason
+        from ..core.hub import cached, offline_hint, unreachable_reason
 
         reason = None if cached(ref, "config.json") else unreachable_reason()
         if reason:

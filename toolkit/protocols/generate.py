@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.sampling import DualGuidance, Guidance, make_scheduler, sample
 from ..images import to_uint8
-from ..sampling import DualGuidance, Guidance, make_scheduler, sample
 from .conditions import Conditions, repeat_cond, slice_cond
 from .items import Item
 

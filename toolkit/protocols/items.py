@@ -82,7 +82,7 @@ def relative_pose(
     """Zero-1-to-3's relative camera (Liu et al. 2023, Sec. 3.1): target minus reference in spherical coordinates.
 
     Returns (polar change in degrees, azimuth change in degrees in [0, 360), radius change), the arguments of
-    :func:`priorswap.toolkit.adapters.zero123.pose_vector`.
+    :func:`priorswap.toolkit.unet.zero123.pose_vector`.
     """
     th_r, az_r, r_r = spherical(camera_position(reference_rt, sources[0]))
     th_t, az_t, r_t = spherical(camera_position(target_rt, sources[1]))

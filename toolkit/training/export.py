@@ -16,7 +16,7 @@ def export_pipeline(
 
     Written into a temporary sibling folder and renamed into place (an existing export is replaced only then),
     so an interrupted export never leaves a folder that looks complete. A pixel-space model (no VAE) is saved
-    with ``vae: null``, which ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.loading.load_dit` can.
+    with ``vae: null``, which ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.core.loading.load_dit` can.
     """
     from diffusers import DDIMScheduler, DiTPipeline
 

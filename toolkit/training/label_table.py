@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..adapters.dit import label_embedders
+from ..dit.denoiser import label_embedders
 
 
 def replace_label_table(transformer: torch.nn.Module, num_classes: int, seed: int = 0) -> None:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from ..lora.dit import LoRASpec, add_class_rows, count_parameters, inject, lora_config
+from ..dit.lora import LoRASpec, add_class_rows, count_parameters, inject, lora_config
 
 
 class AdapterEMA(torch.nn.Module):

@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel
 
+from ..core.loading import load_dit, locate
+from ..dit.lora import LoRASpec
+from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
-from ..loading import load_dit, locate
-from ..lora.dit import LoRASpec
-from ..models import build_dit, dit_scheduler_config
 from .diffusion_loss import DiffusionSchedule, vlb_bits
 from .label_table import disable_block_dropout, drop_labels, replace_label_table
 
@@ -114,7 +114,7 @@ class DiTFineTune(L.LightningModule):
             sched_cfg = base.scheduler_config
             self.base_num_classes = base.denoiser.num_classes
             if lora is not None:
-                from ..lora.files import fingerprint
+                from ..dit.lora_files import fingerprint
 
                 self.base_fingerprint = fingerprint(self.transformer)
         else:
@@ -386,8 +386,8 @@ class DiTFineTune(L.LightningModule):
         """
         import copy
 
-        from ..adapters.dit import DiTDenoiser
-        from ..denoisers import LatentSpace
+        from ..core.denoisers import LatentSpace
+        from ..dit.denoiser import DiTDenoiser
 
         if self.ema is None:
             raise PriorswapError(
@@ -402,7 +402,7 @@ class DiTFineTune(L.LightningModule):
             None if vae is None else getattr(vae.config, "_name_or_path", None) or self.hparams.vae,
         )
         if self.lora is not None:
-            from ..lora.dit import LoRADiTDenoiser
+            from ..dit.lora import LoRADiTDenoiser
 
             net = self.ema.module if ema else copy.deepcopy(self.transformer)
             return LoRADiTDenoiser(net, space, self.num_classes, name=f"LoRA fine-tune ({'EMA' if ema else 'live'})")
@@ -426,9 +426,9 @@ class DiTFineTune(L.LightningModule):
 
     def export(self, path: str) -> str:
         """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json); a LoRA as its adapter folder
-        (base reference + adapter safetensors + id2label.json, ``priorswap.toolkit.lora.files``)."""
+        (base reference + adapter safetensors + id2label.json, ``priorswap.toolkit.dit.lora_files``)."""
         if self.lora is not None:
-            from ..lora.files import export_dit_lora
+            from ..dit.lora_files import export_dit_lora
 
             return export_dit_lora(
                 self.ema.module, self.hparams.pretrained, self.base_fingerprint, self.class_names or [], path

@@ -153,7 +153,7 @@ def _run_key(run: VideoEvalRun, items: list[VideoItem]) -> dict:
 def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
     from PIL import Image
 
-    from ..sampling import DTYPES
+    from ..core.sampling import DTYPES
     from ..video.pipeline import VideoJob, encode_job, prepare
     from ..video.writer import to_uint8_frames, write_mp4
 

@@ -1,5 +1,5 @@
 """Upstream's DDIM (``lvdm/models/samplers/ddim.py`` and ``utils_diffusion.py`` in DynamiCrafter), as a scheduler the
-project's one sampling loop (:func:`priorswap.toolkit.sampling.denoise`) drives like a diffusers one.
+project's one sampling loop (:func:`priorswap.toolkit.core.sampling.denoise`) drives like a diffusers one.
 
 It differs from diffusers' ``DDIMScheduler`` where a DynamiCrafter user would notice:
 - the grids are upstream's: ``uniform`` = ``range(0, T, T // S) + 1`` (t = 1, 21, ..., 981 for 50 steps; the

@@ -135,7 +135,7 @@ def video_decoder(model: VideoModel, device: str):
 def check_same_latent_space(model: VideoModel, prior: VideoModel, dc, base) -> None:
     """The swap needs the very same latents and noise levels: the same VAE weights and the same schedule (no
     nearest-timestep pairing here: the released pair shares both exactly)."""
-    from ..pairing import schedule_mismatch
+    from ..core.pairing import schedule_mismatch
 
     gap = schedule_mismatch(dc, base)
     if gap > 1e-7:
@@ -178,7 +178,7 @@ class PreparedVideo:
 
     def samples(self, swapped: bool, desc: str = "sampling") -> Tensor:
         """(num_samples, 3, T, H, W) floats in [-1, 1]; sample i starts from seed + i in either mode."""
-        from ..sampling import sample
+        from ..core.sampling import sample
 
         j = self.job
         return sample(
@@ -192,13 +192,13 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
             conds: dict[str, Tensor] | None = None) -> PreparedVideo:  # fmt: skip
     """Encode the image and prompt (unless ``conds`` from :func:`encode_job` are given; then the encoders are freed,
     unless more inputs follow), build and pair the denoisers, choose the guidance."""
-    from ..adapters.dynamicrafter import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
-    from ..denoisers import LatentSpace
-    from ..loading_unet import Offloaded
-    from ..pairing import pair
-    from ..sampling import DualGuidance, Guidance
+    from ..core.denoisers import LatentSpace
+    from ..core.pairing import pair
+    from ..core.sampling import DualGuidance, Guidance
+    from ..unet.load import Offloaded
     from .config import alphas_cumprod
     from .ddim import UpstreamDDIM
+    from .denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
 
     home = "cpu" if job.offload else job.device
     conds = encode_job(model, job) if conds is None else conds

@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
-from .errors import PriorswapError
+from ..errors import PriorswapError
 from .schedules import alpha_bar_at, nearest_timestep, to_eps
 
 
@@ -65,7 +65,7 @@ class ModelDenoiser:
 
     def __init__(self, space: LatentSpace, name: str = "model"):
         self.space, self.name = space, name
-        self.sampling_alphas_cumprod: Tensor | None = None  # set by priorswap.toolkit.pairing.pair()
+        self.sampling_alphas_cumprod: Tensor | None = None  # set by priorswap.toolkit.core.pairing.pair()
 
     @property
     def alphas_cumprod(self) -> Tensor:

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import LatentSpace
-from .unet import UNetDenoiser
+from ..core.denoisers import LatentSpace
+from .denoiser import UNetDenoiser
 
 
 @dataclass(frozen=True)

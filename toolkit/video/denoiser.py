@@ -9,7 +9,7 @@ bound to the denoiser with :meth:`DynamiCrafterDenoiser.bind` rather than carrie
 
 The paper's swap (its Eq. 8 with the unconditional term replaced): only e(null text, null image) comes from
 VideoCrafter1, as its e(x_t, "") on DynamiCrafter's 4-channel noisy latent (no concat, no fs); e(null text, image)
-stays DynamiCrafter's. That is exactly what :func:`priorswap.toolkit.sampling.dual_cfg_eps` asks of a prior.
+stays DynamiCrafter's. That is exactly what :func:`priorswap.toolkit.core.sampling.dual_cfg_eps` asks of a prior.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace, ModelDenoiser
 from ..errors import PriorswapError
 
 

@@ -61,7 +61,7 @@ def export_dit_lora(
     from safetensors.torch import save_file
 
     from ..files import atomic_dir
-    from .dit import label_embedders, new_classes
+    from .lora import label_embedders, new_classes
 
     config = transformer.peft_config["default"]
     first, k = new_classes(config)
@@ -125,8 +125,8 @@ def load_dit_lora(
     is a :class:`LoRADiTDenoiser`. A base the LoRA was not trained on is a one-line error."""
     from peft import set_peft_model_state_dict
 
-    from ..loading import Loaded, load_dit, model_name, read_id2label
-    from .dit import LoRADiTDenoiser, add_class_rows, inject, new_classes
+    from ..core.loading import Loaded, load_dit, model_name, read_id2label
+    from .lora import LoRADiTDenoiser, add_class_rows, inject, new_classes
 
     config, meta, weights = read_lora(ref, what)
     base_ref = base or meta.get("base") or config.base_model_name_or_path

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import LatentSpace, ModelDenoiser
-from .unet import UNetDenoiser
+from ..core.denoisers import LatentSpace, ModelDenoiser
+from .denoiser import UNetDenoiser
 
 
 @torch.no_grad()

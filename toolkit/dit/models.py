@@ -1,14 +1,14 @@
 """DiT model sizes as one-line factories (as in DiT's ``DiT_models``), built as diffusers models.
 
 ``build_dit("S/2", ...)`` gives a randomly initialised ``DiTTransformer2DModel``; pretrained weights come
-through :mod:`priorswap.toolkit.loading` instead. Sizes follow Peebles & Xie, Table 1.
+through :mod:`priorswap.toolkit.core.loading` instead. Sizes follow Peebles & Xie, Table 1.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import PriorswapError
+from ..errors import PriorswapError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace, ModelDenoiser
 from ..errors import PriorswapError
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..errors import PriorswapError
+from ..shipped import packaged
 from .denoisers import LatentSpace
-from .errors import PriorswapError
-from .shipped import packaged
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -224,9 +224,9 @@ def load_dit(
     ref: str, what: str = "model", dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> Loaded:
     """A class-conditional DiT pipeline folder (``DiTPipeline.save_pretrained``, VAE optional) or hub id, or a DiT
-    LoRA folder (``priorswap.toolkit.lora.files``: loaded on the base it names)."""
-    from .adapters.dit import DiTDenoiser
-    from .lora.files import is_lora_folder, load_dit_lora
+    LoRA folder (``priorswap.toolkit.dit.lora_files``: loaded on the base it names)."""
+    from ..dit.denoiser import DiTDenoiser
+    from ..dit.lora_files import is_lora_folder, load_dit_lora
 
     ref = packaged(ref)  # toolkit/assets/...: the package's own, from any working folder
     if is_lora_folder(ref):
@@ -252,7 +252,7 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
 
     The text encoder of a text-to-image prior runs once on the empty prompt and is then dropped.
     """
-    from .adapters.text_prior import PixArtPrior, UNetPrior, empty_prompt_embedding
+    from ..unet.text_prior import PixArtPrior, UNetPrior, empty_prompt_embedding
 
     what = "prior"
     ref = packaged(ref)

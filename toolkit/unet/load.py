@@ -3,10 +3,10 @@
 - ``load_ip2p`` / ``load_zero123`` / ``load_vd``: a hub id or a local diffusers folder -> a :class:`Conditional`
   (the wrapped denoiser, its VAE and the encoders that turn user inputs into conditions). Each null condition
   (docs/method.md trap 6) is computed here once; call :meth:`Conditional.free_encoders` once the conditions are built.
-- ``load_unet_prior``: any prior ``priorswap.toolkit.loading.load_prior`` takes, or one of these fine-tunes used with its
+- ``load_unet_prior``: any prior ``priorswap.toolkit.core.loading.load_prior`` takes, or one of these fine-tunes used with its
   own null (which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
-- :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.sampling.sample``, optionally offloaded.
+- :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.core.sampling.sample``, optionally offloaded.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .errors import PriorswapError
-from .loading import (
+from ..core.loading import (
     Loaded,
     component_class,
     first_line,
@@ -33,7 +32,8 @@ from .loading import (
     read_model_index,
     scheduler_config,
 )
-from .paper import PAPER
+from ..errors import PriorswapError
+from ..paper import PAPER
 
 # where each model lives on the hub (named in "missing weights" errors)
 HUB_IDS = {kind: PAPER[kind].model for kind in ("ip2p", "zero123", "vd")}
@@ -47,7 +47,7 @@ COMPONENTS = {
 
 @dataclass
 class Conditional(Loaded):
-    """A fine-tuned conditional model: :class:`priorswap.toolkit.loading.Loaded` plus the encoders for its conditions."""
+    """A fine-tuned conditional model: :class:`priorswap.toolkit.core.loading.Loaded` plus the encoders for its conditions."""
 
     kind: str = ""
     encoders: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +102,7 @@ def _finish(den, ref: str, sched: dict, vae, kind: str, encoders: dict, device) 
 
 def load_ip2p(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str = "model") -> Conditional:
     """InstructPix2Pix (``timbrooks/instruct-pix2pix`` layout); null text = CLIP("")."""
-    from .adapters.ip2p import IP2PDenoiser, prompt_embedding
+    from .ip2p import IP2PDenoiser, prompt_embedding
 
     index = read_model_index(ref, what)
     _check_kind(ref, index, "ip2p", what)
@@ -161,7 +161,7 @@ def load_cc_projection(ref: str, dtype: torch.dtype | None = None, what: str = "
 
 def load_zero123(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str = "model") -> Conditional:
     """Zero-1-to-3 in the diffusers layout of ``kxic/zero123-xl`` (unet, vae, image_encoder, cc_projection)."""
-    from .adapters.zero123 import CLIP_MEAN, CLIP_STD, Zero123Denoiser
+    from .zero123 import CLIP_MEAN, CLIP_STD, Zero123Denoiser
 
     index = read_model_index(ref, what)
     _check_kind(ref, index, "zero123", what)
@@ -182,7 +182,7 @@ def load_zero123(ref: str, dtype: torch.dtype | None = None, device="cpu", what:
 
 def load_vd(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str = "model") -> Conditional:
     """Versatile Diffusion (full ``shi-labs/versatile-diffusion`` or an image-variation pipeline folder)."""
-    from .adapters.versatile import VersatileDenoiser, grey_null_embedding
+    from .versatile import VersatileDenoiser, grey_null_embedding
 
     index = read_model_index(ref, what)
     _check_kind(ref, index, "vd", what)
@@ -238,8 +238,8 @@ class Offloaded:
 
 
 def offloaded_decoder(vae: torch.nn.Module, device) -> Callable[[Tensor], Tensor]:
-    """``priorswap.toolkit.sampling.vae_decoder`` that moves the VAE to ``device`` only while decoding."""
-    from .sampling import vae_decoder
+    """``priorswap.toolkit.core.sampling.vae_decoder`` that moves the VAE to ``device`` only while decoding."""
+    from ..core.sampling import vae_decoder
 
     decode = vae_decoder(vae)
 
@@ -273,12 +273,12 @@ def conditional_samples(
 ) -> Tensor:
     """Images (N, 3, H, W) in [0, 1]; sample i starts from seed + i, so vanilla and swapped runs pair up.
 
-    ``guidance`` is a :class:`priorswap.toolkit.sampling.Guidance` (Eq. 6/7, Zero-1-to-3, VD) or a
-    :class:`priorswap.toolkit.sampling.DualGuidance` (Eq. 9, IP2P; then ``image_cond`` is the (image, null text) condition).
+    ``guidance`` is a :class:`priorswap.toolkit.core.sampling.Guidance` (Eq. 6/7, Zero-1-to-3, VD) or a
+    :class:`priorswap.toolkit.core.sampling.DualGuidance` (Eq. 9, IP2P; then ``image_cond`` is the (image, null text) condition).
     ``cond`` (and ``image_cond``) may have one row, shared by every sample, or one row per sample.
     """
-    from .pairing import pair
-    from .sampling import sample, vae_decoder
+    from ..core.pairing import pair
+    from ..core.sampling import sample, vae_decoder
 
     den = model.denoiser
     base = None if prior is None else pair(den, prior.denoiser, latent_hw)

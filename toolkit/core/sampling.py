@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import checks
+from .. import checks
+from ..errors import PriorswapError
 from .denoisers import Denoiser
-from .errors import PriorswapError
 from .guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -274,7 +274,7 @@ def sample(
     - ``conds``: the samples' conditions (see :func:`batch_conds`); for :class:`DualGuidance` the pair
       (full condition, image-only condition). ``None`` samples ``model`` unconditionally (its own null, no
       guidance); to sample a prior unconditionally pass it as ``model``.
-    - ``prior``: already paired with ``model`` (``priorswap.toolkit.pairing.pair``).
+    - ``prior``: already paired with ``model`` (``priorswap.toolkit.core.pairing.pair``).
     - ``scheduler``: a name from :data:`SCHEDULERS` (built on ``scheduler_config``, the model's training
       schedule) or a diffusers scheduler, copied afresh for each batch.
     - sample i starts from ``seeds[i]`` whatever the batch size, so vanilla and swapped runs pair up.

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..adapters.dit import DiTDenoiser, label_embedders
-from ..denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace, ModelDenoiser
 from ..errors import PriorswapError
+from .denoiser import DiTDenoiser, label_embedders
 
 DIT_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2", "norm1.linear")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace, ModelDenoiser
 
 
 class UNetDenoiser(ModelDenoiser):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..denoisers import LatentSpace
+from ..core.denoisers import LatentSpace
 from .text_prior import UNetPrior
 
 

@@ -3,13 +3,13 @@
 Two models can be paired when they denoise the same space: the same latent channels, the same VAE
 statistics (docs/method.md trap 8: SD1.x/SD2.x/PixArt-alpha/DiT share the SD VAE, SDXL's or a video VAE does
 not), and a latent size the prior accepts (docs/method.md trap 9). Schedules may differ: the prior is then called at
-the nearest-alpha_bar timestep (docs/method.md trap 4), and :func:`priorswap.toolkit.schedules.pairing_error` says by how much.
+the nearest-alpha_bar timestep (docs/method.md trap 4), and :func:`priorswap.toolkit.core.schedules.pairing_error` says by how much.
 """
 
 from __future__ import annotations
 
+from ..errors import PriorswapError
 from .denoisers import ModelDenoiser
-from .errors import PriorswapError
 from .schedules import pairing_error
 
 

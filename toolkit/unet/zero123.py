@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..denoisers import LatentSpace
+from ..core.denoisers import LatentSpace
+from .denoiser import UNetDenoiser
 from .ip2p import batch_to
-from .unet import UNetDenoiser
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
