@@ -83,7 +83,7 @@ class SaveOnInterrupt(Callback):
             if trainer.is_global_zero:
                 print("priorswap: stopped; checkpointing is off, so nothing was saved", file=sys.stderr, flush=True)
             return
-        trainer.save_checkpoint(path)  # every rank: it gathers state and ends with a barrier
+        trainer.save_checkpoint(path, weights_only=False)  # every rank: it gathers state and ends with a barrier
         self.saved = path
         if trainer.is_global_zero:
             print(
