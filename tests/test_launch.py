@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from test_eval_protocols import assert_same_values, env, values, zero123_args  # noqa: F401 - env is a fixture
 
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.launch import detect
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
-from test_eval_protocols import assert_same_values, env, values, zero123_args  # noqa: F401 - env is a fixture
 
 LIMIT = 240  # seconds: a hung rendezvous or barrier fails the test instead of the suite
 
@@ -78,9 +78,19 @@ def test_slurm_environment_shards_eval_dit_by_itself(dit, tmp_path, capsys):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "priorswap.toolkit", *eval_dit_args(dit, tmp_path / "srun")],
-            env=child_env(SLURM_NTASKS="2", SLURM_PROCID=str(k), SLURM_LOCALID=str(k), SLURM_NODEID="0",
-                          SLURM_JOB_NAME="eval", SLURM_JOB_ID="1234", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_env(
+                SLURM_NTASKS="2",
+                SLURM_PROCID=str(k),
+                SLURM_LOCALID=str(k),
+                SLURM_NODEID="0",
+                SLURM_JOB_NAME="eval",
+                SLURM_JOB_ID="1234",
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for k in range(2)
     ]
