@@ -283,16 +283,18 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Seeded per-epoch order; on a resumed run the batches of the interrupted epoch already seen are skipped."""
+        """Seeded per-epoch order, placed by the optimiser step: a resumed run skips the batches already seen."""
         loader = self._loader("train")
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            # Lightning prefetches the first batch before it calls set_epoch, so set it here for resumed runs
-            loader.sampler.set_epoch(trainer.current_epoch)
-        if trainer is not None and trainer.global_step > 0 and len(loader) > 0:
-            consumed = trainer.global_step * trainer.accumulate_grad_batches - trainer.current_epoch * len(loader)
-            if 0 < consumed < len(loader):
-                loader.sampler.skip_once(consumed * self.batch_size)
+
+            def position() -> tuple[int, int]:
+                if len(loader) == 0:
+                    return 0, 0
+                epoch, done = divmod(trainer.global_step * trainer.accumulate_grad_batches, len(loader))
+                return epoch, done * self.batch_size
+
+            loader.sampler.follow(position)
         return loader
 
     def val_dataloader(self) -> DataLoader:

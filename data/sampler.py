@@ -31,6 +31,18 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         self.length, self.seed, self.shuffle = length, seed, shuffle
         self.epoch = 0
         self._skip = 0
+        self._position = None
+
+    def follow(self, position) -> None:
+        """Take the epoch and the indices to skip from ``position()`` at each iteration's start, not ``set_epoch``.
+
+        The data loader's place in the data is a function of the optimiser step alone (epoch = batches done // batches
+        per epoch), as it is in a run never stopped. Lightning's own epoch bookkeeping after a resume is not: a run
+        that stopped at ``max_steps`` saved its last checkpoint after its epoch-end hooks, so resumed with a larger
+        ``max_steps`` Lightning counts one epoch too many, or replays a batch when the stop fell on an epoch's last
+        batch. Following the step keeps the order of an uninterrupted run either way.
+        """
+        self._position = position
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
         self.epoch = int(epoch)
@@ -50,6 +62,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         return math.ceil(self.length / world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self._position is not None:
+            self.epoch, self._skip = self._position()
         rank, world = _rank_world()
         order = self._order()
         per_rank = math.ceil(self.length / world)

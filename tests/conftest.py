@@ -17,8 +17,13 @@ def pytest_collection_modifyitems(config, items):
     no_hub = pytest.mark.skip(
         reason="needs pretrained weights from the Hugging Face hub; set PRIORSWAP_HUB_TESTS=1 on a machine that can reach it"
     )
+    no_real = pytest.mark.skip(
+        reason="true-size models take minutes and ~20 GB of memory on a CPU; set PRIORSWAP_REAL_SIZE=1 to run them"
+    )
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_gpu)
         if "hub" in item.keywords and os.environ.get("PRIORSWAP_HUB_TESTS") != "1":
             item.add_marker(no_hub)
+        if "slow_real_size" in item.keywords and os.environ.get("PRIORSWAP_REAL_SIZE") != "1":
+            item.add_marker(no_real)

@@ -54,3 +54,63 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(capsys):
     err = capsys.readouterr().err
     assert "--out '/proc/priorswap-demo' cannot be written: '/proc' is not writable" in err and "Traceback" not in err
     assert not os.path.exists("/proc/priorswap-demo")
+
+
+DEMO_SCRIPT = """
+import sys
+from priorswap.toolkit.demo.config import LARGE, DemoConfig
+from priorswap.toolkit.demo.runner import run_demo
+cfg = DemoConfig(out=sys.argv[1], regimes=(LARGE,), sample_seeds=(0,), scales=(1.5,), num_samples=8, steps=2,
+                 batch_size=8, drift_images=16, drift_timesteps=(500,), callback_samples=8, size_scale=0.1,
+                 progress=False, preset="tiny")
+run_demo(cfg)
+"""
+
+
+def _demo_process(out):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", DEMO_SCRIPT, str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN), reason="needs the Debian package dataset-fashion-mnist")
+def test_demo_killed_mid_fine_tune_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    """SIGTERM while the demo fine-tunes: a checkpoint is saved, the re-run resumes it (not a restart) and ends with
+    the same fine-tuned weights as a demo that was never stopped."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    run = tmp_path / "killed" / "tb" / "finetunes" / "large_limited-s0-n600-t30"
+    proc = _demo_process(tmp_path / "killed")
+    deadline = time.monotonic() + 300
+    while not (run / "hparams.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the logger has started: the fine-tune is training
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert "priorswap: stopped at step" in out and not (run / "done.json").exists(), out
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file(), out
+    step = torch_step(last)
+    assert 0 < step < 30, step  # stopped part-way, and nothing was lost before the signal
+    again = _demo_process(tmp_path / "killed")
+    out2, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out2[-3000:]
+    assert "priorswap: resuming" in out2 or f"Restored all states from the checkpoint at {last}" in out2, out2[-3000:]
+    whole = _demo_process(tmp_path / "whole")
+    out3, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, out3[-3000:]
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    a = load_file(str(run / "export" / name))
+    b = load_file(str(tmp_path / "whole" / "tb" / "finetunes" / run.name / "export" / name))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def torch_step(path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])

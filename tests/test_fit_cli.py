@@ -149,6 +149,29 @@ def test_second_fit_gets_its_own_version_and_resume_continues_the_newest(tmp_pat
         assert [r.split(",")[0] for r in f.read().strip().splitlines()[1:]] == ["2", "3"]  # earlier row kept
 
 
+def test_resume_never_picks_an_older_finished_run(tmp_path, base, capsys):
+    """A finished version_0 and an interrupted version_1 without a checkpoint: `--ckpt_path last` refuses in one
+    line naming both, and a finished newest run is not resumed at its own max_steps; no file of version_0 changes."""
+    root, runs = make_food101(str(tmp_path / "food"), classes=3, per_class=4), str(tmp_path / "runs")
+    args = shrunk("dit_xl2_food101.yaml", root, base, runs)
+    assert main(args) == 0
+    finished = os.path.join(runs, "dit_xl2_food101", "version_0")
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(finished, "**", "*"), recursive=True)}
+    interrupted = os.path.join(runs, "dit_xl2_food101", "version_1")
+    os.makedirs(interrupted)  # killed before its first checkpoint: a run folder with logs only
+    open(os.path.join(interrupted, "events.out.tfevents.0"), "w").close()
+    capsys.readouterr()
+    assert main(args + ["--ckpt_path", "last"]) == 2
+    line = error_line(capsys)
+    assert "version_1 has no checkpoint" in line and "version_0 has one" in line, line
+    os.remove(os.path.join(interrupted, "events.out.tfevents.0"))
+    os.rmdir(interrupted)
+    assert main(args + ["--ckpt_path", "last"]) == 2  # the newest run is finished at max_steps 2
+    assert "already finished (step 2" in error_line(capsys)
+    after = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(finished, "**", "*"), recursive=True)}
+    assert after == before
+
+
 def error_line(capsys) -> str:
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("priorswap: error")]
     assert len(lines) == 1

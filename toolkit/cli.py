@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("priorswap: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(e, SIGTERMException):  # a fit stopped by SIGTERM or Ctrl-C after saving (training/interrupt.py)
+            return 143  # 128 + SIGTERM: not a success, so a scheduler or script knows to run it again
+        raise
 
 
 def _user_error_in_chain(e: BaseException) -> PriorswapError | None:

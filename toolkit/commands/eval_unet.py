@@ -4,7 +4,8 @@
         --prior sd21=stabilityai/stable-diffusion-2-1 --lpips-weights alexnet-owt-7be5be79.pth --output-dir out/z123
 
 Writes out/eval.md (the paper-style table), eval.csv, items.csv (per sample) and samples/<method>/<setting>/.
-A killed run resumes from the samples on disk; ``--shard K/N`` splits the sampling over N processes (GPUs).
+A killed run resumes from the samples on disk; ``--shard K/N`` splits the sampling over N processes (GPUs), and
+under ``torchrun`` or ``srun`` (no ``--shard``) each process samples its rank's share and rank 0 then scores.
 The flags are the fields of :class:`~priorswap.toolkit.protocols.settings.ProtocolRun`.
 """
 
@@ -28,9 +29,10 @@ SIZE_HELP = {
 
 
 def run(cfg: ProtocolRun) -> int:
+    from ..launch import shard_then_score
     from ..protocols.runner import evaluate_protocol
 
-    evaluate_protocol(cfg)
+    shard_then_score(cfg, evaluate_protocol)
     return 0
 
 

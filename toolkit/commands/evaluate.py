@@ -103,6 +103,17 @@ class EvalDiT:
 
 
 def run(args: EvalDiT) -> int:
+    from ..launch import detect, local_device, process_group
+
+    launch = detect()  # torchrun / srun: each process samples its rank's share; statistics are summed over ranks
+    if launch is None:
+        return _run(args, None)
+    args.device = local_device(args.device, launch)
+    with process_group(launch):
+        return _run(args, launch)
+
+
+def _run(args: EvalDiT, launch) -> int:
     import csv
     import importlib
 
@@ -112,10 +123,13 @@ def run(args: EvalDiT) -> int:
     from ..core.sampling import vae_decoder
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
     from ..files import write_text_atomic
+    from ..launch import all_reduce_sum
     from ..metrics.factory import build_extractor, metric_name
     from .common import torch_dtype
     from .eval_checks import check_classifier_width, check_fmnist_classes, reference_note
 
+    rank, world = (launch.rank, launch.world) if launch is not None else (0, 1)
+    reduce = all_reduce_sum if launch is not None else (lambda t: t)
     os.makedirs(args.output_dir, exist_ok=True)
     extractor = build_extractor(
         args.extractor, args.extractor_weights, allow_download=True, weights_flag="as --extractor-weights FILE"
@@ -163,7 +177,9 @@ def run(args: EvalDiT) -> int:
         to_images,
         val.collate_fn,
         args.batch_size,
-    ).gather()
+        rank,
+        world,
+    ).gather(reduce, rank == 0)
     settings = EvalSettings(
         tuple(args.guidance_scale),
         args.num_samples,
@@ -190,9 +206,13 @@ def run(args: EvalDiT) -> int:
             decode,
             extractor,
             clf,
-            progress=args.progress,
+            rank,
+            world,
+            progress=args.progress and rank == 0,
         )
-        runs.append(summarise(local, reference, metric))
+        runs.append(summarise(local, reference, metric, reduce))
+    if rank != 0:  # rank 0 prints and writes the table, the same numbers every rank holds
+        return 0
     values = combine_runs(runs, metric)
     rows = format_table(values, args.guidance_scale)
     how = f", {args.runs} runs ({metric}: minimum, others: mean)" if args.runs > 1 else ""
@@ -245,9 +265,10 @@ def load_classifier_network(ref: str, classes: list[int] | None):
 
 
 def run_video(cfg) -> int:
+    from ..launch import shard_then_score
     from ..vbench.protocol import evaluate_videos
 
-    evaluate_videos(cfg)
+    shard_then_score(cfg, evaluate_videos)
     return 0
 
 

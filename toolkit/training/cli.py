@@ -188,13 +188,9 @@ def prepare_run_folder(cfg) -> None:
     check_output_dir(run.flag, run.save_dir)
     if run.kind == "numbered":
         if ckpt_path == "last":
-            chosen = _latest_resumable_version(run.base)
-            if chosen is None:
-                raise PriorswapError(
-                    f"--ckpt_path last: nothing to resume, no {run.base}/version_*/checkpoints/last.ckpt; "
-                    "start without --ckpt_path to begin a new run"
-                )
+            chosen = _resumable_newest_version(run.base)
             run.pin_version(chosen)
+            _refuse_finished(os.path.join(run.base, f"version_{chosen}"), cfg.trainer.get("max_steps"))
             if _is_launch_rank_zero():
                 print(f"priorswap: resuming {os.path.join(run.base, f'version_{chosen}')}", flush=True)
     elif run.kind == "fixed":
@@ -288,13 +284,61 @@ def _has_logs(folder: str) -> bool:
     )
 
 
-def _latest_resumable_version(base: str) -> int | None:
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(base), "version_*")):
-        m = re.fullmatch(r"version_(\d+)", os.path.basename(path))
-        if m and glob.glob(os.path.join(glob.escape(path), "checkpoints", "last*.ckpt")):
-            found.append(int(m.group(1)))
-    return max(found) if found else None
+def _resumable_newest_version(base: str) -> int:
+    """The newest ``version_N`` under ``base``, which must hold a ``last*.ckpt``: an older run is never picked behind
+    the user's back (it may be finished, and resuming it would rewrite its evaluation and export)."""
+    versions = sorted(
+        int(m.group(1))
+        for path in glob.glob(os.path.join(glob.escape(base), "version_*"))
+        if (m := re.fullmatch(r"version_(\d+)", os.path.basename(path)))
+    )
+    if not versions:
+        raise PriorswapError(
+            f"--ckpt_path last: nothing to resume, no {base}/version_*/checkpoints/last.ckpt; "
+            "start without --ckpt_path to begin a new run"
+        )
+    newest = versions[-1]
+    if _last_checkpoint(os.path.join(base, f"version_{newest}")) is None:
+        older = [v for v in versions[:-1] if _last_checkpoint(os.path.join(base, f"version_{v}"))]
+        hint = (
+            f"; {os.path.join(base, f'version_{older[-1]}')} has one: resume it with "
+            f"--trainer.logger.init_args.version {older[-1]}"
+            if older
+            else ""
+        )
+        raise PriorswapError(
+            f"--ckpt_path last: the newest run {os.path.join(base, f'version_{newest}')} has no checkpoint yet{hint}, "
+            "or start without --ckpt_path to begin a new run"
+        )
+    return newest
+
+
+def _last_checkpoint(folder: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), "checkpoints", "last*.ckpt")))
+    return found[0] if found else None
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The optimiser step a Lightning checkpoint was saved at (memory-mapped, weights-only: nothing is unpickled)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is Lightning's to report when it resumes
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return int(step) if step is not None else None
+
+
+def _refuse_finished(folder: str, max_steps) -> None:
+    """Resuming a run that already reached ``max_steps`` would only redo its last evaluation and export."""
+    ckpt = _last_checkpoint(folder)
+    step = None if ckpt is None else checkpoint_step(ckpt)
+    if step is not None and max_steps is not None and 0 <= int(max_steps) <= step:
+        raise PriorswapError(
+            f"--ckpt_path last: {folder} already finished (step {step}, --trainer.max_steps {max_steps}); "
+            "raise --trainer.max_steps to continue it, or start without --ckpt_path to begin a new run"
+        )
 
 
 def _class_name(spec) -> str:

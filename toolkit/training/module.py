@@ -22,6 +22,7 @@ from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
 from .diffusion_loss import DiffusionSchedule, vlb_bits
+from .interrupt import SaveOnInterrupt
 from .label_table import disable_block_dropout, drop_labels, replace_label_table
 
 
@@ -245,7 +246,8 @@ class DiTFineTune(L.LightningModule):
         return labels + self.base_num_classes + 1 if self.lora is not None else labels
 
     def configure_callbacks(self):
-        """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), LR and images/s logging, unless given."""
+        """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), saved also when SIGTERM or Ctrl-C stops the
+        fit (``interrupt.py``), LR and images/s logging, unless given."""
         from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 
         existing = list(self.trainer.callbacks) if self._trainer is not None else []
@@ -257,7 +259,7 @@ class DiTFineTune(L.LightningModule):
         wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
         if self._trainer is not None and self.trainer.loggers:
             wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
-        wanted.append(KnownNoise())
+        wanted += [KnownNoise(), SaveOnInterrupt()]
         return [c for c in wanted if type(c) not in have]
 
     # ThroughputMonitor reads this on every batch and warns on every fit when it is missing; None: FLOPs are not
