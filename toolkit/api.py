@@ -42,7 +42,7 @@ def sample_dit(
     the model's id2label). ``model`` may be a LoRA export; then ``prior="base"`` is its own base, for free."""
     loaded = load_dit(model, "model", dtype, device)
     den = loaded.denoiser
-    lab = den.check_labels(label_ids(list(labels), loaded.id2label, den.num_classes, den.name))
+    lab = torch.tensor(label_ids(list(labels), loaded.id2label, den.num_classes, den.name), dtype=torch.long)
     base = paired_prior(loaded, resolve_prior(loaded, prior, dtype, device))
     guidance = Guidance(scale=guidance_scale, prior_mix=prior_mix, guided_channels=guided_channels)
     return class_conditional_samples(loaded, lab, guidance, base, steps, seed, scheduler, batch_size, progress=progress)

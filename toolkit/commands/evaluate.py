@@ -237,7 +237,7 @@ def load_classifier_network(ref: str, classes: list[int] | None):
     """``fmnist``: the shipped Fashion-MNIST classifier (its logits for ``classes``, relabelled 0..k-1, as the
     fine-tune is); anything else: a TorchScript/.pt2 file."""
     if ref == "fmnist":
-        from ..demo.classifier import FMNISTSubsetClassifier
+        from ..metrics.fmnist import FMNISTSubsetClassifier
 
         return FMNISTSubsetClassifier(classes)
     from ..metrics import load_feature_network

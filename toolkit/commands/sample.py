@@ -50,6 +50,7 @@ class SampleDiT(SamplingOptions):
 
 def run_dit(cfg: SampleDiT) -> int:
     import numpy as np
+    import torch
 
     from ..dit.load import load_dit
     from ..dit.run import class_conditional_samples, paired_prior
@@ -59,7 +60,7 @@ def run_dit(cfg: SampleDiT) -> int:
     dtype = torch_dtype(cfg.dtype)
     model = load_dit(cfg.model, "model", dtype, cfg.device, lora=cfg.lora, lora_what="--lora")
     ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
-    labels = model.denoiser.check_labels(ids)
+    labels = torch.tensor(ids, dtype=torch.long)  # label_ids checked the range
     prior_dtype = torch_dtype(cfg.prior_dtype) if cfg.prior_dtype else dtype
     prior = paired_prior(model, resolve_prior(model, cfg.prior, prior_dtype, cfg.device))  # checked before sampling
     guidance = cfg.guidance(cfg.guidance_scale, cfg.guide_channels)

@@ -61,16 +61,6 @@ class DiTDenoiser(ModelDenoiser):
     def modules(self) -> list[torch.nn.Module]:
         return [self.transformer]
 
-    def check_labels(self, labels: Tensor | Sequence[int]) -> Tensor:
-        """Labels as a long tensor, or a one-line error naming the bad value and the valid range."""
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
-        if len(bad):
-            raise PriorswapError(
-                f"label {int(bad[0])} is out of range for {self.name}, which has {self.num_classes} classes (0..{self.num_classes - 1})"
-            )
-        return labels
-
     def size_problem(self, height: int, width: int) -> str | None:
         if (height, width) != (self.sample_size, self.sample_size):
             return f"{self.name} has fixed position embeddings for {self.sample_size}x{self.sample_size} inputs, not {height}x{width}"
