@@ -57,12 +57,12 @@ def run_dit(cfg: SampleDiT) -> int:
     from ..images import save_grid, to_uint8
     from ..priors import resolve_prior
 
-    dtype = torch_dtype(cfg.dtype)
+    dtype, prior_dtype = torch_dtype(cfg.dtype), torch_dtype(cfg.prior_dtype or cfg.dtype)
     model = load_dit(cfg.model, "model", dtype, cfg.device, lora=cfg.lora, lora_what="--lora")
     ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
     labels = torch.tensor(ids, dtype=torch.long)  # label_ids checked the range
-    prior_dtype = torch_dtype(cfg.prior_dtype) if cfg.prior_dtype else dtype
-    prior = paired_prior(model, resolve_prior(model, cfg.prior, prior_dtype, cfg.device))  # checked before sampling
+    base = resolve_prior(model, cfg.prior, prior_dtype, cfg.device)
+    prior = paired_prior(model, base)  # checked before any sampling
     guidance = cfg.guidance(cfg.guidance_scale, cfg.guide_channels)
     common = dict(
         steps=cfg.steps, seed=cfg.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size, progress=cfg.progress
