@@ -22,7 +22,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from priorswap.toolkit.core.denoisers import ModelDenoiser
-from priorswap.toolkit.core.loading import load_prior
 from priorswap.toolkit.core.pairing import pair
 from priorswap.toolkit.core.sampling import Guidance, vae_decoder
 from priorswap.toolkit.errors import PriorswapError
@@ -39,6 +38,7 @@ from priorswap.toolkit.evaluation import (
 )
 from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
 from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
+from priorswap.toolkit.priors import load_prior
 
 
 class PriorSwapEval(Callback):
@@ -129,6 +129,7 @@ class PriorSwapEval(Callback):
             output,
         )
         self.prior = None
+        self.paired = None  # self.prior on the model's sampling schedule (priorswap.toolkit.core.pairing.pair)
         self._free = False  # the LoRA's own base (priorswap.toolkit.lora.BasePrior), built at fit start
         self._initial_state: dict[str, torch.Tensor] | None = None  # "initial" prior weights from a checkpoint
         self.reference = None
@@ -173,7 +174,7 @@ class PriorSwapEval(Callback):
             if self._initial_state is not None:
                 self.prior.transformer.load_state_dict(self._initial_state)
                 self._initial_state = None
-        pair(pl_module.denoiser(), self.prior, (pl_module.transformer.config.sample_size,) * 2)
+        self.paired = pair(pl_module.denoiser(), self.prior, (pl_module.transformer.config.sample_size,) * 2)
 
     def state_dict(self) -> dict[str, Any]:
         if self.prior_ref == "initial" and self.prior is not None:
@@ -224,7 +225,7 @@ class PriorSwapEval(Callback):
             with self._precision(trainer):
                 local = evaluate_local(
                     model,
-                    self.prior,
+                    self.paired,
                     pl_module.num_classes,
                     self.settings,
                     pl_module.scheduler_config,
@@ -274,7 +275,7 @@ class PriorSwapEval(Callback):
             rows = {
                 m: sample_images(
                     model,
-                    self.prior if m == "swapped" else None,
+                    self.paired if m == "swapped" else None,
                     labels,
                     list(range(k)),
                     g,

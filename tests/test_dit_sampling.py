@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from priorswap.toolkit.api import class_conditional_samples, sample_dit
-from priorswap.toolkit.core.loading import load_dit, load_prior
 from priorswap.toolkit.core.sampling import Guidance, initial_noise
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.images import to_uint8
+from priorswap.toolkit.priors import load_prior
 
 from factories import save_dit_pipeline
 

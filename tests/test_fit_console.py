@@ -56,10 +56,10 @@ def test_misspelled_callback_argument_in_an_included_recipe_names_that_file(tmp_
 
 
 def test_misspelled_nested_init_arg_names_its_own_class(tmp_path, capsys):
-    extractor = "          class_path: priorswap.toolkit.demo.classifier.FMNISTExtractor\n"
+    extractor = "          class_path: priorswap.toolkit.metrics.fmnist.FMNISTExtractor\n"
     recipe = recipe_with(tmp_path, "mine.yaml", extractor, extractor + "          init_args: {wieghts: x.pt}\n")
     line = refused(capsys, ["fit", "-c", recipe, "--data.root", str(tmp_path)])
-    assert "unknown key 'wieghts' of priorswap.toolkit.demo.classifier.FMNISTExtractor" in line
+    assert "unknown key 'wieghts' of priorswap.toolkit.metrics.fmnist.FMNISTExtractor" in line
     assert "at trainer.callbacks[0].init_args.extractor.init_args.wieghts;" in line
     assert "did you mean 'weights'?" in line
 

@@ -138,7 +138,8 @@ def test_packaged_paths_are_the_package_and_other_paths_stay_relative(elsewhere)
 
 
 def test_sampling_commands_find_the_packaged_base_from_any_folder(elsewhere):
-    from priorswap.toolkit.core.loading import load_dit, load_prior
+    from priorswap.toolkit.dit.load import load_dit
+    from priorswap.toolkit.priors import load_prior
 
     assert load_dit("toolkit/assets/demo_base").denoiser.num_classes == 10
     assert load_prior("toolkit/assets/demo_base").denoiser.num_classes == 10

@@ -11,7 +11,7 @@ import torch
 from priorswap.toolkit.core.denoisers import LatentSpace, ModelDenoiser
 from priorswap.toolkit.core.guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
 from priorswap.toolkit.core.loading import alphas_cumprod
-from priorswap.toolkit.core.pairing import schedule_mismatch
+from priorswap.toolkit.core.pairing import PairedPrior, schedule_mismatch
 from priorswap.toolkit.core.sampling import DualGuidance, Guidance, cfg_eps, dual_cfg_eps
 from priorswap.toolkit.core.schedules import alpha_bar_at, from_eps, nearest_timestep, to_eps
 from priorswap.toolkit.dit.models import dit_scheduler_config
@@ -79,8 +79,7 @@ def test_denoiser_returns_exact_eps_on_own_schedule(ptype, table):
 @pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])
 def test_bridged_prior_uses_nearest_alpha_bar_and_its_own_alpha(ptype):
     """A scaled_linear prior under a linear-schedule sampler is called at t' = argmin |a'(t') - a(t)|."""
-    prior = Gaussian(SCALED, ptype, {}, BASE_NULL)
-    prior.sampling_alphas_cumprod = LINEAR
+    prior = PairedPrior(Gaussian(SCALED, ptype, {}, BASE_NULL), LINEAR)  # sampled on LINEAR
     t = torch.tensor([0, 250, 500, 999])
     x = torch.randn(4, 4, 3, 3)
     t_prime = nearest_timestep(SCALED, LINEAR[t])
@@ -96,8 +95,7 @@ def test_bridged_prior_uses_nearest_alpha_bar_and_its_own_alpha(ptype):
 @pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])
 def test_vanilla_and_swapped_cfg_match_closed_form(ptype):
     ft = Gaussian(LINEAR, "epsilon", CLASSES, FT_NULL)
-    base = Gaussian(SCALED, ptype, {}, BASE_NULL)
-    base.sampling_alphas_cumprod = LINEAR
+    base = PairedPrior(Gaussian(SCALED, ptype, {}, BASE_NULL), LINEAR)  # sampled on LINEAR
     x, t, g = torch.randn(3, 4, 4, 4), torch.tensor(400), 3.0
     a = LINEAR[400]
     c = exact_eps(x, a, *CLASSES["dog"])

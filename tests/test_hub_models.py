@@ -58,7 +58,7 @@ def grey(size: int) -> Image.Image:
 
 @pytest.mark.parametrize("ref", ["tiny-dit", hub("facebook/DiT-XL-2-256", "2.7 GB")])
 def test_dit(ref, resolve):
-    from priorswap.toolkit.core.loading import load_dit
+    from priorswap.toolkit.dit.load import load_dit
 
     den = load_dit(resolve(ref)).denoiser
     size = den.sample_size  # DiT has fixed position embeddings: 32 latents for DiT-XL-2-256
@@ -76,7 +76,7 @@ def test_dit(ref, resolve):
     ],
 )
 def test_text_to_image_prior(ref, resolve):
-    from priorswap.toolkit.core.loading import load_prior
+    from priorswap.toolkit.priors import load_prior
 
     den = load_prior(resolve(ref)).denoiser
     finite_eps(den, torch.randn(1, den.latent_channels, 8, 8), [None])  # a prior only ever gives its null eps

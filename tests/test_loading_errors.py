@@ -6,9 +6,12 @@ import shutil
 
 import pytest
 
-from priorswap.toolkit.core.loading import hub_problem, load_dit, load_prior, read_model_index, scheduler_config
+from priorswap.toolkit.core.hub import hub_problem
+from priorswap.toolkit.core.loading import read_model_index, scheduler_config
 from priorswap.toolkit.core.pairing import pair
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.priors import load_prior
 
 from factories import save_dit_pipeline
 

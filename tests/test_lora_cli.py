@@ -12,7 +12,7 @@ import torch
 
 from priorswap.data import Food101DataModule
 from priorswap.toolkit.cli import main
-from priorswap.toolkit.core.loading import load_dit
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.dit.lora import LoRASpec, add_class_rows, inject, lora_config
 from priorswap.toolkit.dit.lora_files import export_dit_lora, fingerprint
 from priorswap.toolkit.training.module import DiTFineTune

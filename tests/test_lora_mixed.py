@@ -198,3 +198,33 @@ def test_unmixable_adapters_are_refused_in_one_line(problem):
     with pytest.raises(PriorswapError, match={"dora": "DoRA", "merged": "merged", "train": "train mode"}[problem]) as e:
         BasePrior(lora)
     assert "\n" not in str(e.value)
+
+
+def test_paired_base_prior_still_fuses_into_one_forward():
+    """pair() wraps the prior; the wrapper must keep the free prior's fusing, so swapped CFG stays one forward."""
+    from priorswap.toolkit.core.pairing import pair
+
+    _, lora = tiny_dit_lora()
+    labels = torch.tensor([0, 1, 2])
+    kw = dict(seeds=[0, 1, 2], shape=(4, 8, 8), steps=3, scheduler_config=dit_scheduler_config())
+    paired = pair(lora, BasePrior(lora), (8, 8))
+    assert isinstance(paired.fuse(lora, 1.0), FreePriorDenoiser)
+    g = Guidance(scale=3.0)
+    assert torch.equal(
+        sample(lora, labels, g, prior=paired, **kw), sample(lora, labels, g, prior=BasePrior(lora), **kw)
+    )
+
+
+def test_lora_denoiser_is_a_dit_denoiser_with_rows_after_the_null():
+    """LoRADiTDenoiser is DiTDenoiser's own init with K new rows: class c is row N + 1 + c, the null stays N."""
+    _, lora = tiny_dit_lora(k=3, n=10)
+    plain = DiTDenoiser(lora.transformer, space(), "same network", new_rows=3)
+    assert (
+        (plain.num_classes, plain.null_id, plain.first_id)
+        == (lora.num_classes, lora.null_id, lora.first_id)
+        == (3, 10, 11)
+    )
+    x, t, labels = torch.randn(2, 4, 8, 8), torch.full((2,), 400), torch.tensor([0, 2])
+    assert torch.equal(plain(x, t, labels), lora(x, t, labels)) and torch.equal(plain(x, t, None), lora(x, t, None))
+    with pytest.raises(PriorswapError, match="label table has 3 new rows for 5 classes"):
+        LoRADiTDenoiser(lora.transformer, space(), 5, "lora")

@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorswap.data import Food101DataModule
-from priorswap.toolkit.core.loading import load_dit
 from priorswap.toolkit.dit.denoiser import label_embedders
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.dit.lora import LoRASpec, table
 from priorswap.toolkit.lora import BASE, BasePrior, per_sample_adapters
 from priorswap.toolkit.training.module import DiTFineTune

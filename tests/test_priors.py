@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from priorswap.toolkit.api import sample_dit
-from priorswap.toolkit.core.loading import load_dit, load_prior
 from priorswap.toolkit.core.pairing import pair, schedule_mismatch
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.errors import PriorswapError
+from priorswap.toolkit.priors import load_prior
 
 from factories import save_dit_pipeline, save_pixart_pipeline, save_sd_pipeline
 
@@ -90,12 +91,16 @@ def test_pixart_null_equals_its_pipelines_negative_prompt(paths):
 
 def test_dit_with_sd_prior_bridges_schedules(paths):
     model, prior = load_dit(paths["dit"]).denoiser, load_prior(paths["sd"]).denoiser
-    pair(model, prior, (8, 8))
+    paired = pair(model, prior, (8, 8))
     assert 0 < schedule_mismatch(model, prior) < 5e-3
     t = torch.tensor([500])
-    t_prime = int(prior.model_timesteps(t))
+    t_prime = int(paired.model_timesteps(t))
     assert t_prime != 500  # called at the nearest-alpha_bar timestep instead
     assert abs(float(prior.alphas_cumprod[t_prime] - model.alphas_cumprod[500])) < 1e-3
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(paired(x, t, None), prior(x, torch.tensor([t_prime]), None))
+    # pairing returns a new denoiser and leaves the prior on its own schedule
+    assert not torch.allclose(paired(x, t, None), prior(x, t, None))
     out = sample_dit(paths["dit"], [1, 2], prior=paths["sd"], steps=3, progress=False)
     assert out.shape == (2, 3, 8, 8) and torch.isfinite(out).all()
 

@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorswap.data import Caltech101DataModule, Food101DataModule, SUN397DataModule
 from priorswap.toolkit.cli import main
-from priorswap.toolkit.core.loading import load_dit
 from priorswap.toolkit.dit.denoiser import label_embedders
+from priorswap.toolkit.dit.load import load_dit
 from priorswap.toolkit.training.label_table import drop_labels
 from priorswap.toolkit.training.module import DiTFineTune
 

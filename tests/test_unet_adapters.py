@@ -25,12 +25,12 @@ from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.core.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
+from priorswap.toolkit.priors import load_unet_prior  # noqa: E402
 from priorswap.toolkit.unet.ip2p import IP2PCond, image_latents, prompt_embedding  # noqa: E402
 from priorswap.toolkit.unet.load import (  # noqa: E402
     Offloaded,
     conditional_samples,
     load_ip2p,
-    load_unet_prior,
     load_vd,
     load_zero123,
 )
@@ -216,12 +216,12 @@ def test_ip2p_swaps_only_the_fully_unconditional_term(folders):
     prior = load_unet_prior(folders["sd_v"])  # v-prediction prior (SD2.1-like), converted to eps by its adapter
     from priorswap.toolkit.core.pairing import pair
 
-    pair(model.denoiser, prior.denoiser, (16, 16))
+    paired = pair(model.denoiser, prior.denoiser, (16, 16))
     full, image_only, _ = _ip2p_conds(model, _pil(folders["image"]))
     x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor(601)
-    got = dual_cfg_eps(model.denoiser, full, image_only, DualGuidance(1.5, 7.5), prior.denoiser)(x, t)
+    got = dual_cfg_eps(model.denoiser, full, image_only, DualGuidance(1.5, 7.5), paired)(x, t)
     e_full, e_img = model.denoiser(x, t, full), model.denoiser(x, t, image_only)
-    u = prior.denoiser(x, t, None)
+    u = paired(x, t, None)
     torch.testing.assert_close(got, u + 1.5 * (e_img - u) + 7.5 * (e_full - e_img), atol=ATOL, rtol=0)
     assert not torch.allclose(u, model.denoiser(x, t, None))  # the swap really changed u
 

@@ -191,15 +191,6 @@ def from_namespace(cls: type, ns: argparse.Namespace, kind: str | None = None, f
     return cls(**values)
 
 
-def flag_of(cls: type, name: str) -> str:
-    """How field ``name`` of ``cls`` is spelled on the command line (for error messages)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            meta = f.metadata.get(_META) or {}
-            return meta.get("flag") or "--" + name.replace("_", "-")
-    raise KeyError(name)
-
-
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One sub-command: its dataclass, the function that runs it, and what differs on this sub-command."""

@@ -13,9 +13,9 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 
+from .core.scheduler_kinds import SCHEDULERS  # the --scheduler names, kept with their diffusers classes
 from .errors import PriorswapError
 
-SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler", "euler_a")  # the --scheduler names (see sampling.make_scheduler)
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # the --dtype names (see sampling.DTYPES)
 
 

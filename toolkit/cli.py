@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise cause from None
             return 0
         if len(argv) > 1 and argv[0] == "eval" and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
-            argv.insert(1, "dit")  # issue 4's flag form `priorswap eval --model ...` is `priorswap eval dit ...`
+            argv.insert(
+                1, "dit"
+            )  # the older flag form `priorswap eval --model ...` still means `priorswap eval dit ...`
         try:
             ns = build_parser().parse_args(argv)
         except SystemExit as e:  # --help (0) or a usage mistake, already printed in one line (2)

@@ -117,8 +117,6 @@ def _run(args: EvalDiT, launch) -> int:
     import csv
     import importlib
 
-    from ..api import resolve_prior
-    from ..core.loading import load_dit
     from ..core.pairing import pair
     from ..core.sampling import vae_decoder
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
@@ -135,10 +133,13 @@ def _run(args: EvalDiT, launch) -> int:
         args.extractor, args.extractor_weights, allow_download=True, weights_flag="as --extractor-weights FILE"
     ).to(args.device)  # weights checked first
     classifier = load_classifier_network(args.classifier, args.classes).to(args.device) if args.classifier else None
+    from ..dit.load import load_dit
+    from ..priors import resolve_prior
+
     model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
     prior = resolve_prior(model, args.prior, torch_dtype(args.dtype), args.device)  # "base": a LoRA's own, free
     den = model.denoiser
-    pair(den, prior.denoiser, (den.sample_size, den.sample_size))
+    paired = pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     if args.classifier == "fmnist":  # accuracy against the wrong class map would be a number without meaning
         check_fmnist_classes(args.classes, model.id2label, den.num_classes, den.name)
     dm_cls = getattr(importlib.import_module("priorswap.data"), DATAMODULES[args.data])
@@ -199,7 +200,7 @@ def _run(args: EvalDiT, launch) -> int:
         settings.seed = args.seed + r * args.num_samples
         local = evaluate_local(
             den,
-            prior.denoiser,
+            paired,
             den.num_classes,
             settings,
             model.scheduler_config,
@@ -256,7 +257,7 @@ def load_classifier_network(ref: str, classes: list[int] | None):
     """``fmnist``: the shipped Fashion-MNIST classifier (its logits for ``classes``, relabelled 0..k-1, as the
     fine-tune is); anything else: a TorchScript/.pt2 file."""
     if ref == "fmnist":
-        from ..demo.classifier import FMNISTSubsetClassifier
+        from ..metrics.fmnist import FMNISTSubsetClassifier
 
         return FMNISTSubsetClassifier(classes)
     from ..metrics import load_feature_network

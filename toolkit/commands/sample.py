@@ -50,24 +50,19 @@ class SampleDiT(SamplingOptions):
 
 def run_dit(cfg: SampleDiT) -> int:
     import numpy as np
+    import torch
 
-    from ..api import class_conditional_samples, resolve_prior
-    from ..core.loading import load_dit
-    from ..core.pairing import pair
-    from ..dit.lora_files import load_dit_lora
+    from ..dit.load import load_dit
+    from ..dit.run import class_conditional_samples, paired_prior
     from ..images import save_grid, to_uint8
+    from ..priors import resolve_prior
 
-    dtype = torch_dtype(cfg.dtype)
-    if cfg.lora:
-        model = load_dit_lora(cfg.lora, cfg.model, "--lora", dtype, cfg.device)
-    else:
-        model = load_dit(cfg.model, "model", dtype, cfg.device)
+    dtype, prior_dtype = torch_dtype(cfg.dtype), torch_dtype(cfg.prior_dtype or cfg.dtype)
+    model = load_dit(cfg.model, "model", dtype, cfg.device, lora=cfg.lora, lora_what="--lora")
     ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
-    labels = model.denoiser.check_labels(ids)
-    prior_dtype = torch_dtype(cfg.prior_dtype) if cfg.prior_dtype else dtype
-    prior = resolve_prior(model, cfg.prior, prior_dtype, cfg.device)
-    if prior is not None:  # checks the pair before any sampling
-        pair(model.denoiser, prior.denoiser, (model.denoiser.sample_size,) * 2)
+    labels = torch.tensor(ids, dtype=torch.long)  # label_ids checked the range
+    base = resolve_prior(model, cfg.prior, prior_dtype, cfg.device)
+    prior = paired_prior(model, base)  # checked before any sampling
     guidance = cfg.guidance(cfg.guidance_scale, cfg.guide_channels)
     common = dict(
         steps=cfg.steps, seed=cfg.seed, scheduler=cfg.scheduler, batch_size=cfg.batch_size, progress=cfg.progress

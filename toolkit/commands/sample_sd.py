@@ -40,7 +40,8 @@ def load_sd_lora(model: str, lora: str, dtype, device):
 
     from diffusers import StableDiffusionPipeline
 
-    from ..core.loading import first_line, locate
+    from ..core.hub import first_line
+    from ..core.loading import locate
 
     ref = locate(model)
     try:

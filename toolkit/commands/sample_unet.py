@@ -92,7 +92,7 @@ def _load(args: SampleImage, loader):
 def _prior(args: SampleImage):
     if not args.prior:
         return None
-    from ..unet.load import load_unet_prior
+    from ..priors import load_unet_prior
 
     return load_unet_prior(args.prior, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
 

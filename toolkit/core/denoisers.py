@@ -1,8 +1,8 @@
 """The one denoiser protocol every model is wrapped in, and the base class adapters share.
 
 A denoiser is a callable ``(x_t, t, cond) -> eps`` where ``t`` is a timestep of the *sampler's*
-schedule and ``cond=None`` means the model's own null condition. Adapters (``priorswap.toolkit.adapters``) own
-their model's quirks: null id or null embedding, learned sigma, prediction type, timestep mapping.
+schedule and ``cond=None`` means the model's own null condition. Each family's denoisers (``priorswap.toolkit.dit``,
+``unet``, ``video``) own their model's quirks: null id or null embedding, learned sigma, prediction type, timestep mapping.
 Nothing downstream (guidance, samplers, callbacks) knows which model it holds.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PriorswapError
-from .schedules import alpha_bar_at, nearest_timestep, to_eps
+from .schedules import alpha_bar_at, to_eps
 
 
 @runtime_checkable
@@ -56,16 +56,16 @@ class ModelDenoiser:
 
     Subclasses implement :meth:`forward_batch` (the raw network call on a batch that stacks every
     condition). This class then:
-      1. maps the sampler's timestep t to the model's own t' with the nearest alpha_bar (paper Sec. 4.2);
-      2. splits off learned-sigma channels (DiT, PixArt: out_channels = 2 * C);
-      3. converts v / x0 predictions to eps with the model's own alpha_bar(t') (docs/method.md traps 4-5).
+      1. splits off learned-sigma channels (DiT, PixArt: out_channels = 2 * C);
+      2. converts v / x0 predictions to eps with the model's own alpha_bar(t) (docs/method.md traps 4-5).
+    ``t`` is a timestep of the model's own schedule; a prior sampled on another model's schedule is wrapped by
+    ``priorswap.toolkit.core.pairing.pair``, which maps the sampler's t to the nearest alpha_bar (paper Sec. 4.2).
 
     ``name`` is how errors refer to the model: its full folder path or hub id.
     """
 
     def __init__(self, space: LatentSpace, name: str = "model"):
         self.space, self.name = space, name
-        self.sampling_alphas_cumprod: Tensor | None = None  # set by priorswap.toolkit.core.pairing.pair()
 
     @property
     def alphas_cumprod(self) -> Tensor:
@@ -104,22 +104,14 @@ class ModelDenoiser:
         return []
 
     # -- protocol ------------------------------------------------------------------------------
-    def model_timesteps(self, t: Tensor) -> Tensor:
-        """Sampler timesteps -> this model's timesteps (identity when the schedules are the same)."""
-        if self.sampling_alphas_cumprod is None or _same_table(self.sampling_alphas_cumprod, self.alphas_cumprod):
-            return t
-        a = alpha_bar_at(self.sampling_alphas_cumprod, t.cpu())
-        return nearest_timestep(self.alphas_cumprod, a).to(t.device)
-
     def predict(self, x_t: Tensor, t: Tensor, conds: Sequence[Any]) -> list[Tensor]:
         n, b = len(conds), x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)
         t = t.reshape(1).expand(b) if t.ndim == 0 else t
-        t_model = self.model_timesteps(t)  # (B,)
         x_in = x_t.repeat(n, *([1] * (x_t.ndim - 1)))  # (n*B, C, H, W)
-        out = self.forward_batch(x_in, t_model.repeat(n), conds)
+        out = self.forward_batch(x_in, t.repeat(n), conds)
         out = out[:, : self.latent_channels].to(x_t.dtype)  # drop learned-sigma channels
-        a_model = alpha_bar_at(self.alphas_cumprod, t_model.cpu()).repeat(n)
+        a_model = alpha_bar_at(self.alphas_cumprod, t.cpu()).repeat(n)
         eps = to_eps(out, x_in, a_model, self.prediction_type)
         return list(eps.chunk(n, dim=0))
 
@@ -144,5 +136,6 @@ class ModelDenoiser:
         return next(mods[0].parameters()).dtype if mods else torch.float32
 
 
-def _same_table(a: Tensor, b: Tensor) -> bool:
+def same_table(a: Tensor, b: Tensor) -> bool:
+    """Whether two alpha_bar tables are the same schedule."""
     return a.shape == b.shape and bool(torch.allclose(a.to(torch.float64), b.to(torch.float64), rtol=0, atol=1e-7))

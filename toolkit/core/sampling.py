@@ -22,16 +22,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import checks
 from ..errors import PriorswapError
 from .denoisers import Denoiser
 from .guidance import cfg, dual_cfg, in_interval, mix_prior, rescale
+from .scheduler_kinds import SCHEDULER_KINDS, SCHEDULERS
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # checks.DTYPE_NAMES -> torch
-
-SCHEDULERS = checks.SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -108,30 +106,14 @@ def dual_cfg_eps(
 
 
 def make_scheduler(name: str, model_scheduler_config: dict):
-    """A fresh diffusers scheduler of kind ``name`` on the model's own training schedule.
+    """A fresh diffusers scheduler of kind ``name`` (:data:`SCHEDULER_KINDS`: its class and settings) on the model's
+    own training schedule, predicting eps (what every denoiser returns)."""
+    import diffusers
 
-    Denoisers always return eps, so ``prediction_type`` is forced to epsilon; DDIM/DDPM get
-    ``clip_sample=False`` (latents are not in [-1, 1]; docs/method.md trap 10) and DDPM the fixed_small variance,
-    since the learned-sigma channels are dropped by the adapters.
-    """
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerAncestralDiscreteScheduler,
-        EulerDiscreteScheduler,
-    )
-
-    kinds = {
-        "ddim": (DDIMScheduler, {"clip_sample": False}),
-        "ddpm": (DDPMScheduler, {"clip_sample": False, "variance_type": "fixed_small"}),
-        "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-        "euler": (EulerDiscreteScheduler, {}),
-        "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    }
-    if name not in kinds:
+    if name not in SCHEDULER_KINDS:
         raise PriorswapError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    cls, overrides = kinds[name]
+    cls_name, overrides = SCHEDULER_KINDS[name]
+    cls = getattr(diffusers, cls_name)
     config = {k: v for k, v in dict(model_scheduler_config).items() if not k.startswith("_")}
     return cls.from_config({**config, **overrides, "prediction_type": "epsilon"})
 

@@ -22,12 +22,13 @@ from importlib import resources
 
 import torch
 
-from ..core.loading import load_dit, load_prior
 from ..core.pairing import pair
 from ..core.sampling import Guidance
+from ..dit.load import load_dit
 from ..errors import PriorswapError
 from ..evaluation import EvalSettings, sample_images
 from ..files import atomic_write
+from ..priors import load_prior
 from . import measure
 from .classifier import ASSET as CLASSIFIER_ASSET
 from .classifier import FMNISTExtractor, FMNISTSubsetClassifier, accuracy, load_classifier, train_classifier
@@ -181,18 +182,18 @@ def _evaluate(cfg: DemoConfig, base_ref: str, runs: dict, clf_path: str, test_al
         regime = next(r for r in cfg.regimes if r.name == regime_name)
         ft = load_dit(export, "fine-tune", torch.float32)
         sched = ft.scheduler_config
-        pair(ft.denoiser, base.denoiser, (ft.denoiser.sample_size,) * 2)
+        prior = pair(ft.denoiser, base.denoiser, (ft.denoiser.sample_size,) * 2)
         name = cfg.run_name(regime, ft_seed)
-        drift_args = (ft.denoiser, base.denoiser, x4[held4], y4[held4], x_all[held10], cfg.drift_timesteps)
+        drift_args = (ft.denoiser, prior, x4[held4], y4[held4], x_all[held10], cfg.drift_timesteps)
         drift = _cached(cfg, f"{name}-drift-n{cfg.drift_images}.json", partial(measure.prior_drift, *drift_args))
         record = {"regime": regime_name, "ft_seed": ft_seed, "name": name, "drift": drift, "per_seed": []}
         for seed in cfg.sample_seeds:
-            nets = (ft.denoiser, base.denoiser, sched, extractor, classifier, net, ref4, ref10)
+            nets = (ft.denoiser, prior, sched, extractor, classifier, net, ref4, ref10)
             record["per_seed"].append(
                 _cached(cfg, cfg.eval_name(regime, ft_seed, seed), partial(_unit, cfg, name, seed, *nets))
             )
         if ft_seed == cfg.finetune_seeds[0]:
-            record["grid"] = _grid(cfg, ft.denoiser, base.denoiser, sched)
+            record["grid"] = _grid(cfg, ft.denoiser, prior, sched)
         out["runs"].append(record)
         clock.lap("evaluation of the fine-tunes")
     for seed in cfg.sample_seeds:

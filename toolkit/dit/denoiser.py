@@ -27,37 +27,39 @@ def label_embedders(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     return found
 
 
-class DiTDenoiser(ModelDenoiser):
-    """Class-conditional DiT. ``cond`` is a (B,) long tensor of labels; ``None`` is the null class."""
+def table(emb: torch.nn.Module) -> torch.nn.Embedding:
+    """A block's label table itself (inside peft's trainable-token wrapper once a LoRA is injected)."""
+    return next(m for m in emb.modules() if isinstance(m, torch.nn.Embedding))
 
-    def __init__(self, transformer: torch.nn.Module, space: LatentSpace, name: str = "dit"):
+
+class DiTDenoiser(ModelDenoiser):
+    """Class-conditional DiT. ``cond`` is a (B,) long tensor of labels; ``None`` is the null class.
+
+    ``new_rows``: classes whose rows follow the null row (a LoRA fine-tune's, ids N+1 .. N+K, see
+    ``priorswap.toolkit.dit.lora``); then class c is row N+1+c and ``num_classes`` is K. The null id stays N.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, space: LatentSpace, name: str = "dit", new_rows: int = 0):
         cfg = transformer.config
         super().__init__(space, name)
         self._check_channels(int(cfg.in_channels))
         self.transformer = transformer.eval().requires_grad_(False)
         emb = label_embedders(transformer)[0]
-        self.num_classes: int = int(emb.num_classes)
-        if emb.embedding_table.num_embeddings != self.num_classes + 1:
+        self.base_classes: int = int(emb.num_classes)
+        rows = table(emb).num_embeddings
+        if rows != self.base_classes + 1 + new_rows:
             raise PriorswapError(
-                f"{name}: label table has {emb.embedding_table.num_embeddings} rows for {self.num_classes} classes; "
+                f"{name}: label table has {rows} rows for {self.base_classes} classes; "
                 "CFG needs the extra null row (num_classes + 1)"
             )
-        self.null_id: int = self.num_classes  # the extra row (docs/method.md trap 1)
+        self.first_id: int = self.base_classes + 1 if new_rows else 0  # table row of class 0
+        self.num_classes: int = new_rows or self.base_classes
+        self.null_id: int = self.base_classes  # the extra row (docs/method.md trap 1)
         self.sample_size: int = int(cfg.sample_size)
         self.patch_size: int = int(cfg.patch_size)
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.transformer]
-
-    def check_labels(self, labels: Tensor | Sequence[int]) -> Tensor:
-        """Labels as a long tensor, or a one-line error naming the bad value and the valid range."""
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
-        if len(bad):
-            raise PriorswapError(
-                f"label {int(bad[0])} is out of range for {self.name}, which has {self.num_classes} classes (0..{self.num_classes - 1})"
-            )
-        return labels
 
     def size_problem(self, height: int, width: int) -> str | None:
         if (height, width) != (self.sample_size, self.sample_size):
@@ -68,9 +70,11 @@ class DiTDenoiser(ModelDenoiser):
         b = x.shape[0] // len(conds)
         labels = torch.cat(
             [
-                torch.full((b,), self.null_id, dtype=torch.long) if c is None else torch.as_tensor(c).reshape(-1)
+                torch.full((b,), self.null_id, dtype=torch.long)
+                if c is None
+                else torch.as_tensor(c).reshape(-1) + self.first_id
                 for c in conds
             ]
-        ).to(x.device)  # (n*B,)
+        ).to(x.device)  # (n*B,) table rows
         out = self.transformer(x.to(self.dtype), timestep=t, class_labels=labels).sample  # (n*B, C or 2C, H, W)
         return out

@@ -13,14 +13,12 @@ In diffusers' DiT, class information enters only through each block's label tabl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 import torch
-from torch import Tensor
 
-from ..core.denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace
 from ..errors import PriorswapError
-from .denoiser import DiTDenoiser, label_embedders
+from .denoiser import DiTDenoiser, label_embedders, table
 
 DIT_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2", "norm1.linear")
 
@@ -41,11 +39,6 @@ class LoRASpec:
             raise PriorswapError("lora.targets is empty; name the modules to adapt (e.g. attn1.to_q)")
         if not 0.0 <= self.dropout < 1.0:
             raise PriorswapError(f"lora.dropout must lie in [0, 1), got {self.dropout}")
-
-
-def table(emb: torch.nn.Module) -> torch.nn.Embedding:
-    """A block's label table itself (inside peft's trainable-token wrapper once the LoRA is injected)."""
-    return next(m for m in emb.modules() if isinstance(m, torch.nn.Embedding))
 
 
 def add_class_rows(transformer: torch.nn.Module, k: int, seed: int = 0) -> None:
@@ -111,22 +104,8 @@ class LoRADiTDenoiser(DiTDenoiser):
     """
 
     def __init__(self, transformer: torch.nn.Module, space: LatentSpace, num_classes: int, name: str = "lora"):
-        ModelDenoiser.__init__(self, space, name)
-        cfg = transformer.config
-        self._check_channels(int(cfg.in_channels))
-        self.transformer = transformer.eval().requires_grad_(False)
         emb = label_embedders(transformer)[0]
-        self.base_classes = int(emb.num_classes)
-        rows = table(emb).num_embeddings
-        extra = rows - self.base_classes - 1
-        self.first_id = self.base_classes + 1 if extra else 0
-        self.num_classes = num_classes if extra else self.base_classes
+        extra = table(emb).num_embeddings - int(emb.num_classes) - 1  # rows after the null row: 0 or K
         if extra and extra != num_classes:
             raise PriorswapError(f"{name}: label table has {extra} new rows for {num_classes} classes")
-        self.null_id = self.base_classes
-        self.sample_size = int(cfg.sample_size)
-        self.patch_size = int(cfg.patch_size)
-
-    def forward_batch(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor:
-        ids = [None if c is None else torch.as_tensor(c).reshape(-1) + self.first_id for c in conds]
-        return super().forward_batch(x, t, ids)
+        super().__init__(transformer, space, name, new_rows=extra)

@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from ..core.loading import Loaded, model_name
 from ..errors import PriorswapError
 
 CONFIG, WEIGHTS, META, LABELS = (
@@ -114,27 +115,26 @@ def read_lora(ref: str, what: str = "LoRA") -> tuple[object, dict, dict]:
     return config, meta, load_file(os.path.join(folder, WEIGHTS))
 
 
-def load_dit_lora(
+def apply_lora(
     ref: str,
-    base: str | None = None,
-    what: str = "model",
+    base: Loaded,
+    config,
+    meta: dict,
+    weights: dict,
+    id2label: dict[int, str],
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
-):
-    """A DiT LoRA folder on its base (``base``, else the reference it records) as a :class:`Loaded` whose denoiser
-    is a :class:`LoRADiTDenoiser`. A base the LoRA was not trained on is a one-line error."""
+) -> Loaded:
+    """The LoRA read from folder ``ref`` (:func:`read_lora`) put on an already loaded DiT ``base``, as a
+    :class:`Loaded` whose denoiser is a :class:`LoRADiTDenoiser`. A base the LoRA was not trained on is a
+    one-line error. ``id2label``: the LoRA's own class names (empty: the base's)."""
     from peft import set_peft_model_state_dict
 
-    from ..core.loading import Loaded, load_dit, model_name, read_id2label
     from .lora import LoRADiTDenoiser, add_class_rows, inject, new_classes
 
-    config, meta, weights = read_lora(ref, what)
-    base_ref = base or meta.get("base") or config.base_model_name_or_path
-    if not base_ref:
-        raise PriorswapError(f"{what} {ref!r} names no base model; give the base's folder or hub id as --model")
-    loaded = load_dit(base_ref, "LoRA base", dtype)
-    tr = loaded.denoiser.transformer
-    n = loaded.denoiser.num_classes
+    base_ref = base.ref
+    tr = base.denoiser.transformer
+    n = base.denoiser.num_classes
     first, k = new_classes(config)
     problem = fingerprint_problem(meta["base_fingerprint"], tr) if "base_fingerprint" in meta else None
     if problem is None and k and first != n + 1:
@@ -154,9 +154,8 @@ def load_dit_lora(
     if missing or result.unexpected_keys:
         bad = (missing or result.unexpected_keys)[0]
         raise PriorswapError(f"LoRA {model_name(ref)!r} does not fit base {model_name(base_ref)!r} (weight {bad})")
-    id2label = read_id2label(ref) or loaded.id2label
-    den = LoRADiTDenoiser(tr, loaded.denoiser.space, k or n, name=model_name(ref))
+    den = LoRADiTDenoiser(tr, base.denoiser.space, k or n, name=model_name(ref))
     den.to(device, dtype)
-    if loaded.vae is not None:
-        loaded.vae.to(device)
-    return Loaded(den, loaded.scheduler_config, loaded.vae, id2label, ref)
+    if base.vae is not None:
+        base.vae.to(device)
+    return Loaded(den, base.scheduler_config, base.vae, id2label or base.id2label, ref)

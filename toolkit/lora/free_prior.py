@@ -89,7 +89,6 @@ class BasePrior:
         self.network = _network(model)
         check_mixable(self.network, model.name)
         self.name = f"the base inside {model.name} (adapter off)"
-        self.sampling_alphas_cumprod = None
 
     @property
     def space(self):

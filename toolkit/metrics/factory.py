@@ -7,6 +7,7 @@ import os
 from ..errors import PriorswapError
 from .dinov2 import DINOV2_MODEL, DINOv2Extractor
 from .extractor import FeatureExtractor, load_feature_network
+from .fmnist import FMNISTExtractor
 from .inception import InceptionExtractor
 
 EXTRACTORS = ("inception", "dinov2", "fmnist")
@@ -37,8 +38,6 @@ def build_extractor(
             weights_flag=weights_flag,
         )
     if key == "fmnist":  # the shipped Fashion-MNIST classifier's 128-d features (FD-FMNIST); works offline
-        from ..demo.classifier import FMNISTExtractor
-
         return FMNISTExtractor(weights)
     if os.path.isfile(os.path.expanduser(str(name))):
         return load_feature_network(name, image_size=image_size)

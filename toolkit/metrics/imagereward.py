@@ -288,8 +288,7 @@ def _hub_file(filename: str, flag: str) -> str:
     """``filename`` of THUDM/ImageReward from the hub (or its cache), or a one-line error naming ``flag``."""
     from huggingface_hub import hf_hub_download
 
-    from ..core.hub import cached, unreachable_reason
-    from ..core.loading import fetch_error
+    from ..core.hub import cached, fetch_error, unreachable_reason
 
     if not cached(IMAGEREWARD_REPO, filename):
         reason = unreachable_reason()

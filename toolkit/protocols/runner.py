@@ -147,7 +147,8 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     from ..core.pairing import pair
     from ..core.sampling import DTYPES, vae_decoder
     from ..metrics.reference import reference_stats
-    from ..unet.load import LOADERS, Offloaded, load_unet_prior, offloaded_decoder
+    from ..priors import load_unet_prior
+    from ..unet.load import LOADERS, Offloaded, offloaded_decoder
 
     run.check()
     metrics = check_metrics(run.kind, run.metrics)
@@ -208,9 +209,9 @@ def evaluate_protocol(run: ProtocolRun) -> str | None:
     for m in methods[1:]:
         loaded = load_unet_prior(m.prior, dtype, "cpu")
         for hw in sizes:
-            pair(model.denoiser, loaded.denoiser, hw)
+            paired = pair(model.denoiser, loaded.denoiser, hw)  # one schedule for every size
         loaded.vae = None  # only its denoiser is used
-        priors[m.name] = loaded.denoiser
+        priors[m.name] = paired
     # 3. reference statistics (before sampling, so a bad reference set fails early)
     reference = {}
     if nets is not None and ref_paths:

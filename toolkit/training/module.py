@@ -17,7 +17,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel
 
-from ..core.loading import load_dit, locate
+from ..core.loading import locate
+from ..dit.load import load_dit
 from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError

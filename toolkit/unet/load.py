@@ -3,8 +3,8 @@
 - ``load_ip2p`` / ``load_zero123`` / ``load_vd``: a hub id or a local diffusers folder -> a :class:`Conditional`
   (the wrapped denoiser, its VAE and the encoders that turn user inputs into conditions). Each null condition
   (docs/method.md trap 6) is computed here once; call :meth:`Conditional.free_encoders` once the conditions are built.
-- ``load_unet_prior``: any prior ``priorswap.toolkit.core.loading.load_prior`` takes, or one of these fine-tunes used with its
-  own null (which reproduces vanilla CFG exactly).
+- a prior for them is loaded by ``priorswap.toolkit.priors.load_unet_prior`` (SD, PixArt, DiT, or one of these fine-tunes
+  used with its own null, which reproduces vanilla CFG exactly).
 - :class:`Offloaded`: keeps a denoiser on the CPU and moves it to the GPU only while it runs.
 - :func:`conditional_samples`: a loaded fine-tune (and prior) through ``priorswap.toolkit.core.sampling.sample``, optionally offloaded.
 """
@@ -19,15 +19,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..core.hub import first_line, hub_problem, missing_file
 from ..core.loading import (
     Loaded,
     component_class,
-    first_line,
-    hub_problem,
     latent_space,
     load_component,
-    load_prior,
-    missing_file,
     model_name,
     read_model_index,
     scheduler_config,
@@ -198,17 +195,6 @@ def load_vd(ref: str, dtype: torch.dtype | None = None, device="cpu", what: str 
 
 
 LOADERS = {"ip2p": load_ip2p, "zero123": load_zero123, "vd": load_vd}
-
-
-def load_unet_prior(ref: str, dtype: torch.dtype | None = None, device="cpu") -> Loaded:
-    """A prior for a UNet fine-tune: whatever ``load_prior`` accepts (SD1.x/2.x, PixArt-alpha, DiT), or one of
-    the fine-tunes above used with its own null condition (swapped then equals vanilla)."""
-    kind = detect_kind(read_model_index(ref, "prior"))
-    if kind is None:
-        return load_prior(ref, dtype, device)
-    own = LOADERS[kind](ref, dtype, device, what="prior")
-    own.free_encoders()
-    return own
 
 
 # -- placement -------------------------------------------------------------------------------------

@@ -140,8 +140,7 @@ def resolve(ref: str, flavour: str, what: str) -> str:
 def _download(repo: str, filename: str, what: str) -> str:
     from huggingface_hub import hf_hub_download
 
-    from ..core.hub import cached, unreachable_reason
-    from ..core.loading import fetch_error
+    from ..core.hub import cached, fetch_error, unreachable_reason
 
     hint = (f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
             f"DIR/{filename} (or its `priorswap convert` folder)")  # fmt: skip

@@ -220,7 +220,7 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
     base = None
     if prior is not None:
         base = VideoCrafterPrior(prior.unet.to(home), prior_null, space(prior), prior.ref)
-        pair(dc, base, (h, w))
+        base = pair(dc, base, (h, w))
         check_same_latent_space(model, prior, dc, base)
     if job.image_scale is None:
         guidance, c = Guidance(scale=job.text_scale), DCCond(conds["text"], conds["image"])
