@@ -49,10 +49,10 @@ class SampleIP2P(SampleImage):
     def check(self) -> None:
         if not self.prompt.strip():
             raise PriorswapError("--prompt is empty; InstructPix2Pix needs an edit instruction such as 'make it snowy'")
-        checks.check_scales("--image-guidance", self.image_guidance)
-        checks.check_scales("--text-guidance", self.text_guidance)
-        checks.at_least("--width", self.width)
-        checks.at_least("--height", self.height)
+        for flag, scale in (("--image-guidance", self.image_guidance), ("--text-guidance", self.text_guidance)):
+            checks.check_scales(flag, scale)
+        for flag, value in (("--width", self.width), ("--height", self.height)):
+            checks.at_least(flag, value)
         super().check()
 
 
