@@ -26,9 +26,9 @@ from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
 from priorswap.toolkit.protocols.items import read_items, relative_pose  # noqa: E402
+from priorswap.toolkit.unet import tiny as uf  # noqa: E402
 
 import metric_factories as mf  # noqa: E402
-import unet_factories as uf  # noqa: E402
 
 STEPS = "3"
 
@@ -472,7 +472,7 @@ def test_ip2p_clip_t_and_directional_match_direct_computation(env, capsys, tmp_p
 
 def test_offload_and_limit_give_the_same_samples(env, capsys, tmp_path, monkeypatch):
     plain, offload = tmp_path / "plain", tmp_path / "offload"
-    from priorswap.toolkit.unet.load import Offloaded
+    from priorswap.toolkit.core.offload import Offloaded
 
     common = ("--prior", f"sd={env['sd']}", "--limit", "2")
     assert run_cli(capsys, *zero123_args(env, plain, *common))[0] == 0

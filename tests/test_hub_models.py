@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import unet_factories as uf
+from priorswap.toolkit.unet import tiny as uf
+
 from factories import save_dit_pipeline, save_pixart_pipeline
 
 ONLINE = os.environ.get("PRIORSWAP_HUB_TESTS") == "1"

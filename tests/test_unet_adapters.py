@@ -22,22 +22,17 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.cli import main  # noqa: E402
+from priorswap.toolkit.core.offload import Offloaded  # noqa: E402
 from priorswap.toolkit.core.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.images import make_grid  # noqa: E402
 from priorswap.toolkit.priors import load_unet_prior  # noqa: E402
+from priorswap.toolkit.unet import tiny as uf  # noqa: E402
 from priorswap.toolkit.unet.ip2p import IP2PCond, image_latents, prompt_embedding  # noqa: E402
-from priorswap.toolkit.unet.load import (  # noqa: E402
-    Offloaded,
-    conditional_samples,
-    load_ip2p,
-    load_vd,
-    load_zero123,
-)
+from priorswap.toolkit.unet.load import load_ip2p, load_vd, load_zero123  # noqa: E402
+from priorswap.toolkit.unet.run import conditional_samples  # noqa: E402
 from priorswap.toolkit.unet.versatile import vd_image_embedding  # noqa: E402
 from priorswap.toolkit.unet.zero123 import Zero123Cond, pose_vector, zero123_embedding  # noqa: E402
-
-import unet_factories as uf  # noqa: E402
 
 STEPS, SEEDS = 4, 2  # DDIM steps and samples per check
 ATOL = 1e-4

@@ -221,6 +221,7 @@ def video_worker(job: dict) -> dict:
 def worker(job: dict) -> dict:
     import torch
 
+    from ..unet.run import PREPARE, load_paired_prior
     from . import sample_unet
 
     if job["kind"] == "dynamicrafter":
@@ -249,8 +250,8 @@ def worker(job: dict) -> dict:
         args = sample_unet.SampleZero123(polar=30.0, azimuth=60.0, **({"size": size} if size else {}), **common)
     else:
         args = sample_unet.SampleVD(size=size, **common)
-    prepared = getattr(sample_unet, f"prepare_{job['kind']}")(args)
-    prior = sample_unet.load_paired_prior(args, prepared)
+    prepared = PREPARE[job["kind"]](args)
+    prior = load_paired_prior(args, prepared)
     prepared.samples(args, prior)  # warm-up at the same batch shape, one step
     args.steps = job["steps"]
     seconds = float("inf")

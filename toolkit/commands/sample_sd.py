@@ -1,9 +1,8 @@
 """``priorswap sample sd``: an SD-family LoRA, vanilla CFG against its base's own unconditional eps (Eq. 7).
 
 Many SD LoRAs were trained without caption dropout, so their unconditional prediction is untrained. The base is
-the LoRA with its adapter off, so the swap runs as one mixed batch over one copy of the weights
-(``priorswap.toolkit.lora``): [prompt, adapter on] + [empty prompt, adapter off]. The LoRA file is anything
-diffusers' ``load_lora_weights`` reads (diffusers, peft or kohya formats).
+the LoRA with its adapter off (one mixed batch over one copy of the weights); loading and sampling are
+``priorswap.toolkit.unet.sd``, this file parses, checks and writes.
 """
 
 from __future__ import annotations
@@ -34,69 +33,17 @@ class SampleSD(SamplingOptions):
         super().check()
 
 
-def load_sd_lora(model: str, lora: str, dtype, device):
-    """(pipeline with the LoRA loaded, the LoRA's adapter name): one-line errors for a bad pipeline or LoRA file."""
-    import os
-
-    from diffusers import StableDiffusionPipeline
-
-    from ..core.hub import first_line
-    from ..core.loading import locate
-
-    ref = locate(model)
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(ref, torch_dtype=dtype, safety_checker=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise checks.PriorswapError(f"model {model!r} is not a Stable Diffusion pipeline ({first_line(e)})") from None
-    if not os.path.exists(os.path.expanduser(lora)):
-        raise checks.PriorswapError(f"--lora {lora!r} does not exist")
-    try:
-        pipe.load_lora_weights(os.path.expanduser(lora))
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        raise checks.PriorswapError(
-            f"--lora {lora!r} is not a LoRA of {model!r} that diffusers reads ({first_line(e)})"
-        ) from None
-    return pipe.to(device)
-
-
 def run_sd(cfg: SampleSD) -> int:
     import numpy as np
 
-    from ..core.loading import latent_space, model_name
-    from ..core.sampling import sample, vae_decoder
     from ..images import save_grid, to_uint8
-    from ..lora import BASE, BasePrior, per_sample_adapters
-    from ..unet.ip2p import prompt_embedding
-    from ..unet.text_prior import UNetPrior, empty_prompt_embedding
+    from ..unet.sd import load_sd_lora, prepare
 
     pipe = load_sd_lora(cfg.model, cfg.lora, torch_dtype(cfg.dtype), cfg.device)
-    # Vanilla CFG is the LoRA'd pipeline as diffusers runs it: prompts and "" both through the text encoder with
-    # its LoRA (if any) on. The swap takes the base's unconditional eps, so its "" goes through the base's text
-    # encoder (text LoRA off); the prompts keep the LoRA in both rows.
-    cond = prompt_embedding(pipe.tokenizer, pipe.text_encoder, cfg.prompts)  # (N, L, D)
-    null, _ = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
-    with per_sample_adapters(pipe.text_encoder, [BASE]):  # without a text LoRA: the same embedding
-        base_null, _ = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
-    sched = dict(pipe.scheduler.config)
-    space = latent_space(cfg.model, sched, pipe.vae, int(pipe.unet.config.out_channels))
-    den = UNetPrior(pipe.unet, null, space, name=f"{model_name(cfg.model)} + LoRA {cfg.lora}")
-    base = BasePrior(den, null=base_null)  # refuses DoRA / merged LoRAs before any sampling
-    size = int(pipe.unet.config.sample_size)
-    common = dict(
-        seeds=[cfg.seed + i for i in range(len(cfg.prompts))],
-        shape=(space.channels, size, size),
-        steps=cfg.steps,
-        scheduler=cfg.scheduler,
-        scheduler_config=sched,
-        decode=vae_decoder(pipe.vae),
-        batch_size=cfg.batch_size,
-        progress=cfg.progress,
+    job = prepare(
+        pipe, cfg.model, cfg.lora, cfg.prompts, cfg.seed, cfg.steps, cfg.scheduler, cfg.batch_size, cfg.progress
     )
-    g = cfg.guidance(cfg.guidance_scale)
-    rows = {
-        "vanilla": sample(den, cond, g, desc="vanilla CFG", **common),
-        "base prior": sample(den, cond, g, prior=base, desc="base prior (one mixed batch)", **common),
-    }
+    rows = job.rows(cfg.guidance(cfg.guidance_scale))
     arrays = {k: to_uint8(v) for k, v in rows.items()}
     save_npz_atomic(cfg.output, arr_0=arrays["base prior"], vanilla=arrays["vanilla"], prompts=np.asarray(cfg.prompts))
     print(f"wrote {len(cfg.prompts)} x (vanilla + base prior) samples to {cfg.output}")

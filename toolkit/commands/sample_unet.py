@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .. import checks
 from ..argspec import Command, arg
 from ..errors import PriorswapError
 from ..paper import PAPER
-from .common import SamplingOptions, torch_dtype
+from .common import SamplingOptions
 
 
 @dataclass(kw_only=True)
@@ -50,10 +49,10 @@ class SampleIP2P(SampleImage):
     def check(self) -> None:
         if not self.prompt.strip():
             raise PriorswapError("--prompt is empty; InstructPix2Pix needs an edit instruction such as 'make it snowy'")
-        checks.check_scales("--image-guidance", self.image_guidance)
-        checks.check_scales("--text-guidance", self.text_guidance)
-        checks.at_least("--width", self.width)
-        checks.at_least("--height", self.height)
+        for flag, scale in (("--image-guidance", self.image_guidance), ("--text-guidance", self.text_guidance)):
+            checks.check_scales(flag, scale)
+        for flag, value in (("--width", self.width), ("--height", self.height)):
+            checks.at_least(flag, value)
         super().check()
 
 
@@ -84,157 +83,25 @@ class SampleVD(SampleImage):
         super().check()
 
 
-def _load(args: SampleImage, loader):
-    """The fine-tune (conditions are encoded next, on --device) and, later, the prior."""
-    return loader(args.model, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
-
-
-def _prior(args: SampleImage):
-    if not args.prior:
-        return None
-    from ..priors import load_unet_prior
-
-    return load_unet_prior(args.prior, torch_dtype(args.dtype), "cpu" if args.offload else args.device)
-
-
-# -- the three commands ----------------------------------------------------------------------------
+# -- the three commands: the UNet family's run (priorswap.toolkit.unet.run), then the files ----------------
 def run_ip2p(args: SampleIP2P) -> int:
-    return sample_and_save(args, prepare_ip2p(args))
-
-
-def prepare_ip2p(args: SampleIP2P) -> "Job":
-    import torch
-
-    from ..images import read_image, to_tensor
-    from ..unet.ip2p import IP2PCond, image_latents, prompt_embedding
-    from ..unet.load import load_ip2p
-
-    model = _load(args, load_ip2p)
-    f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
-    size = None
-    if args.width or args.height:
-        size = (args.width or args.height, args.height or args.width)
-        if size[0] % f or size[1] % f:
-            raise PriorswapError(f"--width/--height must be multiples of {f} for this model, got {size[0]}x{size[1]}")
-    img = read_image(args.image, size, multiple=f)
-    enc = model.encoders
-    with torch.no_grad():
-        model.vae.to(args.device)
-        enc["text_encoder"].to(args.device)
-        latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (docs/method.md trap 7)
-        text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [args.prompt]).cpu()
-    model.free_encoders()
-    guidance = args.dual_guidance(args.image_guidance, args.text_guidance)
-    extra = {"image_cond": IP2PCond(image=latent)}  # eps(cI, null text) always comes from IP2P itself
-    meta = {"prompt": args.prompt, "image_guidance": args.image_guidance, "text_guidance": args.text_guidance}
-    return Job(model, IP2PCond(image=latent, text=text), tuple(latent.shape[-2:]), guidance, img, meta, extra)
+    return sample_and_save(args, "ip2p")
 
 
 def run_zero123(args: SampleZero123) -> int:
-    return sample_and_save(args, prepare_zero123(args))
-
-
-def prepare_zero123(args: SampleZero123) -> "Job":
-    import torch
-
-    from ..images import read_image, to_tensor
-    from ..unet.ip2p import image_latents
-    from ..unet.load import load_zero123
-    from ..unet.zero123 import Zero123Cond, pose_vector, zero123_embedding
-
-    model = _load(args, load_zero123)
-    f = 2 ** (len(model.vae.config.block_out_channels) - 1) * model.denoiser._down
-    if args.size % f:
-        raise PriorswapError(f"--size must be a multiple of {f} for this model, got {args.size}")
-    img = read_image(args.image, (args.size, args.size))
-    enc, x = model.encoders, to_tensor(img)
-    with torch.no_grad():
-        for m in (model.vae, enc["image_encoder"], enc["cc_projection"]):
-            m.to(args.device)
-        pose = pose_vector(args.polar, args.azimuth, args.radius)
-        emb = zero123_embedding(enc["image_encoder"], enc["cc_projection"], x, pose, enc["mean"], enc["std"]).cpu()
-        latent = image_latents(model.vae, x).cpu()
-    model.free_encoders()
-    meta = {"polar": args.polar, "azimuth": args.azimuth, "radius": args.radius, "guidance_scale": args.guidance_scale}
-    return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), args.guidance(args.guidance_scale), img, meta)
+    return sample_and_save(args, "zero123")
 
 
 def run_vd(args: SampleVD) -> int:
-    return sample_and_save(args, prepare_vd(args))
+    return sample_and_save(args, "vd")
 
 
-def prepare_vd(args: SampleVD) -> "Job":
-    import torch
+def sample_and_save(args: SampleImage, kind: str) -> int:
+    from ..unet.run import PREPARE, load_paired_prior, rows
 
-    from ..images import read_image
-    from ..unet.load import load_vd
-    from ..unet.versatile import vd_image_embedding
-
-    model = _load(args, load_vd)
-    f = 2 ** (len(model.vae.config.block_out_channels) - 1)
-    size = args.size or int(model.denoiser.unet.config.sample_size) * f
-    if size % (f * model.denoiser._down):
-        raise PriorswapError(f"--size must be a multiple of {f * model.denoiser._down} for this model, got {size}")
-    img = read_image(args.image)  # the CLIP processor resizes and crops it itself
-    with torch.no_grad():
-        model.encoders["image_encoder"].to(args.device)
-        emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [img]).cpu()
-    model.free_encoders()
-    meta = {"guidance_scale": args.guidance_scale}
-    return Job(model, emb, (size // f, size // f), args.guidance(args.guidance_scale), img, meta)
-
-
-@dataclass
-class Job:
-    """Everything one sampling run needs once the conditions are encoded (and the encoders freed)."""
-
-    model: Any  # priorswap.toolkit.unet.load.Conditional
-    cond: Any
-    latent_hw: tuple[int, int]
-    guidance: Any  # Guidance or DualGuidance
-    image: Any  # the input as the model saw it (PIL)
-    meta: dict
-    extra: dict = field(default_factory=dict)  # e.g. IP2P's image-only condition
-
-    def samples(self, args: SampleImage, prior=None, desc: str = "sampling"):
-        from ..unet.load import conditional_samples
-
-        return conditional_samples(
-            self.model,
-            self.cond,
-            self.latent_hw,
-            self.guidance,
-            prior,
-            steps=args.steps,
-            seed=args.seed,
-            num_samples=args.num_samples,
-            scheduler=args.scheduler,
-            batch_size=args.batch_size,
-            device=args.device,
-            offload=args.offload,
-            progress=args.progress,
-            desc=desc,
-            **self.extra,
-        )
-
-
-def load_paired_prior(args: SampleImage, job: Job):
-    """The --prior (None without one), checked against the model before any sampling (one-line error if not)."""
-    from ..core.pairing import pair
-
-    if args.offload:
-        job.model.vae.to("cpu")
-    prior = _prior(args)
-    if prior is not None:
-        pair(job.model.denoiser, prior.denoiser, job.latent_hw)
-    return prior
-
-
-def sample_and_save(args: SampleImage, job: Job) -> int:
+    job = PREPARE[kind](args)
     prior = load_paired_prior(args, job)
-    rows = {"vanilla": job.samples(args, None, "vanilla CFG")}
-    if prior is not None:
-        rows["swapped"] = job.samples(args, prior, "swapped CFG")
+    samples = rows(args, job, prior)
     meta = {
         "kind": job.model.kind,
         "model": args.model,
@@ -246,8 +113,8 @@ def sample_and_save(args: SampleImage, job: Job) -> int:
         "prior_mix": args.prior_mix,
         **job.meta,
     }
-    write_outputs(args.output_dir, job.image, rows, meta)
-    print(f"wrote {args.num_samples} x {' + '.join(rows)} samples and grid.png to {args.output_dir}")
+    write_outputs(args.output_dir, job.image, samples, meta)
+    print(f"wrote {args.num_samples} x {' + '.join(samples)} samples and grid.png to {args.output_dir}")
     return 0
 
 

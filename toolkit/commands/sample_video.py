@@ -15,11 +15,11 @@ from .. import checks
 from ..argspec import Command, arg
 from ..errors import PriorswapError
 from ..video.config import SPACINGS
+from ..video.options import VideoSamplingOptions
 
 
 @dataclass(kw_only=True)
-class SampleDynamiCrafter:
-    model: str = arg(help="DynamiCrafter: a `priorswap convert` folder, a released .ckpt or Doubiiu/DynamiCrafter")
+class SampleDynamiCrafter(VideoSamplingOptions):
     image: str = arg(help="the conditioning image (any mode and size Pillow reads; resized and centre-cropped)")
     prompt: str = arg(help="the text prompt (empty is allowed: it is the null text)")
     output_dir: str = arg(help="folder for input.png, vanilla/, swapped/, compare.mp4, compare.gif, meta.json")
@@ -29,7 +29,6 @@ class SampleDynamiCrafter:
     )  # fmt: skip
     num_samples: int = arg(1, help="videos per mode; sample i uses seed + i")
     frame_stride: int = arg(3, help="frame stride fs (DynamiCrafter-256's motion control)")
-    steps: int = arg(50, help="DDIM steps")
     eta: float = arg(1.0, help="DDIM eta (1.0 as the released scripts; 0 is deterministic)")
     text_guidance: float = arg(7.5, help="gT (Eq. 8), or the single CFG scale without --image-guidance")
     image_guidance: float | None = arg(
@@ -37,15 +36,9 @@ class SampleDynamiCrafter:
         "text and image together"
     )  # fmt: skip
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid (uniform: t = 1, 21, ..., 981)")
-    size: int | None = arg(None, help="square side in pixels (default: the model's, 256 for DynamiCrafter-256)")
     fps: float = arg(8.0, help="frame rate of the written videos")
     seed: int = arg(0, help="sample i uses seed + i")
-    batch_size: int = arg(1, help="videos per forward pass")
-    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
-    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
-    offload: bool = arg(False, help="keep each UNet on the CPU except while it runs")
     compare: bool = arg(True, flag="--no-vanilla", help="with --prior: skip the vanilla videos")
-    progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def check(self) -> None:
         for flag, value in (("--num-samples", self.num_samples), ("--steps", self.steps),
@@ -61,8 +54,7 @@ class SampleDynamiCrafter:
             raise PriorswapError("--no-vanilla needs --prior")
         checks.check_input_file("--image", self.image)
         checks.check_output_dir("--output-dir", self.output_dir)
-        self.device = checks.resolve_device(self.device)
-        checks.check_device(self.device, self.dtype)
+        self.check_device()
         if not self.progress:
             from .common import hide_library_progress
 

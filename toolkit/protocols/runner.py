@@ -144,11 +144,12 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
 
 def evaluate_protocol(run: ProtocolRun) -> str | None:
     """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
+    from ..core.offload import Offloaded, offloaded_decoder
     from ..core.pairing import pair
     from ..core.sampling import DTYPES, vae_decoder
     from ..metrics.reference import reference_stats
     from ..priors import load_unet_prior
-    from ..unet.load import LOADERS, Offloaded, offloaded_decoder
+    from ..unet.load import LOADERS
 
     run.check()
     metrics = check_metrics(run.kind, run.metrics)

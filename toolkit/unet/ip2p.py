@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..core.denoisers import LatentSpace
 from .denoiser import UNetDenoiser
+from .text_prior import encode_prompts
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,9 @@ class IP2PCond:
     text: Tensor | None = None
 
 
-@torch.no_grad()
 def prompt_embedding(tokenizer, text_encoder, prompts: Sequence[str]) -> Tensor:
     """CLIP text embeddings (N, L, D) of ``prompts``, padded to the tokenizer's length as SD pipelines do."""
-    tok = tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    device = next(text_encoder.parameters()).device
-    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
-    out = text_encoder(tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device) if use_mask else None)
-    return out[0].detach()
+    return encode_prompts(tokenizer, text_encoder, prompts)[0]
 
 
 @torch.no_grad()

@@ -17,18 +17,29 @@ from .denoiser import UNetDenoiser
 
 
 @torch.no_grad()
-def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = None) -> tuple[Tensor, Tensor]:
-    """(embedding (1, L, D), attention mask (1, L)) of the prompt "" padded to ``max_length``.
-
-    Mirrors how diffusers' SD and PixArt pipelines encode their negative prompt.
-    """
+def encode_prompts(
+    tokenizer, text_encoder, prompts: Sequence[str], max_length: int | None = None, use_mask: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(embeddings (N, L, D) on the encoder's device, attention mask (N, L)) of ``prompts`` padded to ``max_length``
+    (default: the tokenizer's), as SD and PixArt pipelines encode them. The mask is passed to the encoder only with
+    ``use_mask`` or where the encoder's config asks for it."""
     max_length = max_length or tokenizer.model_max_length
-    tok = tokenizer([""], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    tok = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     mask = tok.attention_mask
     device = next(text_encoder.parameters()).device
-    use_mask = getattr(text_encoder.config, "use_attention_mask", False) or "T5" in type(text_encoder).__name__
+    use_mask = use_mask or getattr(text_encoder.config, "use_attention_mask", False)
     out = text_encoder(tok.input_ids.to(device), attention_mask=mask.to(device) if use_mask else None)
-    return out[0].detach().cpu(), mask.cpu()
+    return out[0].detach(), mask
+
+
+def empty_prompt_embedding(tokenizer, text_encoder, max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """(embedding (1, L, D), attention mask (1, L)) of the prompt "" padded to ``max_length``, on the CPU.
+
+    Mirrors how diffusers' SD and PixArt pipelines encode their negative prompt (T5 always with its mask).
+    """
+    t5 = "T5" in type(text_encoder).__name__
+    emb, mask = encode_prompts(tokenizer, text_encoder, [""], max_length, use_mask=t5)
+    return emb.cpu(), mask.cpu()
 
 
 class UNetPrior(UNetDenoiser):

@@ -49,15 +49,16 @@ def tiny_tokenizer(folder: str):
     )
 
 
+CLIP_LAYERS = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)  # both tiny CLIP encoders
+
+
 def tiny_text_encoder(seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
         hidden_size=EMBED_DIM,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
+        **CLIP_LAYERS,
         vocab_size=200,
         max_position_embeddings=TEXT_LEN,
         bos_token_id=0,
@@ -74,9 +75,7 @@ def tiny_image_encoder(seed: int = 0, projection_dim: int = EMBED_DIM):
     torch.manual_seed(seed)
     cfg = CLIPVisionConfig(
         hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
+        **CLIP_LAYERS,
         image_size=IMAGE_SIZE,
         patch_size=8,
         projection_dim=projection_dim,

@@ -9,6 +9,7 @@ from ..argspec import arg
 from ..errors import PriorswapError
 from ..protocols.settings import parse_shard
 from ..video.config import SPACINGS
+from ..video.options import VideoSamplingOptions
 from .suite import DIMENSIONS
 
 NETS = "VBench's weight files (the names VBench itself loads)"
@@ -44,10 +45,9 @@ FOLDERS = {"dreamsim_weights": _dreamsim_folder}  # weight flags that name a fol
 
 
 @dataclass(kw_only=True)
-class VideoEvalRun:
+class VideoEvalRun(VideoSamplingOptions):
     """Defaults are the paper's Table 4 setting (dual CFG, gT 7.5, gI 1.5, DDIM 50, eta 1, fs 3) and VBench's."""
 
-    model: str = arg(help="DynamiCrafter: a `priorswap convert` folder, a released .ckpt or Doubiiu/DynamiCrafter")
     data: str = arg(help="the VBench-I2V suite folder (vbench2_i2v_full_info.json + crop/1-1/) or a .jsonl/.csv "
                          "manifest of image, prompt")  # fmt: skip
     output_dir: str = arg(help="videos/<method>/{{prompt}}-{{k}}.mp4, eval.md, eval.csv, items.csv; re-running resumes")
@@ -57,20 +57,14 @@ class VideoEvalRun:
     limit: int | None = arg(None, help="use this many prompts, drawn at random with --seed")
     dimensions: list[str] | None = arg(None, metavar="DIM", help=f"a subset of the dimensions: {', '.join(DIMENSIONS)} "
                                        "(default: all nine)")  # fmt: skip
-    steps: int = arg(50, help="DDIM steps")
     eta: float = arg(1.0, help="DDIM eta")
     text_guidance: float = arg(7.5, help="gT")
     image_guidance: float = arg(1.5, help="gI (dual CFG, the paper's Eq. 8)")
     frame_stride: int = arg(3, help="frame stride fs")
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid")
-    size: int | None = arg(None, help="square side in pixels (default: the model's, 256 for DynamiCrafter-256)")
     fps: float = arg(8.0, help="frame rate the videos are written at; Dynamic Degree reads each file's own rate, "
                                "as VBench does")  # fmt: skip
     seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")
-    batch_size: int = arg(1, help="videos per forward pass")
-    device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
-    dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
-    offload: bool = arg(False, help="keep each UNet on the CPU except while it runs")
     shard: tuple[int, int] | None = arg(None, type=str, parse=parse_shard, metavar="K/N",
                                         help="sample only prompts i with i % N == K, then run without it to score")  # fmt: skip
     dino_weights: str | None = arg(None, group=NETS, help="DINO ViT-B/16: dino_vitbase16_pretrain.pth")
@@ -82,7 +76,6 @@ class VideoEvalRun:
     musiq_weights: str | None = arg(None, group=NETS, help="MUSIQ (SPAQ, pyiqa): musiq_spaq_ckpt-358bb6af.pth")
     dreamsim_weights: str | None = arg(None, group=NETS, help="DreamSim (ensemble): the folder dreamsim(pretrained=True, "
                                        "cache_dir=DIR) fills (dreamsim 0.2.1)")  # fmt: skip
-    progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -117,5 +110,4 @@ class VideoEvalRun:
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
         checks.check_output_dir("--output-dir", self.output_dir)
-        self.device = checks.resolve_device(self.device)
-        checks.check_device(self.device, self.dtype)
+        self.check_device()

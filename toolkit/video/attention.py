@@ -143,37 +143,45 @@ class BasicTransformerBlock(nn.Module):
         return self.ff(self.norm3(x)) + x
 
 
-class SpatialTransformer(nn.Module):
-    """Attention over each frame's h*w positions; input/output (B*T, C, h, w)."""
+class _Transformer(nn.Module):
+    """GroupNorm, an input projection, ``depth`` attention blocks and an output projection: the part both
+    transformers share. The projections are linear with ``use_linear``, else 1x1 convolutions of ``conv``."""
 
-    def __init__(
-        self,
-        channels: int,
-        heads: int,
-        dim_head: int,
-        depth: int = 1,
-        context_dim: int | None = None,
-        use_linear: bool = False,
-        image_cross_attention: bool = False,
-        image_scale_learnable: bool = False,
-    ):
+    conv: type[nn.Module] = nn.Conv2d
+
+    def __init__(self, channels: int, heads: int, dim_head: int, depth: int = 1, use_linear: bool = False, **block):
         super().__init__()
         inner = heads * dim_head
         self.use_linear = use_linear
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
-        self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(
-                inner,
-                heads,
-                dim_head,
-                context_dim,
-                image_cross_attention=image_cross_attention,
-                image_scale_learnable=image_scale_learnable,
-            )
-            for _ in range(depth)
+        self.proj_in = nn.Linear(channels, inner) if use_linear else self.conv(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(self.block(inner, heads, dim_head, **block) for _ in range(depth))
+        self.proj_out = nn.Linear(inner, channels) if use_linear else self.conv(inner, channels, 1)
+
+    def block(self, inner: int, heads: int, dim_head: int, **options) -> BasicTransformerBlock:
+        raise NotImplementedError
+
+
+class SpatialTransformer(_Transformer):
+    """Attention over each frame's h*w positions; input/output (B*T, C, h, w)."""
+
+    def block(
+        self,
+        inner: int,
+        heads: int,
+        dim_head: int,
+        context_dim: int | None = None,
+        image_cross_attention: bool = False,
+        image_scale_learnable: bool = False,
+    ) -> BasicTransformerBlock:
+        return BasicTransformerBlock(
+            inner,
+            heads,
+            dim_head,
+            context_dim,
+            image_cross_attention=image_cross_attention,
+            image_scale_learnable=image_scale_learnable,
         )
-        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
         b, c, h, w = x.shape
@@ -193,30 +201,17 @@ class SpatialTransformer(nn.Module):
         return x + y
 
 
-class TemporalTransformer(nn.Module):
+class TemporalTransformer(_Transformer):
     """Attention over the T frames at each position; input/output (B, C, T, h, w). Only the self-attention form
     the released models use (``temporal_selfatt_only``) is built."""
 
-    def __init__(
-        self,
-        channels: int,
-        heads: int,
-        dim_head: int,
-        depth: int = 1,
-        use_linear: bool = False,
-        relative_position: bool = False,
-        temporal_length: int | None = None,
-    ):
-        super().__init__()
-        inner = heads * dim_head
-        self.use_linear = use_linear
-        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv1d(channels, inner, 1)
+    conv = nn.Conv1d
+
+    def block(
+        self, inner: int, heads: int, dim_head: int, relative_position: bool = False, temporal_length: int | None = None
+    ) -> BasicTransformerBlock:
         rel = {"relative_position": True, "temporal_length": temporal_length} if relative_position else {}
-        self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(inner, heads, dim_head, None, **rel) for _ in range(depth)
-        )
-        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv1d(inner, channels, 1)
+        return BasicTransformerBlock(inner, heads, dim_head, None, **rel)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..core.denoisers import LatentSpace, ModelDenoiser
+from ..core.denoisers import LatentSpace
+from ..core.downsampling import DownsamplingDenoiser
 from ..errors import PriorswapError
 
 
@@ -37,23 +38,12 @@ def _rows(t: Tensor, b: int) -> Tensor:
     return t.expand(b, *t.shape[1:]) if t.shape[0] == 1 else t
 
 
-class VideoUNetDenoiser(ModelDenoiser):
+class VideoUNetDenoiser(DownsamplingDenoiser):
     """Shared by both models: a :class:`~priorswap.toolkit.video.unet3d.UNet3D` on (B, 4, T, h, w) latents."""
 
     def __init__(self, unet: torch.nn.Module, space: LatentSpace, name: str):
-        super().__init__(space, name)
-        self._check_channels(int(unet.config.out_channels))
-        self.unet = unet.eval().requires_grad_(False)
-        self._down = 2 ** (len(unet.config.channel_mult) - 1)
+        super().__init__(unet, space, name, int(unet.config.out_channels), 2 ** (len(unet.config.channel_mult) - 1))
         self.frames = unet.config.temporal_length
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet]
-
-    def size_problem(self, height: int, width: int) -> str | None:
-        if height % self._down or width % self._down:
-            return f"{self.name} needs latent sizes divisible by {self._down}, got {height}x{width}"
-        return None
 
 
 class DynamiCrafterDenoiser(VideoUNetDenoiser):

@@ -193,9 +193,9 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
     """Encode the image and prompt (unless ``conds`` from :func:`encode_job` are given; then the encoders are freed,
     unless more inputs follow), build and pair the denoisers, choose the guidance."""
     from ..core.denoisers import LatentSpace
+    from ..core.offload import Offloaded
     from ..core.pairing import pair
     from ..core.sampling import DualGuidance, Guidance
-    from ..unet.load import Offloaded
     from .config import alphas_cumprod
     from .ddim import UpstreamDDIM
     from .denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior

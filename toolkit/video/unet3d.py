@@ -149,10 +149,10 @@ class UNet3D(nn.Module):
                     heads,
                     dim_head,
                     cfg.transformer_depth,
-                    cfg.context_dim,
                     cfg.use_linear,
-                    cfg.image_cross_attention,
-                    cfg.image_cross_attention_scale_learnable,
+                    context_dim=cfg.context_dim,
+                    image_cross_attention=cfg.image_cross_attention,
+                    image_scale_learnable=cfg.image_cross_attention_scale_learnable,
                 )
             ]
             if cfg.temporal_attention:
@@ -196,7 +196,13 @@ class UNet3D(nn.Module):
     def _temporal(self, ch: int, heads: int, dim_head: int, depth: int, use_linear: bool) -> TemporalTransformer:
         cfg = self.config
         return TemporalTransformer(
-            ch, heads, dim_head, depth, use_linear, cfg.use_relative_position, cfg.temporal_length
+            ch,
+            heads,
+            dim_head,
+            depth,
+            use_linear,
+            relative_position=cfg.use_relative_position,
+            temporal_length=cfg.temporal_length,
         )
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor, fs: Tensor | None = None) -> Tensor:
