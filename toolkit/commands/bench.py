@@ -88,15 +88,15 @@ def _eps_fns(modes: list[str], size: str, device: str, dtype, rank: int, labels)
     """The guided eps of each mode, building only the networks those modes need."""
     import torch
 
-    from ..core.denoisers import LatentSpace
-    from ..core.loading import alphas_cumprod
+    from ..core.loading import latent_space
     from ..core.sampling import DTYPES, Guidance, guided_eps
     from ..dit.denoiser import DiTDenoiser
     from ..dit.lora import LoRADiTDenoiser, LoRASpec, add_class_rows, inject, lora_config
     from ..dit.models import dit_scheduler_config
     from ..lora import BasePrior
 
-    space = LatentSpace(alphas_cumprod(dit_scheduler_config()), "epsilon", 4, 0.18215)
+    # no VAE runs here: the networks are timed on 4-channel inputs, and model and prior share this one space
+    space = latent_space("random DiT", dit_scheduler_config(), None, 4)
     g, fns = Guidance(scale=1.5), {}
     if {"vanilla", "swapped", "bf16-prior"} & set(modes):
         model = DiTDenoiser(_dit(size, 101, dtype), space).to(device)

@@ -31,13 +31,8 @@ class BenchTrain:
     json: bool = arg(False, help="print a JSON object as the last line")
 
     def check(self) -> None:
-        for flag, value in (
-            ("--resolution", self.resolution),
-            ("--batch-size", self.batch_size),
-            ("--steps", self.steps),
-            ("--repeats", self.repeats),
-        ):
-            checks.at_least(flag, value)
+        for name in ("resolution", "batch_size", "steps", "repeats"):  # each flag is its field's name
+            checks.at_least("--" + name.replace("_", "-"), getattr(self, name))
 
 
 def _images(folder: str, n: int, size: int) -> None:

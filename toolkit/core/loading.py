@@ -139,13 +139,16 @@ class Loaded:
     ref: str = ""
 
 
-def latent_space(ref: str, sched: dict, vae: torch.nn.Module | None, channels: int) -> LatentSpace:
+def latent_space(
+    ref: str, sched: dict, vae: torch.nn.Module | None, channels: int, schedule: torch.Tensor | None = None
+) -> LatentSpace:
     """The :class:`LatentSpace` of a pipeline: its scheduler config's schedule and prediction type, and its VAE
-    (None: pixel space with ``channels`` channels)."""
+    (None: pixel space with ``channels`` channels). ``schedule``: the alpha_bar table when the caller already
+    holds the one its model trains on (a fine-tune computes it in float64), instead of the config's."""
     if vae is not None:
         channels = int(vae.config.latent_channels)
     return LatentSpace(
-        alphas_cumprod(sched),
+        alphas_cumprod(sched) if schedule is None else schedule,
         sched.get("prediction_type", "epsilon"),
         channels,
         None if vae is None else float(vae.config.scaling_factor),

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from ..dit.denoiser import label_embedders
 from ..dit.lora import LoRASpec, add_class_rows, count_parameters, inject, lora_config
 
 
@@ -39,7 +40,7 @@ def build_lora(
     transformer: torch.nn.Module, spec: LoRASpec, k: int, base_ref: str | None, seed: int = 0
 ) -> torch.nn.Module:
     """The base with K new class rows and the LoRA injected (base frozen); prints trainable against total."""
-    n = next(m for m in transformer.modules() if type(m).__name__ == "LabelEmbedding").num_classes
+    n = label_embedders(transformer)[0].num_classes
     add_class_rows(transformer, k, seed)
     with torch.random.fork_rng(devices=[]):  # peft draws the A matrices from the global RNG: same seed, same LoRA
         torch.manual_seed(seed)

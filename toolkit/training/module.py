@@ -10,36 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel
 
-from ..core.loading import locate
+from ..core.loading import latent_space
 from ..dit.load import load_dit
 from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
 from .diffusion_loss import DiffusionSchedule, vlb_bits
 from .interrupt import SaveOnInterrupt
-from .label_table import disable_block_dropout, drop_labels, replace_label_table
-
-
-def load_vae(ref: str):
-    """An ``AutoencoderKL`` from a VAE folder/hub id, or from the ``vae/`` of a pipeline folder."""
-    from diffusers import AutoencoderKL
-
-    ref = locate(ref, "vae")
-    sub = "vae" if os.path.isdir(os.path.join(ref, "vae")) else None
-    try:
-        vae = AutoencoderKL.from_pretrained(ref, subfolder=sub) if sub else AutoencoderKL.from_pretrained(ref)
-    except (OSError, ValueError) as e:
-        raise PriorswapError(
-            f"cannot load VAE {ref!r} ({str(e).splitlines()[0][:160]}); offline, download it and pass the folder"
-        ) from None
-    return vae.eval().requires_grad_(False)
+from .known_noise import KnownNoise
+from .label_table import disable_block_dropout, drop_labels
+from .labels import label_strategy
+from .vae import load_vae
 
 
 class DiTFineTune(L.LightningModule):
@@ -114,12 +100,8 @@ class DiTFineTune(L.LightningModule):
             base = load_dit(pretrained, "pretrained")
             self.transformer = base.denoiser.transformer
             sched_cfg = base.scheduler_config
-            self.base_num_classes = base.denoiser.num_classes
-            if lora is not None:
-                from ..dit.lora_files import fingerprint
-
-                self.base_fingerprint = fingerprint(self.transformer)
         else:
+            base = None
             self.transformer = build_dit(
                 size,
                 num_classes or 1,
@@ -132,7 +114,8 @@ class DiTFineTune(L.LightningModule):
                 heads=num_heads,
             )
             sched_cfg = dit_scheduler_config()
-            self.base_num_classes = None
+        # full label table or LoRA rows: every difference between the two lives in the strategy
+        self.label_strategy = label_strategy(self.lora, pretrained, seed, base.denoiser if base else None)
         self.transformer.train().requires_grad_(True)
         disable_block_dropout(self.transformer)
         self.scheduler_config = {k: v for k, v in dict(sched_cfg).items() if not k.startswith("_")}
@@ -184,52 +167,22 @@ class DiTFineTune(L.LightningModule):
         if self.class_names is not None and len(self.class_names) != k:
             raise PriorswapError(f"class_names has {len(self.class_names)} names but num_classes is {k}")
         self.class_names = self.class_names or [str(i) for i in range(k)]
-        self._build(k, new_table=bool(self.hparams.pretrained) or self.transformer.config.num_embeds_ada_norm != k)
+        self._build(k)
 
-    def _build(self, num_classes: int, new_table: bool) -> None:
-        lora = self.lora
-        if lora is not None:  # K new rows after the base's null row, trained with the LoRA (lora/dit.py)
-            from .lora import build_lora
-
-            self.transformer = build_lora(
-                self.transformer, lora, num_classes, self.hparams.pretrained, self.hparams.seed
-            )
-        elif new_table:
-            replace_label_table(self.transformer, num_classes, seed=self.hparams.seed)
+    def _build(self, num_classes: int) -> None:
+        self.transformer = self.label_strategy.build(self.transformer, num_classes)
         self.num_classes = num_classes
         if self.hparams.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        if lora is not None:
-            from .lora import AdapterEMA
-
-            self.ema = AdapterEMA(self.transformer, ema_update(self.hparams.ema_decay))
-        else:
-            self.ema = AveragedModel(
-                self.transformer, multi_avg_fn=ema_update(self.hparams.ema_decay), use_buffers=True
-            ).requires_grad_(False)
+        self.ema = self.label_strategy.ema(self.transformer, ema_update(self.hparams.ema_decay))
         if self.hparams.compile:
             self.transformer.compile()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Size the label table and EMA from the weights first (load_from_checkpoint, ddp_spawn results)."""
-        if self.lora is not None:
-            from .lora import table_size_from_state
-
-            k = table_size_from_state(state_dict)
-            if self.ema is None and k is not None:
-                self._build(k, new_table=True)
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        key = next(
-            (
-                k
-                for k in state_dict
-                if k.startswith("transformer.") and k.endswith("class_embedder.embedding_table.weight")
-            ),
-            None,
-        )
-        if self.ema is None and key is not None:
-            k = int(state_dict[key].shape[0]) - 1
-            self._build(k, new_table=self.transformer.config.num_embeds_ada_norm != k or bool(self.hparams.pretrained))
+        k = self.label_strategy.table_size(state_dict)
+        if self.ema is None and k is not None:
+            self._build(k)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
@@ -240,11 +193,11 @@ class DiTFineTune(L.LightningModule):
     @property
     def null_id(self) -> int:
         """The null row: the fine-tune's own (N = num_classes), or for a LoRA the base's (its classes follow it)."""
-        return int(self.base_num_classes if self.lora is not None else self.num_classes)
+        return self.label_strategy.null_id(self.num_classes)
 
     def class_ids(self, labels: torch.Tensor) -> torch.Tensor:
         """Dataset labels 0..K-1 -> label-table rows (a LoRA's classes sit after the base's null row)."""
-        return labels + self.base_num_classes + 1 if self.lora is not None else labels
+        return self.label_strategy.class_ids(labels)
 
     def configure_callbacks(self):
         """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), saved also when SIGTERM or Ctrl-C stops the
@@ -365,11 +318,8 @@ class DiTFineTune(L.LightningModule):
 
     # -- checkpoints and export -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vae.")}
-        if self.lora is not None:  # only what trains; the base is re-read from `pretrained`
-            from .lora import trainable_state
-
-            checkpoint["state_dict"] = trainable_state(checkpoint["state_dict"], self.transformer)
+        state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vae.")}
+        checkpoint["state_dict"] = self.label_strategy.checkpoint_state(state, self.transformer)
         checkpoint["priorswap"] = {"num_classes": self.num_classes, "class_names": self.class_names}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -389,29 +339,15 @@ class DiTFineTune(L.LightningModule):
         """
         import copy
 
-        from ..core.denoisers import LatentSpace
-        from ..dit.denoiser import DiTDenoiser
-
         if self.ema is None:
             raise PriorswapError(
                 "the fine-tune has no label table yet; its denoiser exists once fit or checkpoint loading has built it"
             )
-        vae = self.vae
-        space = LatentSpace(
-            self.schedule.alphas_cumprod,
-            self.scheduler_config.get("prediction_type", "epsilon"),
-            self.latent_channels,
-            None if vae is None else float(vae.config.scaling_factor),
-            None if vae is None else getattr(vae.config, "_name_or_path", None) or self.hparams.vae,
-        )
-        if self.lora is not None:
-            from ..dit.lora import LoRADiTDenoiser
-
-            net = self.ema.module if ema else copy.deepcopy(self.transformer)
-            return LoRADiTDenoiser(net, space, self.num_classes, name=f"LoRA fine-tune ({'EMA' if ema else 'live'})")
-        if ema:
-            return DiTDenoiser(self.ema.module, space, name="fine-tune (EMA)")
-        return DiTDenoiser(copy.deepcopy(self.transformer), space, name="fine-tune (live weights)")
+        # the schedule the loss trains on (float64), not the config's float32 one
+        sched = self.schedule.alphas_cumprod
+        space = latent_space(self.hparams.vae or "", self.scheduler_config, self.vae, self.latent_channels, sched)
+        net = self.ema.module if ema else copy.deepcopy(self.transformer)
+        return self.label_strategy.denoiser(net, space, self.num_classes, ema)
 
     def default_export_dir(self) -> str:
         if self.hparams.export_dir:
@@ -430,15 +366,7 @@ class DiTFineTune(L.LightningModule):
     def export(self, path: str) -> str:
         """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json); a LoRA as its adapter folder
         (base reference + adapter safetensors + id2label.json, ``priorswap.toolkit.dit.lora_files``)."""
-        if self.lora is not None:
-            from ..dit.lora_files import export_dit_lora
-
-            return export_dit_lora(
-                self.ema.module, self.hparams.pretrained, self.base_fingerprint, self.class_names or [], path
-            )
-        from .export import export_pipeline
-
-        return export_pipeline(self.ema_transformer(), self.vae, self.scheduler_config, self.class_names or [], path)
+        return self.label_strategy.export(self, path)
 
 
 def ema_update(decay: float):
@@ -458,54 +386,3 @@ def ema_update(decay: float):
 
 def _batch_size(batch: dict) -> int:
     return int(batch["label"].shape[0])
-
-
-class KnownNoise(Callback):
-    """Silences two Lightning warnings that are false for this module, from fit start to the first batch only.
-
-    - "Found N module(s) in eval mode": the frozen VAE is in eval mode on purpose; hidden only when N is exactly
-      the count of this module's frozen submodules, so an unrelated module left in eval mode still warns.
-    - "resuming ... your dataloader is not resumable": priorswap's datamodules resume mid-epoch exactly; their
-      sampler's order is a function of (seed, epoch, index) and skips the batches already seen
-      (data/sampler.py, ImageDataModule.train_dataloader), so the warning's premise does not hold. Other
-      datamodules keep the warning.
-    """
-
-    def __init__(self):
-        self._filters: list = []
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        frozen = sum(
-            1
-            for part in (getattr(pl_module, "vae", None), getattr(pl_module, "ema", None))
-            if part is not None
-            for m in part.modules()
-            if not m.training
-        )
-        if frozen:
-            self._ignore(rf"Found {frozen} module\(s\) in eval mode at the start of training")
-        from priorswap.data.base import ImageDataModule
-
-        if isinstance(trainer.datamodule, ImageDataModule):
-            self._ignore(
-                r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable"
-            )
-
-    def _ignore(self, message: str) -> None:
-        warnings.filterwarnings("ignore", message=message)
-        self._filters.append(warnings.filters[0])
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._restore()
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self._restore()
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        for f in self._filters:
-            if f in warnings.filters:
-                warnings.filters.remove(f)
-        self._filters = []
