@@ -107,3 +107,13 @@ def shard_then_score(cfg, run: Callable[[object], object]):
     whole = copy.copy(cfg)
     whole.device = local_device(cfg.device, launch)
     return run(whole)
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this is the first process of a (possibly multi-process) launch: every rank variable set is 0.
+
+    Lightning's DDP launcher starts ranks 1.. as copies of this command with LOCAL_RANK / NODE_RANK set, once rank 0
+    is running; torchrun sets RANK, SLURM's srun SLURM_PROCID.
+    """
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    return all(os.environ.get(k, "0").strip() in ("", "0") for k in keys)

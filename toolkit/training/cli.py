@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..checks import check_output_dir
 from ..errors import PriorswapError
+from ..launch import is_launch_rank_zero
 from .config_errors import one_line_error
 from .console import hide_lightning_tips, resuming_run_folder
 from .help_text import subcommand_parser_kwargs
@@ -159,7 +160,7 @@ def _data_class_names(dm) -> list[str] | None:
 
 
 def _data_attribute(dm, name: str):
-    if getattr(dm, "download", False) and _is_launch_rank_zero():
+    if getattr(dm, "download", False) and is_launch_rank_zero():
         dm.prepare_data()  # the class list is in the dataset files: fetch them before reading it
     return getattr(dm, name, None)
 
@@ -191,7 +192,7 @@ def prepare_run_folder(cfg) -> None:
             chosen = _resumable_newest_version(run.base)
             run.pin_version(chosen)
             _refuse_finished(os.path.join(run.base, f"version_{chosen}"), cfg.trainer.get("max_steps"))
-            if _is_launch_rank_zero():
+            if is_launch_rank_zero():
                 print(f"priorswap: resuming {os.path.join(run.base, f'version_{chosen}')}", flush=True)
     elif run.kind == "fixed":
         have = glob.glob(os.path.join(glob.escape(run.ckpt_dir), "*.ckpt"))
@@ -201,7 +202,7 @@ def prepare_run_folder(cfg) -> None:
                     f"--ckpt_path last: nothing to resume, {run.ckpt_dir} has no last.ckpt; "
                     "start without --ckpt_path to begin a new run"
                 )
-        elif ckpt_path is None and _is_launch_rank_zero() and (have or _has_logs(run.folder)):
+        elif ckpt_path is None and is_launch_rank_zero() and (have or _has_logs(run.folder)):
             # rank 0 only: the other ranks start once rank 0 has begun writing into this folder
             raise PriorswapError(
                 f"{run.folder} already holds a run; resume it with --ckpt_path last, or {run.new_hint}"
@@ -344,13 +345,3 @@ def _refuse_finished(folder: str, max_steps) -> None:
 def _class_name(spec) -> str:
     path = spec.get("class_path") if hasattr(spec, "get") else None
     return str(path).rsplit(".", 1)[-1] if path else ""
-
-
-def _is_launch_rank_zero() -> bool:
-    """Whether this is the first process of a (possibly multi-process) launch: every rank variable set is 0.
-
-    Lightning's DDP launcher starts ranks 1.. as copies of this command with LOCAL_RANK / NODE_RANK set, once rank 0
-    is running; torchrun sets RANK, SLURM's srun SLURM_PROCID.
-    """
-    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-    return all(os.environ.get(k, "0").strip() in ("", "0") for k in keys)

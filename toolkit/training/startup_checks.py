@@ -124,10 +124,10 @@ def _hub_cached(repo: str, name: str) -> str | None:
 def new_run_folder(trainer) -> str | None:
     """The log folder this fit is about to create, or None when it exists already (a resumed or named run: never
     ours to remove) or this is not the launching process. Read before fit: the logger makes it on first use."""
-    from .cli import _is_launch_rank_zero
+    from ..launch import is_launch_rank_zero
 
     folder = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
-    if not folder or not _is_launch_rank_zero() or os.path.exists(folder):
+    if not folder or not is_launch_rank_zero() or os.path.exists(folder):
         return None
     return os.path.abspath(folder)
 
