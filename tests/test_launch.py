@@ -1,6 +1,7 @@
 """Evaluations launched as 2 real processes (torchrun, SLURM's environment) equal one process, on CPU with gloo."""
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ def dit(tmp_path_factory):
     root = tmp_path_factory.mktemp("launch")
     base = save_dit_pipeline(str(root / "base"), num_classes=10, sample_size=16, latent=False, in_channels=3)
     ft = save_dit_pipeline(str(root / "ft"), num_classes=3, sample_size=16, latent=False, in_channels=3, seed=2)
+    with open(os.path.join(ft, "id2label.json"), "w") as f:  # --classifier fmnist scores these 3 of its classes
+        json.dump({"0": "T-shirt/top", "1": "Trouser", "2": "Pullover"}, f)
     return base, ft, make_food101(str(root / "food"), classes=3, per_class=3, test_per_class=3)
 
 
@@ -30,7 +33,7 @@ def eval_dit_args(dit, out):
     base, ft, food = dit
     return ["eval", "dit", "--model", ft, "--prior", base, "--data", "food101", "--data-root", food,
             "--num-samples", "7", "--guidance-scale", "1.5", "3", "--steps", "2", "--batch-size", "2",
-            "--extractor", "fmnist", "--classifier", "fmnist", "--device", "cpu", "--stats-cache", "",
+            "--extractor", "fmnist", "--classifier", "fmnist", "--classes", "0", "1", "2", "--device", "cpu", "--stats-cache", "",
             "--output-dir", str(out), "--no-progress"]  # fmt: skip
 
 
