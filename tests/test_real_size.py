@@ -23,7 +23,7 @@ import time
 import pytest
 import torch
 
-from priorswap.toolkit.models import build_dit, dit_scheduler_config
+from priorswap.toolkit.dit.models import build_dit, dit_scheduler_config
 
 from fakedata import make_food101
 from metric_factories import inception_weights
