@@ -9,10 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from priorswap.data import Food101DataModule
-from priorswap.toolkit.training.module import DiTFineTune
 
 from fakedata import make_food101
-from trainers import trainer
+from trainers import tiny_module, trainer
 
 STEPS = 7  # 3 batches per epoch: steps 3 and 6 end an epoch
 
@@ -24,21 +23,6 @@ def food(tmp_path_factory):
 
 def data(food):
     return Food101DataModule(root=food, resolution=16, batch_size=8, num_workers=0)
-
-
-def module():
-    return DiTFineTune(
-        pretrained=None,
-        vae=None,
-        size="tiny",
-        in_channels=3,
-        sample_size=16,
-        num_classes=3,
-        ema_decay=0.9,
-        lr=1e-3,
-        warmup_steps=10,
-        export_on_fit_end=False,
-    )
 
 
 class Signal(Callback):
@@ -54,14 +38,14 @@ class Signal(Callback):
 
 def uninterrupted(tmp_path, food):
     L.seed_everything(0)
-    full = module()
+    full = tiny_module(warmup_steps=10)
     trainer(tmp_path / "full", STEPS).fit(full, data(food))
     return full
 
 
 def resume(folder, food, ckpt_path):
     L.seed_everything(123)  # a resumed run must not depend on the global RNG
-    model = module()
+    model = tiny_module(warmup_steps=10)
     trainer(folder, STEPS, callbacks=[ModelCheckpoint(dirpath=str(folder), save_last=True)]).fit(
         model, data(food), ckpt_path=ckpt_path
     )
@@ -86,7 +70,7 @@ def test_a_stopped_fit_saves_last_and_resumes_exactly(tmp_path, food, signum, at
     # checkpoints far apart: without the interruption's own save nothing would be there to resume
     cbs = [ModelCheckpoint(dirpath=str(folder), every_n_train_steps=100, save_last=True), Signal(at, signum)]
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException: the process ends after the save
-        trainer(folder, STEPS, callbacks=cbs).fit(module(), data(food))
+        trainer(folder, STEPS, callbacks=cbs).fit(tiny_module(warmup_steps=10), data(food))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is plain again after fit
     state = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == at + 1  # the step in which the signal came was finished, then saved
@@ -99,5 +83,7 @@ def test_a_finished_run_continued_with_more_steps_matches_one_long_run(tmp_path,
     full = uninterrupted(tmp_path, food)
     folder = tmp_path / "short"
     L.seed_everything(0)
-    trainer(folder, first, callbacks=[ModelCheckpoint(dirpath=str(folder), save_last=True)]).fit(module(), data(food))
+    trainer(folder, first, callbacks=[ModelCheckpoint(dirpath=str(folder), save_last=True)]).fit(
+        tiny_module(warmup_steps=10), data(food)
+    )
     assert_same(full, resume(folder, food, str(folder / "last.ckpt")))

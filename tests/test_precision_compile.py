@@ -6,30 +6,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from priorswap.data import Food101DataModule
-from priorswap.toolkit.training.module import DiTFineTune
 
 from fakedata import make_food101
-from trainers import Kill, trainer
+from trainers import Kill, tiny_module, trainer
 
 
 @pytest.fixture(scope="module")
 def food(tmp_path_factory):
     return make_food101(str(tmp_path_factory.mktemp("food")), classes=3, per_class=8)
-
-
-def tiny(**kw):
-    args = dict(
-        pretrained=None,
-        vae=None,
-        size="tiny",
-        in_channels=3,
-        sample_size=16,
-        num_classes=3,
-        ema_decay=0.9,
-        lr=1e-3,
-        export_on_fit_end=False,
-    )
-    return DiTFineTune(**{**args, **kw})
 
 
 def dm(food):
@@ -39,7 +23,7 @@ def dm(food):
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_bf16_mixed_fit_trains_and_resumes_exactly(tmp_path, food):
     L.seed_everything(0)
-    full = tiny()
+    full = tiny_module()
     before = {k: v.clone() for k, v in full.transformer.state_dict().items()}
     dtypes = set()
     full.transformer.register_forward_hook(lambda mod, args, out: dtypes.add(out.sample.dtype))
@@ -52,12 +36,12 @@ def test_bf16_mixed_fit_trains_and_resumes_exactly(tmp_path, food):
     assert len(moved) > len(before) // 2
 
     L.seed_everything(0)
-    part = tiny()
+    part = tiny_module()
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "b"), every_n_train_steps=2, save_last=True)
     with pytest.raises(RuntimeError, match="simulated kill"):
         trainer(tmp_path / "b", 5, precision="bf16-mixed", callbacks=[ckpt, Kill(3)]).fit(part, dm(food))
     L.seed_everything(99)  # a resumed run must not depend on the global RNG
-    resumed = tiny()
+    resumed = tiny_module()
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "b"), every_n_train_steps=2, save_last=True)
     t = trainer(tmp_path / "b", 5, precision="bf16-mixed", callbacks=[ckpt])
     t.fit(resumed, dm(food), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
@@ -71,7 +55,7 @@ def test_bf16_mixed_fit_trains_and_resumes_exactly(tmp_path, food):
 
 def _losses(food, tmp_path, compile: bool) -> list[float]:
     L.seed_everything(0)
-    model = tiny(compile=compile)
+    model = tiny_module(compile=compile)
     seen = []
 
     class Record(L.Callback):

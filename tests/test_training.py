@@ -16,7 +16,7 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_caltech101, make_food101, make_sun397
-from trainers import Kill, trainer
+from trainers import Kill, tiny_module, trainer
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.yaml")
 
@@ -24,21 +24,6 @@ RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.
 @pytest.fixture(scope="module")
 def food(tmp_path_factory):
     return make_food101(str(tmp_path_factory.mktemp("food")), classes=3, per_class=8)
-
-
-def tiny_module(**kw):
-    args = dict(
-        pretrained=None,
-        vae=None,
-        size="tiny",
-        in_channels=3,
-        sample_size=16,
-        num_classes=3,
-        ema_decay=0.9,
-        lr=1e-3,
-        export_on_fit_end=False,
-    )
-    return DiTFineTune(**{**args, **kw})
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,26 @@
-"""Shared Lightning test scaffolding: a quiet single-process CPU trainer and a callback that simulates a kill."""
+"""Shared Lightning test scaffolding: a tiny DiT fine-tune, a quiet single-process CPU trainer and a callback that
+simulates a kill."""
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+
+from priorswap.toolkit.training.module import DiTFineTune
+
+
+def tiny_module(**kw) -> DiTFineTune:
+    """A ~1M-parameter DiT trained from scratch on 16 px RGB, 3 classes; ``kw`` overrides any argument."""
+    args = dict(
+        pretrained=None,
+        vae=None,
+        size="tiny",
+        in_channels=3,
+        sample_size=16,
+        num_classes=3,
+        ema_decay=0.9,
+        lr=1e-3,
+        export_on_fit_end=False,
+    )
+    return DiTFineTune(**{**args, **kw})
 
 
 def trainer(tmp_path, max_steps, **kw):
