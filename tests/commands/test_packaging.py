@@ -7,9 +7,10 @@ import zipfile
 
 import pytest
 
+from repo_paths import REPO
+
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = {
     "toolkit": "priorswap.toolkit",
     "data": "priorswap.data",

@@ -1,13 +1,12 @@
 """The code stays as ruff formats and lints it (settings in pyproject.toml), so diffs show changes, not restyling."""
 
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
 
 
 @pytest.mark.skipif(

@@ -22,9 +22,10 @@ from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.vbench import amt as A
 from priorswap.toolkit.vbench.amt_net import AMTS
 
+from repo_paths import FIXTURES
 from vbench_factories import amt_file, amt_pattern, amt_state
 
-REF = os.path.join(os.path.dirname(__file__), "fixtures", "amt_upstream.npz")
+REF = os.path.join(FIXTURES, "amt_upstream.npz")
 
 
 @pytest.fixture(scope="module")

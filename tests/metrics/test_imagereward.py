@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.metrics.imagereward import ImageReward, build_imagereward  # noqa: E402
 
 import metric_factories as mf  # noqa: E402
+from repo_paths import FIXTURES  # noqa: E402
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "imagereward_tiny.json")
+FIXTURE = os.path.join(FIXTURES, "imagereward_tiny.json")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.errors import PriorswapError  # noqa: E402
 from priorswap.toolkit.metrics import (
     DINOv2Extractor,

@@ -19,6 +19,7 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
+from repo_paths import RECIPES
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_lora_export_records_its_base(dirs):
 def test_fit_cli_takes_a_lora_block(dirs, tmp_path, monkeypatch):
     base, _, food = dirs
     monkeypatch.chdir(tmp_path)  # LightningCLI writes config.yaml and checkpoints/ here
-    recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "tiny_food101.yaml")
+    recipe = os.path.join(RECIPES, "tiny_food101.yaml")
     args = ["fit", "-c", recipe, "--data.root", food, "--data.init_args.resolution", "16", "--trainer.logger", "false"]
     args += ["--model.pretrained", base, "--model.sample_size", "16", "--trainer.max_steps", "2"]
     args += ["--model.lora", '{"rank": 4, "alpha": 4}', "--trainer.callbacks", "[]", "--trainer.limit_val_batches", "0"]

@@ -9,7 +9,9 @@ import pytest
 from priorswap.toolkit.training.cli import PriorswapCLI, shipped_recipes
 from priorswap.toolkit.training.module import DiTFineTune
 
-RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "recipes")
+import repo_paths
+
+RECIPE_DIR = repo_paths.RECIPES
 BASE = "dit_xl2_base.yaml"  # the paper recipes' shared settings; loaded by each of them, not used alone
 RECIPES = sorted(r for r in glob.glob(os.path.join(RECIPE_DIR, "*.yaml")) if os.path.basename(r) != BASE)
 PAPER = ["dit_xl2_food101.yaml", "dit_xl2_sun397.yaml", "dit_xl2_caltech101.yaml"]

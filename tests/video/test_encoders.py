@@ -24,7 +24,8 @@ from priorswap.toolkit.video.encoders import (
 from priorswap.toolkit.video.resampler import Resampler, ResamplerConfig
 from priorswap.toolkit.video.vae import decode_frames, diffusers_vae_config, encode_mean, ldm_vae_to_diffusers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
+
 NO_REFERENCE = "the DynamiCrafter reference folder (../shared/dynamicrafter-reference) is not beside this checkout"
 TINY_CLIP = {  # a few-layer tower for the tests that need no reference
     "embed_dim": 8,

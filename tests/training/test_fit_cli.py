@@ -16,8 +16,8 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_caltech101, make_food101, make_sun397
+from repo_paths import RECIPES
 
-RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
 TINY = os.path.join(RECIPES, "tiny_food101.yaml")
 CB = "--trainer.callbacks.init_args."
 FMNIST = '{"class_path": "priorswap.toolkit.demo.classifier.FMNISTExtractor"}'  # a cheap built-in feature network

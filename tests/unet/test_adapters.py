@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.core.offload import Offloaded  # noqa: E402
 from priorswap.toolkit.core.sampling import DualGuidance, Guidance, dual_cfg_eps, make_scheduler  # noqa: E402

@@ -16,9 +16,10 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_caltech101, make_food101, make_sun397
+from repo_paths import RECIPES
 from trainers import Kill, tiny_module, trainer
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "tiny_food101.yaml")
+RECIPE = os.path.join(RECIPES, "tiny_food101.yaml")
 
 
 @pytest.fixture(scope="module")

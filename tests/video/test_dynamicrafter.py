@@ -21,7 +21,8 @@ from priorswap.toolkit.cli import main
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.video.tiny import save_tiny_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
+
 NO_REFERENCE = "the DynamiCrafter reference folder (../shared/dynamicrafter-reference) is not beside this checkout"
 
 

@@ -1,6 +1,6 @@
 """Opt-in (PRIORSWAP_REAL_SIZE=1): the paper recipe at true DiT-XL/2 size on this machine's CPU, random weights.
 
-    PRIORSWAP_REAL_SIZE=1 python -m pytest tests/test_real_size.py -m slow_real_size -s
+    PRIORSWAP_REAL_SIZE=1 python -m pytest tests/training/test_real_size.py -m slow_real_size -s
 
 Each fit runs in its own process (its peak resident memory is that run's alone) with the recipe as shipped except
 for sizes: batch 1, 3 steps at bf16-mixed, gradient checkpointing off then on, and the callback's evaluation at
@@ -27,9 +27,10 @@ from priorswap.toolkit.dit.models import build_dit, dit_scheduler_config
 
 from fakedata import make_food101
 from metric_factories import inception_weights
+from repo_paths import RECIPES
 
 pytestmark = pytest.mark.slow_real_size
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "dit_xl2_food101.yaml")
+RECIPE = os.path.join(RECIPES, "dit_xl2_food101.yaml")
 CB = "--trainer.callbacks.init_args."
 
 

@@ -5,12 +5,10 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.metrics import LPIPS, CLIPSimilarity, DINOv2Extractor, dino_similarity, psnr, ssim
 

@@ -16,8 +16,6 @@ from priorswap.toolkit.cli import OneLineParser, build_parser, main
 
 from factories import save_dit_pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def run(capsys, *args):
     code = main(list(args))

@@ -17,9 +17,9 @@ from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.vbench import dimensions
 from priorswap.toolkit.vbench.dreamsim import DreamSimEnsemble, LoRAQKV, normalize_embeds
 
+from repo_paths import FIXTURES
 from vbench_factories import DREAMSIM_LORA_CONFIG, dreamsim_folder
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 _FULL = {}
 
 
@@ -44,8 +44,8 @@ def tiny(tmp_path_factory):
 # -- equality with DreamSim's own code ---------------------------------------------------------------------------
 @torch.no_grad()
 def test_matches_numbers_from_dreamsims_own_code():
-    """dreamsim 0.2.1 run once on the seed-0 folder gave these features (tests/data); they fix the architecture."""
-    ref = json.load(open(os.path.join(HERE, "data", "dreamsim_ensemble_seed0.json")))
+    """dreamsim 0.2.1 run once on the seed-0 folder gave these features (tests/fixtures); they fix the architecture."""
+    ref = json.load(open(os.path.join(FIXTURES, "dreamsim_ensemble_seed0.json")))
     ours = DreamSimEnsemble(full_size_folder())
     x = upstream_inputs()
     raw = torch.cat([ours(x[i : i + 1]) for i in range(len(x))])

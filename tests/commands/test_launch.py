@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from test_eval_protocols import assert_same_values, env, values, zero123_args  # noqa: F401 - env is a fixture
 
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.launch import detect
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
+from protocol_factories import assert_same_values, protocol_env, values, zero123_args
 
 LIMIT = 240  # seconds: a hung rendezvous or barrier fails the test instead of the suite
 
@@ -27,6 +27,11 @@ def dit(tmp_path_factory):
     with open(os.path.join(ft, "id2label.json"), "w") as f:  # --classifier fmnist scores these 3 of its classes
         json.dump({"0": "T-shirt/top", "1": "Trouser", "2": "Pullover"}, f)
     return base, ft, make_food101(str(root / "food"), classes=3, per_class=3, test_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return protocol_env(tmp_path_factory.mktemp("protocols"))
 
 
 def eval_dit_args(dit, out):
@@ -105,7 +110,7 @@ def test_slurm_environment_shards_eval_dit_by_itself(dit, tmp_path, capsys):
         assert two[k] == pytest.approx(one[k], rel=1e-6, abs=1e-9), k
 
 
-def test_torchrun_protocol_eval_samples_by_rank_then_rank_zero_scores(env, tmp_path, capsys):  # noqa: F811
+def test_torchrun_protocol_eval_samples_by_rank_then_rank_zero_scores(env, tmp_path, capsys):
     assert main([*zero123_args(env, tmp_path / "one"), "--no-progress"]) == 0
     capsys.readouterr()
     res = torchrun(*zero123_args(env, tmp_path / "two"), "--no-progress")

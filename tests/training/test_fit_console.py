@@ -14,8 +14,8 @@ from priorswap.toolkit.cli import main
 from priorswap.toolkit.training.module import DiTFineTune
 
 from fakedata import make_food101
+from repo_paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "recipes", "tiny_food101.yaml")
 
 
