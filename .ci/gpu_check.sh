@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: bounded, its output kept, its status r
   echo "$rc" >"$work/$name.rc"
   tail -n 3 "$work/$name.log" >&2
 }
-step gpu_tests 120 $py -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
+step gpu_tests 120 $py -m pytest -m gpu tests/dit/test_gpu.py -q -p no:cacheprovider
 for size in "${sizes[@]}"; do
   tag=${size//\//}
   step "bench_sample_$tag" 150 $cli bench sample --size "$size" --batch-sizes "${sample_batches[@]}" \
@@ -45,7 +45,7 @@ for size in "${sizes[@]}"; do
   step "bench_train_$tag" 150 $cli bench train --size "$size" "${train[@]}" --json
 done
 PRIORSWAP_REAL_SIZE=1 PRIORSWAP_REAL_SIZE_OUT="$work/fit.json" \
-  step real_size_fit 240 $py -m pytest tests/test_real_size.py -m slow_real_size -q -p no:cacheprovider --basetemp "$work/fit"
+  step real_size_fit 240 $py -m pytest tests/training/test_real_size.py -m slow_real_size -q -p no:cacheprovider --basetemp "$work/fit"
 $py - "$work" "$out" "$dry" "$(( $(date +%s) - start ))" <<'EOF'
 import glob, json, os, sys
 

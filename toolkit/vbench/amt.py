@@ -5,7 +5,7 @@ each result with the odd frame it stands for.
 Checked once against upstream's own code (``networks/AMT-S.py`` and ``MotionSmoothness.motion_score``) with a
 seeded fabricated state dict in upstream's layout: ``imgt_pred`` identical in float32 (max difference 0.0) on
 256x256, 128x160 and replicate-padded 201x137 pairs, and the scores of synthetic 16-frame 256x256 and 15-frame
-201x137 videos identical; ``tests/test_amt.py`` keeps a reference made by upstream.
+201x137 videos identical; ``tests/vbench/test_amt.py`` keeps a reference made by upstream.
 """
 
 from __future__ import annotations
