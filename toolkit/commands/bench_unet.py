@@ -221,7 +221,6 @@ def video_worker(job: dict) -> dict:
 def worker(job: dict) -> dict:
     import torch
 
-    from ..unet.run import PREPARE, load_paired_prior
     from . import sample_unet
 
     if job["kind"] == "dynamicrafter":
@@ -250,8 +249,7 @@ def worker(job: dict) -> dict:
         args = sample_unet.SampleZero123(polar=30.0, azimuth=60.0, **({"size": size} if size else {}), **common)
     else:
         args = sample_unet.SampleVD(size=size, **common)
-    prepared = PREPARE[job["kind"]](args)
-    prior = load_paired_prior(args, prepared)
+    prepared, prior = sample_unet.prepare_paired(args, job["kind"])
     prepared.samples(args, prior)  # warm-up at the same batch shape, one step
     args.steps = job["steps"]
     seconds = float("inf")

@@ -118,12 +118,11 @@ def _run(args: EvalDiT, launch) -> int:
     import importlib
 
     from ..core.pairing import pair
-    from ..core.sampling import vae_decoder
+    from ..core.sampling import DTYPES, vae_decoder
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
     from ..files import write_text_atomic
     from ..launch import all_reduce_sum
     from ..metrics.factory import build_extractor, metric_name
-    from .common import torch_dtype
     from .eval_checks import check_classifier_width, check_fmnist_classes, reference_note
 
     rank, world = (launch.rank, launch.world) if launch is not None else (0, 1)
@@ -136,8 +135,8 @@ def _run(args: EvalDiT, launch) -> int:
     from ..dit.load import load_dit
     from ..priors import resolve_prior
 
-    model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
-    prior = resolve_prior(model, args.prior, torch_dtype(args.dtype), args.device)  # "base": a LoRA's own, free
+    model = load_dit(args.model, "model", DTYPES[args.dtype], args.device)
+    prior = resolve_prior(model, args.prior, DTYPES[args.dtype], args.device)  # "base": a LoRA's own, free
     den = model.denoiser
     paired = pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     if args.classifier == "fmnist":  # accuracy against the wrong class map would be a number without meaning

@@ -162,3 +162,13 @@ def load_vae(ref: str, index: dict, dtype: torch.dtype | None, what: str = "mode
         return None
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
     return vae
+
+
+def load_network(
+    ref: str, index: dict, name: str, sched: dict, dtype: torch.dtype | None, what: str, channels: str = "in_channels"
+) -> tuple[Any, torch.nn.Module | None, LatentSpace]:
+    """A pipeline's denoising network (component ``name``), its VAE (None: pixel space) and their
+    :class:`LatentSpace`; ``channels`` names the network config's latent width (a pixel-space model's only)."""
+    net = load_component(ref, index, name, dtype, what)
+    vae = load_vae(ref, index, dtype, what)
+    return net, vae, latent_space(ref, sched, vae, int(getattr(net.config, channels)))

@@ -66,6 +66,15 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_exactly(module: nn.Module, state: dict[str, torch.Tensor], problem: str, width: int = 150) -> None:
+    """``module.load_state_dict(state, strict=True)``; a file that does not fit is a one-line error: ``problem``,
+    then the first line of torch's own message (cut at ``width`` characters)."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise PriorswapError(f"{problem} ({str(e).splitlines()[0][:width]})") from None
+
+
 def _eval(module: nn.Module) -> nn.Module:
     """Eval mode where the module allows it (an exported program's module has no train/eval switch)."""
     try:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.transforms import functional as TF
 
 from ..errors import PriorswapError
-from ..metrics.extractor import load_state_dict_file
+from ..metrics.extractor import load_exactly, load_state_dict_file
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # dreamsim/constants.py 2-3
 OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # constants.py 4-5
@@ -79,12 +79,7 @@ def _vit(state: dict, path: str, clip: bool, quick_gelu: bool) -> nn.Module:
     if clip:
         vit.norm_pre = nn.LayerNorm(width)
         state = {("norm_pre." + k[len("pos_drop.") :] if k.startswith("pos_drop.") else k): v for k, v in state.items()}
-    try:
-        vit.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise PriorswapError(
-            f"DreamSim file {path!r} does not fit a ViT-B/16 in DINO's key names ({str(e).splitlines()[0][:150]})"
-        ) from None
+    load_exactly(vit, state, f"DreamSim file {path!r} does not fit a ViT-B/16 in DINO's key names")
     if clip:
         for m in vit.modules():
             if isinstance(m, nn.LayerNorm):
