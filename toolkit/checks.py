@@ -72,7 +72,7 @@ def check_device(device: str, dtype: str | None = None) -> None:
     if device != "cpu" and not device.startswith("cuda"):
         raise PriorswapError(f"unknown --device {device!r}; expected cpu, cuda or cuda:N")
     if device.startswith("cuda"):
-        import torch
+        import torch  # here, not at the top: every command's check() imports this file, and --help must stay torch-free
 
         if not torch.cuda.is_available():
             raise PriorswapError(f"--device {device} requested but no CUDA device is available; use --device cpu")
@@ -84,7 +84,7 @@ def resolve_device(device: str) -> str:
     """``auto`` is ``cuda`` when a CUDA device is available, else ``cpu``; anything else is returned as given."""
     if device != "auto":
         return device
-    import torch
+    import torch  # see check_device
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 

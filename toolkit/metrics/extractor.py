@@ -10,6 +10,7 @@ import hashlib
 import os
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import PriorswapError
@@ -51,8 +52,6 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a ``torch.save`` file (loaded with ``weights_only=True``)."""
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

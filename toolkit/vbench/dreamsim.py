@@ -65,7 +65,7 @@ def _vit(state: dict, path: str, clip: bool, quick_gelu: bool) -> nn.Module:
     file (768 in DreamSim's release, where DreamSim builds ``vit_base``). The CLIP branches get ln_pre (DreamSim's
     ``pos_drop`` LayerNorm), LayerNorm eps 1e-5 and, for OpenAI's, QuickGELU (``load_clip_as_dino.py`` 21-32,
     ``load_open_clip_as_dino.py`` 16-21); DINO keeps eps 1e-6 and GELU (``vision_transformer.py`` ``vit_base``)."""
-    import timm
+    import timm  # only the i2v_background dimension needs timm
 
     cls = state.get("cls_token")
     width = cls.shape[-1] if torch.is_tensor(cls) and cls.ndim == 3 else 0

@@ -28,7 +28,7 @@ class DINOFeatures(nn.Module):
 
     def __init__(self, weights: str):
         super().__init__()
-        import timm
+        import timm  # each network's library loads only with the dimension that uses it
 
         path = require_file(weights, "DINO weights", "expected dino_vitbase16_pretrain.pth (facebookresearch/dino)")
         state = load_state_dict_file(path)
@@ -66,7 +66,7 @@ def load_openai_clip(path: str, what: str = "CLIP weights"):
     """An OpenAI CLIP (``ViT-B-32.pt``, ``ViT-L-14.pt``): a TorchScript archive as released, or a plain state dict
     with the same keys. Only the tensors are taken; the model is open_clip's rebuild of the OpenAI architecture
     (QuickGELU), in fp32 (``clip.load`` upcasts the fp16 release weights the same way on a CPU)."""
-    from open_clip.model import build_model_from_openai_state_dict
+    from open_clip.model import build_model_from_openai_state_dict  # only the CLIP dimensions need open_clip
 
     path = require_file(path, what, "expected OpenAI's ViT-B-32.pt / ViT-L-14.pt (the files VBench's clip.load reads)")
     try:

@@ -36,7 +36,7 @@ FILES = {
 
 
 def _dreamsim_folder(path: str) -> None:
-    from .dreamsim import check_folder
+    from .dreamsim import check_folder  # dreamsim.py needs torch; this file is read for --help
 
     check_folder(path)
 

@@ -83,7 +83,7 @@ def _rows(path: str) -> list[dict]:
 
 def check_images(items: list[VideoItem]) -> None:
     """Every image exists and decodes, before the first sample."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # here: `priorswap eval --help` reads this file
 
     for it in items:
         try:

@@ -29,8 +29,8 @@ from ..core.offload import Offloaded
 from ..core.pairing import pair, schedule_mismatch
 from ..core.sampling import DualGuidance, Guidance, sample
 from ..errors import PriorswapError
-from .config import VideoModelConfig, alphas_cumprod
-from .ddim import UpstreamDDIM
+from .config import VideoModelConfig
+from .ddim import UpstreamDDIM, alphas_cumprod
 from .denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
 from .loading import VideoModel
 from .vae import decode_frames, encode_mean
@@ -126,6 +126,7 @@ def encode_job(model: VideoModel, job: VideoJob) -> dict[str, Tensor]:
 
 def video_decoder(model: VideoModel, device: str):
     """Latents (B, 4, T, h, w) -> videos (B, 3, T, H, W) in [-1, 1] (not clamped), one frame at a time."""
+
     def decode(z: Tensor) -> Tensor:
         vae = model.vae.to(device)
         p = next(vae.parameters())
