@@ -196,9 +196,18 @@ def video_worker(job: dict) -> dict:
     model = load_video_model(job["model"], "dynamicrafter", "model", dtype, home)
     prior = load_video_model(job["prior"], "videocrafter", "prior", dtype, home) if job["prior"] else None
     size = (job["size"], job["size"]) if job["size"] else None
-    vjob = VideoJob(image=Image.open(job["image"]), prompt="a dog running", num_samples=job["num_samples"], steps=1,
-                    batch_size=job["num_samples"], size=size, device=job["device"], offload=offload, progress=False,
-                    spacing="uniform_trailing")  # fmt: skip
+    vjob = VideoJob(
+        image=Image.open(job["image"]),
+        prompt="a dog running",
+        num_samples=job["num_samples"],
+        steps=1,
+        batch_size=job["num_samples"],
+        size=size,
+        device=job["device"],
+        offload=offload,
+        progress=False,
+        spacing="uniform_trailing",
+    )
     prepared = prepare(model, prior, vjob)
     swapped = prior is not None
     prepared.samples(swapped)  # warm-up at the same batch shape, one step
@@ -214,8 +223,15 @@ def video_worker(job: dict) -> dict:
         seconds = min(seconds, time.perf_counter() - start)
     nets = [model.unet, model.vae] + ([] if prior is None else [prior.unet])
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
-    return {"kind": job["kind"], "mode": job["mode"], "weights_mb": _weights_mb(nets), "peak_mb": peak,
-            "s_per_sample": seconds / job["num_samples"], "steps": job["steps"], "num_samples": job["num_samples"]}  # fmt: skip
+    return {
+        "kind": job["kind"],
+        "mode": job["mode"],
+        "weights_mb": _weights_mb(nets),
+        "peak_mb": peak,
+        "s_per_sample": seconds / job["num_samples"],
+        "steps": job["steps"],
+        "num_samples": job["num_samples"],
+    }
 
 
 def worker(job: dict) -> dict:

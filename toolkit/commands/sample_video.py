@@ -22,25 +22,32 @@ class SampleDynamiCrafter(VideoSamplingOptions):
     prompt: str = arg(help="the text prompt (empty is allowed: it is the null text)")
     output_dir: str = arg(help="folder for input.png, vanilla/, swapped/, compare.mp4, compare.gif, meta.json")
     prior: str | None = arg(
-        None, help="VideoCrafter1 T2V (folder, .ckpt or VideoCrafter/Text2Video-512) whose e(x_t, \"\") replaces "
-        "DynamiCrafter's e(null text, null image); omit for vanilla only"
-    )  # fmt: skip
+        None,
+        help='VideoCrafter1 T2V (folder, .ckpt or VideoCrafter/Text2Video-512) whose e(x_t, "") replaces '
+        "DynamiCrafter's e(null text, null image); omit for vanilla only",
+    )
     num_samples: int = arg(1, help="videos per mode; sample i uses seed + i")
     frame_stride: int = arg(3, help="frame stride fs (DynamiCrafter-256's motion control)")
     eta: float = arg(1.0, help="DDIM eta (1.0 as the released scripts; 0 is deterministic)")
     text_guidance: float = arg(7.5, help="gT (Eq. 8), or the single CFG scale without --image-guidance")
     image_guidance: float | None = arg(
-        None, help="gI (Eq. 8; the paper uses 1.5): dual CFG; omit for single CFG, whose unconditional branch drops "
-        "text and image together"
-    )  # fmt: skip
+        None,
+        help="gI (Eq. 8; the paper uses 1.5): dual CFG; omit for single CFG, whose unconditional branch drops "
+        "text and image together",
+    )
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid (uniform: t = 1, 21, ..., 981)")
     fps: float = arg(8.0, help="frame rate of the written videos")
     seed: int = arg(0, help="sample i uses seed + i")
     compare: bool = arg(True, flag="--no-vanilla", help="with --prior: skip the vanilla videos")
 
     def check(self) -> None:
-        for flag, value in (("--num-samples", self.num_samples), ("--steps", self.steps),
-                            ("--batch-size", self.batch_size), ("--size", self.size), ("--frame-stride", self.frame_stride)):  # fmt: skip
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--steps", self.steps),
+            ("--batch-size", self.batch_size),
+            ("--size", self.size),
+            ("--frame-stride", self.frame_stride),
+        ):
             checks.at_least(flag, value)
         checks.check_scales("--text-guidance", self.text_guidance)
         checks.check_scales("--image-guidance", self.image_guidance)
@@ -68,11 +75,22 @@ def run(cfg: SampleDynamiCrafter) -> int:
 
     size = (cfg.size, cfg.size) if cfg.size else None
     job = VideoJob(
-        image=read_image(cfg.image), prompt=cfg.prompt, num_samples=cfg.num_samples, steps=cfg.steps, eta=cfg.eta,
-        text_scale=cfg.text_guidance, image_scale=cfg.image_guidance, frame_stride=cfg.frame_stride, seed=cfg.seed,
-        spacing=cfg.timestep_spacing, size=size, batch_size=cfg.batch_size, device=cfg.device, offload=cfg.offload,
+        image=read_image(cfg.image),
+        prompt=cfg.prompt,
+        num_samples=cfg.num_samples,
+        steps=cfg.steps,
+        eta=cfg.eta,
+        text_scale=cfg.text_guidance,
+        image_scale=cfg.image_guidance,
+        frame_stride=cfg.frame_stride,
+        seed=cfg.seed,
+        spacing=cfg.timestep_spacing,
+        size=size,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        offload=cfg.offload,
         progress=cfg.progress,
-    )  # fmt: skip
+    )
     prepared = prepare_video(cfg.model, cfg.prior, job, DTYPES[cfg.dtype])
     videos = prepared.videos(cfg.compare)
     write_outputs(cfg.output_dir, prepared.encoded["input"], videos, cfg.fps, cfg.seed, dict(vars(cfg)))

@@ -33,8 +33,10 @@ BRANCHES = (  # dreamsim/config.py 3-9: model_type, feat_type; model.py 178-196:
     ("clip_vitb16", "clip_vitb16_pretrain.pth.tar", OPENAI_CLIP),
     ("open_clip_vitb16", "open_clip_vitb16_pretrain.pth.tar", OPENAI_CLIP),
 )
-LAYOUT = ("checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar "
-          "and ensemble_lora/ (what dreamsim(pretrained=True, cache_dir=DIR) downloads)")  # fmt: skip
+LAYOUT = (
+    "checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar "
+    "and ensemble_lora/ (what dreamsim(pretrained=True, cache_dir=DIR) downloads)"
+)
 ADAPTERS = ("adapter_model.safetensors", "adapter_model.bin")  # peft's names, safetensors first as peft loads them
 
 
@@ -143,12 +145,17 @@ def _lora(folder: str) -> tuple[dict, float]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PriorswapError(f"{cfg_path!r} is not peft's LoRA adapter_config.json ({type(e).__name__}: {e})") from None
     bad = {
-        "peft_type": cfg.get("peft_type", "LORA") != "LORA", "target_modules": sorted(cfg.get("target_modules") or []) != ["qkv"],
-        "bias": cfg.get("bias", "none") != "none", "use_dora": bool(cfg.get("use_dora")),
-        "use_rslora": bool(cfg.get("use_rslora")), "modules_to_save": bool(cfg.get("modules_to_save")),
-        "rank_pattern": bool(cfg.get("rank_pattern")), "alpha_pattern": bool(cfg.get("alpha_pattern")),
-        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")), "layers_to_transform": cfg.get("layers_to_transform") is not None,
-    }  # fmt: skip
+        "peft_type": cfg.get("peft_type", "LORA") != "LORA",
+        "target_modules": sorted(cfg.get("target_modules") or []) != ["qkv"],
+        "bias": cfg.get("bias", "none") != "none",
+        "use_dora": bool(cfg.get("use_dora")),
+        "use_rslora": bool(cfg.get("use_rslora")),
+        "modules_to_save": bool(cfg.get("modules_to_save")),
+        "rank_pattern": bool(cfg.get("rank_pattern")),
+        "alpha_pattern": bool(cfg.get("alpha_pattern")),
+        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
+        "layers_to_transform": cfg.get("layers_to_transform") is not None,
+    }
     if any(bad.values()):
         odd = ", ".join(f"{k}={cfg.get(k)!r}" for k, v in bad.items() if v)
         raise PriorswapError(f"{cfg_path!r} sets {odd}; DreamSim's ensemble LoRA is plain LoRA on 'qkv'")

@@ -115,8 +115,15 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
     key = _run_key(run, items)
     claim_output(run.output_dir, key, methods)
     indexed = [(i, it) for i, it in enumerate(items) if run.shard is None or i % run.shard[1] == run.shard[0]]
-    missing = [(i, it) for i, it in indexed if not all(os.path.isfile(video_path(run.output_dir, m.name, it, k))
-                                                         for m in methods for k in range(run.videos_per_prompt))]  # fmt: skip
+
+    def written(it: VideoItem) -> bool:
+        return all(
+            os.path.isfile(video_path(run.output_dir, m.name, it, k))
+            for m in methods
+            for k in range(run.videos_per_prompt)
+        )
+
+    missing = [(i, it) for i, it in indexed if not written(it)]
     made = _sample(run, methods, missing, load_video_model) if missing else 0
     if run.shard is not None:
         print(f"shard {run.shard[0]}/{run.shard[1]}: made {made} videos; run again without --shard to score")
@@ -142,8 +149,20 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
 
 def _run_key(run: VideoEvalRun, items: list[VideoItem]) -> dict:
     digest = hashlib.sha256("\n".join(f"{it.prompt}|{it.image}" for it in items).encode()).hexdigest()[:16]
-    keep = ("model", "videos_per_prompt", "steps", "eta", "text_guidance", "image_guidance", "frame_stride",
-            "timestep_spacing", "size", "fps", "seed", "dtype")  # fmt: skip
+    keep = (
+        "model",
+        "videos_per_prompt",
+        "steps",
+        "eta",
+        "text_guidance",
+        "image_guidance",
+        "frame_stride",
+        "timestep_spacing",
+        "size",
+        "fps",
+        "seed",
+        "dtype",
+    )
     return {**{k: getattr(run, k) for k in keep}, "kind": "dynamicrafter", "items": len(items), "items_digest": digest}
 
 
@@ -154,12 +173,23 @@ def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
     priors = {m.name: load_video_model(m.prior, "videocrafter", f"prior {m.name}", dtype, home) for m in methods[1:]}
     made = 0
     for i, it in todo:
-        job = VideoJob(image=Image.open(it.image), prompt=it.prompt, num_samples=run.videos_per_prompt, steps=run.steps,
-                       eta=run.eta, text_scale=run.text_guidance, image_scale=run.image_guidance,
-                       frame_stride=run.frame_stride, seed=run.seed + i * run.videos_per_prompt,
-                       spacing=run.timestep_spacing, batch_size=run.batch_size, device=run.device, offload=run.offload,
-                       size=(run.size, run.size) if run.size else None,
-                       progress=run.progress)  # fmt: skip
+        job = VideoJob(
+            image=Image.open(it.image),
+            prompt=it.prompt,
+            num_samples=run.videos_per_prompt,
+            steps=run.steps,
+            eta=run.eta,
+            text_scale=run.text_guidance,
+            image_scale=run.image_guidance,
+            frame_stride=run.frame_stride,
+            seed=run.seed + i * run.videos_per_prompt,
+            spacing=run.timestep_spacing,
+            batch_size=run.batch_size,
+            device=run.device,
+            offload=run.offload,
+            size=(run.size, run.size) if run.size else None,
+            progress=run.progress,
+        )
         conds = encode_job(model, job)  # the image and prompt are encoded once, for every method
         for m in methods:
             paths = [video_path(run.output_dir, m.name, it, k) for k in range(run.videos_per_prompt)]

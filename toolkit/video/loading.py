@@ -97,8 +97,13 @@ def convert(ckpt: str, out: str, flavour: str, config: str | None = None, opencl
             state = {k: v.contiguous() for k, v in net.state_dict().items()}
             save_file(state, os.path.join(tmp, f"{name}.safetensors"), metadata={"format": "pt"})
         vae.save_pretrained(os.path.join(tmp, "vae"))
-        meta = {"format": FORMAT, "model": cfg.to_json(), "text_openclip": text_clip, "image_openclip": image_clip,
-                "source": os.path.basename(ckpt)}  # fmt: skip
+        meta = {
+            "format": FORMAT,
+            "model": cfg.to_json(),
+            "text_openclip": text_clip,
+            "image_openclip": image_clip,
+            "source": os.path.basename(ckpt),
+        }
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(meta, f, indent=2)
         with open(os.path.join(tmp, "model_index.json"), "w") as f:
@@ -138,8 +143,10 @@ def resolve(ref: str, flavour: str, what: str) -> str:
 
 
 def _download(repo: str, filename: str, what: str) -> str:
-    hint = (f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
-            f"DIR/{filename} (or its `priorswap convert` folder)")  # fmt: skip
+    hint = (
+        f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
+        f"DIR/{filename} (or its `priorswap convert` folder)"
+    )
     if not cached(repo, filename):
         reason = unreachable_reason()
         if reason:
@@ -160,8 +167,9 @@ def peek_config(ref: str) -> VideoModelConfig | None:
         return None
 
 
-def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.dtype | None = None,
-                     device: torch.device | str = "cpu") -> VideoModel:  # fmt: skip
+def load_video_model(
+    ref: str, flavour: str, what: str = "model", dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+) -> VideoModel:
     """A converted folder, released ``.ckpt`` or hub id of ``flavour`` ("dynamicrafter" or "videocrafter")."""
     folder = resolve(ref, flavour, what)
     try:
@@ -191,6 +199,12 @@ def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.d
         net.eval().requires_grad_(False).to(device=device, dtype=dtype)
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), torch_dtype=dtype).eval().requires_grad_(False)
     return VideoModel(
-        flavour, cfg, nets["unet"], vae.to(device), nets["text_encoder"], nets.get("image_encoder"),
-        nets.get("image_proj"), ref,
-    )  # fmt: skip
+        flavour,
+        cfg,
+        nets["unet"],
+        vae.to(device),
+        nets["text_encoder"],
+        nets.get("image_encoder"),
+        nets.get("image_proj"),
+        ref,
+    )

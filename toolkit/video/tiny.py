@@ -79,7 +79,7 @@ def tiny_yaml(flavour: str) -> dict:
                     "num_res_blocks": 1,
                     "attn_resolutions": [],
                     "dropout": 0.0,
-                },  # fmt: skip
+                },
             },
         },
         "cond_stage_config": {
@@ -104,7 +104,7 @@ def tiny_yaml(flavour: str) -> dict:
                 "output_dim": 16,
                 "ff_mult": 4,
                 "video_length": 16,
-            },  # fmt: skip
+            },
         }
     target = (
         "lvdm.models.ddpm3d.LatentVisualDiffusion"
