@@ -28,6 +28,13 @@ def at_least(flag: str, value: int | float | None, low: int | float = 1) -> None
         raise PriorswapError(f"{flag} must be at least {low}, got {value}")
 
 
+def at_least_one(config: object, *fields: str) -> None:
+    """:func:`at_least` 1 for each named field of a flags dataclass, its flag spelled as the command line spells it
+    (``num_samples`` is ``--num-samples``)."""
+    for name in fields:
+        at_least("--" + name.replace("_", "-"), getattr(config, name))
+
+
 def in_unit_interval(flag: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise PriorswapError(f"{flag} must lie in [0, 1], got {value}")

@@ -77,16 +77,9 @@ class EvalDiT:
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def check(self) -> None:
-        for flag, value in (
-            ("--num-samples", self.num_samples),
-            ("--steps", self.steps),
-            ("--runs", self.runs),
-            ("--batch-size", self.batch_size),
-            ("--resolution", self.resolution),
-            ("--reference-samples", self.reference_samples),
-            ("--guide-channels", self.guide_channels),
-        ):
-            checks.at_least(flag, value)
+        checks.at_least_one(
+            self, "num_samples", "steps", "runs", "batch_size", "resolution", "reference_samples", "guide_channels"
+        )
         checks.check_scheduler(self.scheduler)
         checks.check_scales("--guidance-scale", self.guidance_scale)
         if self.extractor.lower() not in EXTRACTORS and not os.path.isfile(os.path.expanduser(self.extractor)):

@@ -41,14 +41,7 @@ class SampleDynamiCrafter(VideoSamplingOptions):
     compare: bool = arg(True, flag="--no-vanilla", help="with --prior: skip the vanilla videos")
 
     def check(self) -> None:
-        for flag, value in (
-            ("--num-samples", self.num_samples),
-            ("--steps", self.steps),
-            ("--batch-size", self.batch_size),
-            ("--size", self.size),
-            ("--frame-stride", self.frame_stride),
-        ):
-            checks.at_least(flag, value)
+        checks.at_least_one(self, "num_samples", "steps", "batch_size", "size", "frame_stride")
         checks.check_scales("--text-guidance", self.text_guidance)
         checks.check_scales("--image-guidance", self.image_guidance)
         if self.eta < 0:
@@ -73,24 +66,7 @@ def run(cfg: SampleDynamiCrafter) -> int:
     from ..video.run import prepare_video
     from ..video.writer import write_outputs
 
-    size = (cfg.size, cfg.size) if cfg.size else None
-    job = VideoJob(
-        image=read_image(cfg.image),
-        prompt=cfg.prompt,
-        num_samples=cfg.num_samples,
-        steps=cfg.steps,
-        eta=cfg.eta,
-        text_scale=cfg.text_guidance,
-        image_scale=cfg.image_guidance,
-        frame_stride=cfg.frame_stride,
-        seed=cfg.seed,
-        spacing=cfg.timestep_spacing,
-        size=size,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        offload=cfg.offload,
-        progress=cfg.progress,
-    )
+    job = VideoJob.from_flags(cfg, read_image(cfg.image), cfg.prompt, cfg.num_samples, cfg.seed)
     prepared = prepare_video(cfg.model, cfg.prior, job, DTYPES[cfg.dtype])
     videos = prepared.videos(cfg.compare)
     write_outputs(cfg.output_dir, prepared.encoded["input"], videos, cfg.fps, cfg.seed, dict(vars(cfg)))

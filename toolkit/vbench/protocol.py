@@ -173,23 +173,8 @@ def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
     priors = {m.name: load_video_model(m.prior, "videocrafter", f"prior {m.name}", dtype, home) for m in methods[1:]}
     made = 0
     for i, it in todo:
-        job = VideoJob(
-            image=Image.open(it.image),
-            prompt=it.prompt,
-            num_samples=run.videos_per_prompt,
-            steps=run.steps,
-            eta=run.eta,
-            text_scale=run.text_guidance,
-            image_scale=run.image_guidance,
-            frame_stride=run.frame_stride,
-            seed=run.seed + i * run.videos_per_prompt,
-            spacing=run.timestep_spacing,
-            batch_size=run.batch_size,
-            device=run.device,
-            offload=run.offload,
-            size=(run.size, run.size) if run.size else None,
-            progress=run.progress,
-        )
+        seed = run.seed + i * run.videos_per_prompt
+        job = VideoJob.from_flags(run, Image.open(it.image), it.prompt, run.videos_per_prompt, seed)
         conds = encode_job(model, job)  # the image and prompt are encoded once, for every method
         for m in methods:
             paths = [video_path(run.output_dir, m.name, it, k) for k in range(run.videos_per_prompt)]

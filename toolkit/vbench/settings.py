@@ -108,15 +108,7 @@ class VideoEvalRun(VideoSamplingOptions):
         return tuple(self.dimensions) if self.dimensions else tuple(d for d in DIMENSIONS if d in BUILT)
 
     def check(self) -> None:
-        for flag, value in (
-            ("--videos-per-prompt", self.videos_per_prompt),
-            ("--limit", self.limit),
-            ("--steps", self.steps),
-            ("--batch-size", self.batch_size),
-            ("--frame-stride", self.frame_stride),
-            ("--size", self.size),
-        ):
-            checks.at_least(flag, value)
+        checks.at_least_one(self, "videos_per_prompt", "limit", "steps", "batch_size", "frame_stride", "size")
         checks.check_scales("--text-guidance", self.text_guidance)
         checks.check_scales("--image-guidance", self.image_guidance)
         for d in self.chosen():

@@ -54,6 +54,16 @@ class VideoJob:
     offload: bool = False
     progress: bool = True
 
+    @classmethod
+    def from_flags(cls, flags: Any, image: Any, prompt: str, num_samples: int, seed: int) -> VideoJob:
+        """A job from ``sample dynamicrafter`` / ``eval dynamicrafter`` flags: their guidance, DDIM grid, size and
+        hardware (``--size`` is the square side)."""
+        size = (flags.size, flags.size) if flags.size else None
+        grid = dict(steps=flags.steps, eta=flags.eta, spacing=flags.timestep_spacing, frame_stride=flags.frame_stride)
+        scales = dict(text_scale=flags.text_guidance, image_scale=flags.image_guidance)
+        run = dict(batch_size=flags.batch_size, device=flags.device, offload=flags.offload, progress=flags.progress)
+        return cls(image, prompt, num_samples, seed=seed, size=size, **grid, **scales, **run)
+
 
 def pixel_multiple(cfg: VideoModelConfig) -> int:
     """Input sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
@@ -180,20 +190,12 @@ class PreparedVideo:
     def samples(self, swapped: bool, desc: str = "sampling") -> Tensor:
         """(num_samples, 3, T, H, W) floats in [-1, 1]; sample i starts from seed + i in either mode."""
         j = self.job
+        seeds = [j.seed + i for i in range(j.num_samples)]
+        loop = dict(steps=j.steps, scheduler=self.scheduler, decode=self.decode)
+        run = dict(batch_size=j.batch_size, device=j.device, progress=j.progress, desc=desc)
+        prior = self.prior if swapped else None
         return sample(
-            self.denoiser,
-            self.conds,
-            self.guidance,
-            prior=self.prior if swapped else None,
-            seeds=[j.seed + i for i in range(j.num_samples)],
-            shape=self.shape,
-            steps=j.steps,
-            scheduler=self.scheduler,
-            decode=self.decode,
-            batch_size=j.batch_size,
-            device=j.device,
-            progress=j.progress,
-            desc=desc,
+            self.denoiser, self.conds, self.guidance, prior=prior, seeds=seeds, shape=self.shape, **loop, **run
         )
 
 
