@@ -28,6 +28,13 @@ def at_least(flag: str, value: int | float | None, low: int | float = 1) -> None
         raise PriorswapError(f"{flag} must be at least {low}, got {value}")
 
 
+def at_least_one(config: object, *fields: str) -> None:
+    """:func:`at_least` 1 for each named field of a flags dataclass, its flag spelled as the command line spells it
+    (``num_samples`` is ``--num-samples``)."""
+    for name in fields:
+        at_least("--" + name.replace("_", "-"), getattr(config, name))
+
+
 def in_unit_interval(flag: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise PriorswapError(f"{flag} must lie in [0, 1], got {value}")
@@ -72,7 +79,7 @@ def check_device(device: str, dtype: str | None = None) -> None:
     if device != "cpu" and not device.startswith("cuda"):
         raise PriorswapError(f"unknown --device {device!r}; expected cpu, cuda or cuda:N")
     if device.startswith("cuda"):
-        import torch
+        import torch  # here, not at the top: every command's check() imports this file, and --help must stay torch-free
 
         if not torch.cuda.is_available():
             raise PriorswapError(f"--device {device} requested but no CUDA device is available; use --device cpu")
@@ -84,7 +91,7 @@ def resolve_device(device: str) -> str:
     """``auto`` is ``cuda`` when a CUDA device is available, else ``cpu``; anything else is returned as given."""
     if device != "auto":
         return device
-    import torch
+    import torch  # see check_device
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Subset
 
 from .core.sampling import Guidance, sample
 from .metrics import FeatureExtractor, FeatureStats, inception_score
@@ -216,8 +217,6 @@ def local_reference(
 
     ``to_images(batch)`` turns a collated batch into images in [0, 1].
     """
-    from torch.utils.data import DataLoader, Subset
-
     n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
     key = cache_key(extractor, n, key_parts)
     path = cache_path(os.path.expanduser(cache_dir), key) if cache_dir else None

@@ -18,6 +18,8 @@ import shutil
 import stat
 from typing import IO, Callable, Iterator, TextIO
 
+import numpy as np
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
@@ -134,3 +136,9 @@ def write_text_atomic(path: str, write: Callable[[TextIO], object]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, then rename it in; a killed run leaves no half file."""
     with atomic_write(path, "w") as f:
         write(f)
+
+
+def save_npz_atomic(path: str, **arrays) -> None:
+    """Write an .npz next to its final path and rename it in, so a killed run never leaves half a file."""
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)

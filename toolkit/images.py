@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from .errors import PriorswapError
+from .files import atomic_write
 
 
 def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1, quiet: bool = False):
@@ -19,8 +21,6 @@ def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1
     Transparent images are composited onto white (how Zero-1-to-3's objects were rendered); any other
     mode is converted to RGB; each conversion or resize is reported on stderr unless ``quiet``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not os.path.isfile(path):
         raise PriorswapError(f"input image {path!r} does not exist")
     try:
@@ -58,8 +58,6 @@ def read_image(path: str, size: tuple[int, int] | None = None, multiple: int = 1
 
 def image_size(path: str) -> tuple[int, int]:
     """(w, h) from the file header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             return img.size
@@ -97,8 +95,6 @@ _LABEL_PAD = 4  # white pixels around a label
 
 
 def _font():
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=13)  # Pillow >= 10.1 with FreeType: a scalable font
     except (TypeError, OSError, ImportError):
@@ -128,8 +124,6 @@ def make_grid(
     written in a left margin, ``col_labels`` in a top margin (Pillow's default font; a column label too wide for
     its tile is cut short with '...').
     """
-    from PIL import Image, ImageDraw
-
     if not rows or any(r.ndim != 4 or r.shape[1] not in (1, 3) for r in rows):
         raise ValueError("make_grid takes a non-empty list of (k, 1 or 3, H, W) batches")
     h, w = rows[0].shape[-2:]
@@ -181,10 +175,6 @@ def save_grid(
     min_tile: int = 96,
 ) -> None:
     """:func:`make_grid` saved as a PNG, atomically (whole or absent) and honouring the umask."""
-    from PIL import Image
-
-    from .files import atomic_write
-
     array = to_uint8(make_grid(rows, row_labels, col_labels, min_tile)[None])[0]
     with atomic_write(path, "wb") as f:
         Image.fromarray(array).save(f, format="PNG")

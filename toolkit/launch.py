@@ -16,6 +16,10 @@ from datetime import timedelta
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+from .checks import resolve_device
 
 GROUP_TIMEOUT = timedelta(minutes=30)  # a rank that dies mid-evaluation ends the others' wait within this
 
@@ -31,8 +35,6 @@ class Launch:
 
 def detect() -> Launch | None:
     """This process's place in a torchrun or srun launch of more than one process; None when launched alone."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
     if TorchElasticEnvironment.detect():
         env = TorchElasticEnvironment()
         if env.world_size() > 1:
@@ -55,8 +57,6 @@ def detect() -> Launch | None:
 
 def local_device(device: str, launch: Launch | None) -> str:
     """``cuda`` (or ``auto`` on a CUDA machine) is this process's own GPU, ``cuda:LOCAL_RANK``, under a launcher."""
-    from .checks import resolve_device
-
     device = resolve_device(device)
     return f"cuda:{launch.local_rank}" if launch is not None and device == "cuda" else device
 
@@ -64,8 +64,6 @@ def local_device(device: str, launch: Launch | None) -> str:
 @contextmanager
 def process_group(launch: Launch) -> Iterator[None]:
     """A gloo group over the launched processes, for the duration of the evaluation."""
-    import torch.distributed as dist
-
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://{launch.address}:{launch.port}",
@@ -81,8 +79,6 @@ def process_group(launch: Launch) -> Iterator[None]:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over ranks (on CPU, where gloo works for any dtype), back on ``t``'s device."""
-    import torch.distributed as dist
-
     x = t.detach().cpu().clone()
     dist.all_reduce(x)
     return x.to(t.device)
@@ -95,7 +91,6 @@ def shard_then_score(cfg, run: Callable[[object], object]):
     launch = detect()
     if launch is None or cfg.shard is not None:
         return run(cfg)
-    import torch.distributed as dist
 
     mine = copy.copy(cfg)
     mine.shard, mine.device = (launch.rank, launch.world), local_device(cfg.device, launch)

@@ -16,9 +16,8 @@ from .checks import FREE_PRIOR
 from .core.loading import (
     Loaded,
     component_class,
-    latent_space,
     load_component,
-    load_vae,
+    load_network,
     model_name,
     read_model_index,
     scheduler_config,
@@ -51,16 +50,15 @@ def load_prior(ref: str, dtype: torch.dtype | None = None, device: str | torch.d
     sched = scheduler_config(ref, what)
     tokenizer = load_component(ref, index, "tokenizer", None, what)
     encoder = load_component(ref, index, "text_encoder", dtype, what).to(device).eval()
-    vae = load_vae(ref, index, dtype, what)
     name = model_name(ref)
     if transformer_cls == "PixArtTransformer2DModel":
         emb, mask = empty_prompt_embedding(tokenizer, encoder, max_length=120)  # PixArt pads T5 to 120 tokens
-        net = load_component(ref, index, "transformer", dtype, what)
-        den = PixArtPrior(net, emb, mask, latent_space(ref, sched, vae, int(net.config.in_channels)), name)
+        net, vae, space = load_network(ref, index, "transformer", sched, dtype, what)
+        den = PixArtPrior(net, emb, mask, space, name)
     else:
         emb, _ = empty_prompt_embedding(tokenizer, encoder)
-        net = load_component(ref, index, "unet", dtype, what)
-        den = UNetPrior(net, emb, latent_space(ref, sched, vae, int(net.config.out_channels)), name)
+        net, vae, space = load_network(ref, index, "unet", sched, dtype, what, channels="out_channels")
+        den = UNetPrior(net, emb, space, name)
     del encoder  # only the empty prompt is ever needed (docs/method.md trap 6)
     den.to(device)
     return Loaded(den, sched, vae, {}, ref)

@@ -32,8 +32,8 @@ def write_everything(root):
     from PIL import Image
 
     from priorswap.callbacks import PriorSwapEval
-    from priorswap.toolkit.commands.common import save_npz_atomic
     from priorswap.toolkit.commands.sample_unet import write_outputs
+    from priorswap.toolkit.files import save_npz_atomic
     from priorswap.toolkit.metrics import FeatureStats
     from priorswap.toolkit.metrics.reference import save_stats
     from priorswap.toolkit.protocols.generate import Method, SampleStore
@@ -117,7 +117,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_npz_writer_failing_mid_write_keeps_the_old_npz(tmp_path):
-    from priorswap.toolkit.commands.common import save_npz_atomic
+    from priorswap.toolkit.files import save_npz_atomic
 
     class Unsavable:
         def __array__(self, *a, **k):

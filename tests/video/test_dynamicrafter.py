@@ -300,7 +300,7 @@ def test_dual_and_single_cfg_through_the_adapter_in_closed_form():
 # -- sampling --------------------------------------------------------------------------------------------
 def _denoisers(tiny):
     from priorswap.toolkit.core.denoisers import LatentSpace
-    from priorswap.toolkit.video.config import alphas_cumprod
+    from priorswap.toolkit.video.ddim import alphas_cumprod
     from priorswap.toolkit.video.denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
     from priorswap.toolkit.video.loading import load_video_model
     from priorswap.toolkit.video.pipeline import encode_conditions, input_tensor, null_text_of

@@ -24,8 +24,13 @@ MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
 # on a CPU. --full times every mode 5 times, 75 timed predictions, which takes over 25 minutes on a busy 2-core CPU.
 TABLE_MODES, TABLE_REPEATS, FULL_REPEATS = ("vanilla", "swapped"), 3, 5
 # each mode's time and memory are compared with the vanilla CFG of the same fine-tune
-REFERENCE = {"vanilla": "vanilla", "swapped": "vanilla", "bf16-prior": "vanilla", "lora-vanilla": "lora-vanilla",
-             "lora-free": "lora-vanilla"}  # fmt: skip
+REFERENCE = {
+    "vanilla": "vanilla",
+    "swapped": "vanilla",
+    "bf16-prior": "vanilla",
+    "lora-vanilla": "lora-vanilla",
+    "lora-free": "lora-vanilla",
+}
 
 
 @dataclass(kw_only=True)

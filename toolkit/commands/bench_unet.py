@@ -180,9 +180,40 @@ def _import_model_classes() -> None:
         getattr(transformers, name)
 
 
+def _best_seconds(run, job: dict, cuda: bool) -> float:
+    """The best of ``job["repeats"]`` (2) timings of ``run()``: other processes share the machine."""
+    import torch
+
+    seconds = float("inf")
+    for _ in range(job.get("repeats", 2)):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = min(seconds, time.perf_counter() - start)
+    return seconds
+
+
+def _result(job: dict, nets: list, seconds: float, cuda: bool, base_rss: float) -> dict:
+    """One row of the table: weights and peak memory (CUDA's own count, else the process's RSS above the baseline)."""
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
+    return {
+        "kind": job["kind"],
+        "mode": job["mode"],
+        "weights_mb": _weights_mb(nets),
+        "peak_mb": peak,
+        "s_per_sample": seconds / job["num_samples"],
+        "steps": job["steps"],
+        "num_samples": job["num_samples"],
+    }
+
+
 def video_worker(job: dict) -> dict:
     """The video pair: DynamiCrafter alone (vanilla) or with VideoCrafter1 as the prior (swapped), dual CFG."""
-    import torch
     from PIL import Image
 
     from ..core.sampling import DTYPES
@@ -196,32 +227,29 @@ def video_worker(job: dict) -> dict:
     model = load_video_model(job["model"], "dynamicrafter", "model", dtype, home)
     prior = load_video_model(job["prior"], "videocrafter", "prior", dtype, home) if job["prior"] else None
     size = (job["size"], job["size"]) if job["size"] else None
-    vjob = VideoJob(image=Image.open(job["image"]), prompt="a dog running", num_samples=job["num_samples"], steps=1,
-                    batch_size=job["num_samples"], size=size, device=job["device"], offload=offload, progress=False,
-                    spacing="uniform_trailing")  # fmt: skip
+    vjob = VideoJob(
+        image=Image.open(job["image"]),
+        prompt="a dog running",
+        num_samples=job["num_samples"],
+        steps=1,
+        batch_size=job["num_samples"],
+        size=size,
+        device=job["device"],
+        offload=offload,
+        progress=False,
+        spacing="uniform_trailing",
+    )
     prepared = prepare(model, prior, vjob)
     swapped = prior is not None
     prepared.samples(swapped)  # warm-up at the same batch shape, one step
     vjob.steps = job["steps"]
-    seconds = float("inf")
-    for _ in range(job.get("repeats", 2)):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        prepared.samples(swapped)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = min(seconds, time.perf_counter() - start)
+    seconds = _best_seconds(lambda: prepared.samples(swapped), job, cuda)
     nets = [model.unet, model.vae] + ([] if prior is None else [prior.unet])
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
-    return {"kind": job["kind"], "mode": job["mode"], "weights_mb": _weights_mb(nets), "peak_mb": peak,
-            "s_per_sample": seconds / job["num_samples"], "steps": job["steps"], "num_samples": job["num_samples"]}  # fmt: skip
+    return _result(job, nets, seconds, cuda, base_rss)
 
 
 def worker(job: dict) -> dict:
-    import torch
 
-    from ..unet.run import PREPARE, load_paired_prior
     from . import sample_unet
 
     if job["kind"] == "dynamicrafter":
@@ -250,32 +278,14 @@ def worker(job: dict) -> dict:
         args = sample_unet.SampleZero123(polar=30.0, azimuth=60.0, **({"size": size} if size else {}), **common)
     else:
         args = sample_unet.SampleVD(size=size, **common)
-    prepared = PREPARE[job["kind"]](args)
-    prior = load_paired_prior(args, prepared)
+    prepared, prior = sample_unet.prepare_paired(args, job["kind"])
     prepared.samples(args, prior)  # warm-up at the same batch shape, one step
     args.steps = job["steps"]
-    seconds = float("inf")
-    for _ in range(job.get("repeats", 2)):  # best of N: other processes share the machine
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        prepared.samples(args, prior)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = min(seconds, time.perf_counter() - start)
+    seconds = _best_seconds(lambda: prepared.samples(args, prior), job, cuda)
     nets = [*prepared.model.denoiser.modules(), prepared.model.vae] + (
         [] if prior is None else prior.denoiser.modules()
     )
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - base_rss
-    return {
-        "kind": job["kind"],
-        "mode": job["mode"],
-        "weights_mb": _weights_mb(nets),
-        "peak_mb": peak,
-        "s_per_sample": seconds / job["num_samples"],
-        "steps": job["steps"],
-        "num_samples": job["num_samples"],
-    }
+    return _result(job, nets, seconds, cuda, base_rss)
 
 
 COMMAND = Command(BenchUNet, bench_unet, "memory and time per sample of IP2P / Zero-1-to-3 / VD, vanilla vs swapped")

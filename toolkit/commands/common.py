@@ -76,19 +76,3 @@ def hide_library_progress() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-
-
-def torch_dtype(name: str):
-    from ..core.sampling import DTYPES
-
-    return DTYPES[name]
-
-
-def save_npz_atomic(path: str, **arrays) -> None:
-    """Write an .npz next to its final path and rename it in, so a killed run never leaves half a file."""
-    import numpy as np
-
-    from ..files import atomic_write
-
-    with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)

@@ -77,16 +77,9 @@ class EvalDiT:
     progress: bool = arg(True, flag="--no-progress", help="hide progress bars")
 
     def check(self) -> None:
-        for flag, value in (
-            ("--num-samples", self.num_samples),
-            ("--steps", self.steps),
-            ("--runs", self.runs),
-            ("--batch-size", self.batch_size),
-            ("--resolution", self.resolution),
-            ("--reference-samples", self.reference_samples),
-            ("--guide-channels", self.guide_channels),
-        ):
-            checks.at_least(flag, value)
+        checks.at_least_one(
+            self, "num_samples", "steps", "runs", "batch_size", "resolution", "reference_samples", "guide_channels"
+        )
         checks.check_scheduler(self.scheduler)
         checks.check_scales("--guidance-scale", self.guidance_scale)
         if self.extractor.lower() not in EXTRACTORS and not os.path.isfile(os.path.expanduser(self.extractor)):
@@ -118,12 +111,11 @@ def _run(args: EvalDiT, launch) -> int:
     import importlib
 
     from ..core.pairing import pair
-    from ..core.sampling import vae_decoder
+    from ..core.sampling import DTYPES, vae_decoder
     from ..evaluation import EvalSettings, combine_runs, evaluate_local, format_table, local_reference, summarise
     from ..files import write_text_atomic
     from ..launch import all_reduce_sum
     from ..metrics.factory import build_extractor, metric_name
-    from .common import torch_dtype
     from .eval_checks import check_classifier_width, check_fmnist_classes, reference_note
 
     rank, world = (launch.rank, launch.world) if launch is not None else (0, 1)
@@ -136,8 +128,8 @@ def _run(args: EvalDiT, launch) -> int:
     from ..dit.load import load_dit
     from ..priors import resolve_prior
 
-    model = load_dit(args.model, "model", torch_dtype(args.dtype), args.device)
-    prior = resolve_prior(model, args.prior, torch_dtype(args.dtype), args.device)  # "base": a LoRA's own, free
+    model = load_dit(args.model, "model", DTYPES[args.dtype], args.device)
+    prior = resolve_prior(model, args.prior, DTYPES[args.dtype], args.device)  # "base": a LoRA's own, free
     den = model.denoiser
     paired = pair(den, prior.denoiser, (den.sample_size, den.sample_size))
     if args.classifier == "fmnist":  # accuracy against the wrong class map would be a number without meaning

@@ -12,7 +12,7 @@ from .. import checks
 from ..argspec import Command, arg
 from ..paper import PAPER
 from . import sample_sd, sample_unet, sample_video
-from .common import SamplingOptions, save_npz_atomic, torch_dtype
+from .common import SamplingOptions
 
 
 @dataclass(kw_only=True)
@@ -52,12 +52,14 @@ def run_dit(cfg: SampleDiT) -> int:
     import numpy as np
     import torch
 
+    from ..core.sampling import DTYPES
     from ..dit.load import load_dit
     from ..dit.run import class_conditional_samples, paired_prior
+    from ..files import save_npz_atomic
     from ..images import save_grid, to_uint8
     from ..priors import resolve_prior
 
-    dtype, prior_dtype = torch_dtype(cfg.dtype), torch_dtype(cfg.prior_dtype or cfg.dtype)
+    dtype, prior_dtype = DTYPES[cfg.dtype], DTYPES[cfg.prior_dtype or cfg.dtype]
     model = load_dit(cfg.model, "model", dtype, cfg.device, lora=cfg.lora, lora_what="--lora")
     ids = checks.label_ids(cfg.labels, model.id2label, model.denoiser.num_classes, model.denoiser.name)
     labels = torch.tensor(ids, dtype=torch.long)  # label_ids checked the range

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..argspec import Command, arg
-from .common import SamplingOptions, save_npz_atomic, torch_dtype
+from .common import SamplingOptions
 
 
 @dataclass(kw_only=True)
@@ -36,10 +36,12 @@ class SampleSD(SamplingOptions):
 def run_sd(cfg: SampleSD) -> int:
     import numpy as np
 
+    from ..core.sampling import DTYPES
+    from ..files import save_npz_atomic
     from ..images import save_grid, to_uint8
     from ..unet.sd import load_sd_lora, prepare
 
-    pipe = load_sd_lora(cfg.model, cfg.lora, torch_dtype(cfg.dtype), cfg.device)
+    pipe = load_sd_lora(cfg.model, cfg.lora, DTYPES[cfg.dtype], cfg.device)
     job = prepare(
         pipe, cfg.model, cfg.lora, cfg.prompts, cfg.seed, cfg.steps, cfg.scheduler, cfg.batch_size, cfg.progress
     )

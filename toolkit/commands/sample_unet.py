@@ -96,11 +96,21 @@ def run_vd(args: SampleVD) -> int:
     return sample_and_save(args, "vd")
 
 
-def sample_and_save(args: SampleImage, kind: str) -> int:
-    from ..unet.run import PREPARE, load_paired_prior, rows
+def prepare_paired(args: SampleImage, kind: str):
+    """The UNet family's load -> prepare, then the --prior (priors.py knows every family a prior may be), paired."""
+    from ..core.sampling import DTYPES
+    from ..priors import load_unet_prior
+    from ..unet.run import PREPARE, home, paired_prior
 
     job = PREPARE[kind](args)
-    prior = load_paired_prior(args, job)
+    prior = load_unet_prior(args.prior, DTYPES[args.dtype], home(args)) if args.prior else None
+    return job, paired_prior(job, prior)
+
+
+def sample_and_save(args: SampleImage, kind: str) -> int:
+    from ..unet.run import rows
+
+    job, prior = prepare_paired(args, kind)
     samples = rows(args, job, prior)
     meta = {
         "kind": job.model.kind,

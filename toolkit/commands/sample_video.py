@@ -7,8 +7,6 @@ Writes into ``--output-dir``: ``input.png`` (the image as the model saw it), ``v
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 
 from .. import checks
@@ -24,26 +22,26 @@ class SampleDynamiCrafter(VideoSamplingOptions):
     prompt: str = arg(help="the text prompt (empty is allowed: it is the null text)")
     output_dir: str = arg(help="folder for input.png, vanilla/, swapped/, compare.mp4, compare.gif, meta.json")
     prior: str | None = arg(
-        None, help="VideoCrafter1 T2V (folder, .ckpt or VideoCrafter/Text2Video-512) whose e(x_t, \"\") replaces "
-        "DynamiCrafter's e(null text, null image); omit for vanilla only"
-    )  # fmt: skip
+        None,
+        help='VideoCrafter1 T2V (folder, .ckpt or VideoCrafter/Text2Video-512) whose e(x_t, "") replaces '
+        "DynamiCrafter's e(null text, null image); omit for vanilla only",
+    )
     num_samples: int = arg(1, help="videos per mode; sample i uses seed + i")
     frame_stride: int = arg(3, help="frame stride fs (DynamiCrafter-256's motion control)")
     eta: float = arg(1.0, help="DDIM eta (1.0 as the released scripts; 0 is deterministic)")
     text_guidance: float = arg(7.5, help="gT (Eq. 8), or the single CFG scale without --image-guidance")
     image_guidance: float | None = arg(
-        None, help="gI (Eq. 8; the paper uses 1.5): dual CFG; omit for single CFG, whose unconditional branch drops "
-        "text and image together"
-    )  # fmt: skip
+        None,
+        help="gI (Eq. 8; the paper uses 1.5): dual CFG; omit for single CFG, whose unconditional branch drops "
+        "text and image together",
+    )
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid (uniform: t = 1, 21, ..., 981)")
     fps: float = arg(8.0, help="frame rate of the written videos")
     seed: int = arg(0, help="sample i uses seed + i")
     compare: bool = arg(True, flag="--no-vanilla", help="with --prior: skip the vanilla videos")
 
     def check(self) -> None:
-        for flag, value in (("--num-samples", self.num_samples), ("--steps", self.steps),
-                            ("--batch-size", self.batch_size), ("--size", self.size), ("--frame-stride", self.frame_stride)):  # fmt: skip
-            checks.at_least(flag, value)
+        checks.at_least_one(self, "num_samples", "steps", "batch_size", "size", "frame_stride")
         checks.check_scales("--text-guidance", self.text_guidance)
         checks.check_scales("--image-guidance", self.image_guidance)
         if self.eta < 0:
@@ -62,67 +60,18 @@ class SampleDynamiCrafter(VideoSamplingOptions):
 
 
 def run(cfg: SampleDynamiCrafter) -> int:
+    from ..core.sampling import DTYPES
     from ..images import read_image
-    from ..video.ddim import ddim_timesteps
-    from ..video.loading import load_video_model, peek_config
-    from ..video.pipeline import VideoJob, check_size, prepare
-    from .common import torch_dtype
+    from ..video.pipeline import VideoJob
+    from ..video.run import prepare_video
+    from ..video.writer import write_outputs
 
-    ddim_timesteps(cfg.timestep_spacing, cfg.steps)  # a grid upstream cannot run fails before any loading
-    image = read_image(cfg.image)
-    size = (cfg.size, cfg.size) if cfg.size else None
-    known = peek_config(cfg.model)  # a converted folder: check the size before loading any weights
-    if known is not None and size is not None:
-        check_size(known, size)
-    dtype = torch_dtype(cfg.dtype)
-    home = "cpu" if cfg.offload else cfg.device
-    model = load_video_model(cfg.model, "dynamicrafter", "model", dtype, home)
-    prior = load_video_model(cfg.prior, "videocrafter", "prior", dtype, home) if cfg.prior else None
-    job = VideoJob(image=image, prompt=cfg.prompt, num_samples=cfg.num_samples, steps=cfg.steps, eta=cfg.eta,
-                   text_scale=cfg.text_guidance, image_scale=cfg.image_guidance, frame_stride=cfg.frame_stride,
-                   seed=cfg.seed, spacing=cfg.timestep_spacing, size=size, batch_size=cfg.batch_size,
-                   device=cfg.device, offload=cfg.offload, progress=cfg.progress)  # fmt: skip
-    prepared = prepare(model, prior, job)
+    job = VideoJob.from_flags(cfg, read_image(cfg.image), cfg.prompt, cfg.num_samples, cfg.seed)
+    prepared = prepare_video(cfg.model, cfg.prior, job, DTYPES[cfg.dtype])
     videos = prepared.videos(cfg.compare)
-    write_outputs(cfg, prepared.encoded["input"], videos)
+    write_outputs(cfg.output_dir, prepared.encoded["input"], videos, cfg.fps, cfg.seed, dict(vars(cfg)))
     print(f"wrote {cfg.num_samples} x {' + '.join(videos)} videos, compare.mp4 and compare.gif to {cfg.output_dir}")
     return 0
-
-
-def write_outputs(cfg: SampleDynamiCrafter, seen, videos: dict) -> None:
-    """Every file whole (temp file, then rename), once all videos exist."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from ..files import atomic_write
-    from ..images import make_grid
-    from ..video.writer import to_uint8_frames, write_gif, write_mp4, write_strip
-
-    out = cfg.output_dir
-    os.makedirs(out, exist_ok=True)
-    with atomic_write(os.path.join(out, "input.png"), "wb") as f:
-        Image.fromarray(to_uint8_frames(seen[0][:, None])[0]).save(f, format="PNG")
-    frames = {mode: [to_uint8_frames(v) for v in vids] for mode, vids in videos.items()}  # mode -> [(T, H, W, 3)]
-    for mode, clips in frames.items():
-        os.makedirs(os.path.join(out, mode), exist_ok=True)
-        for i, clip in enumerate(clips):
-            write_mp4(os.path.join(out, mode, f"{i:03d}.mp4"), clip, cfg.fps)
-            write_strip(os.path.join(out, mode, f"{i:03d}.png"), clip)
-    modes = list(frames)
-    t = next(iter(frames.values()))[0].shape[0]
-    compare = []
-    for k in range(t):  # one labelled grid per frame: rows = samples, columns = modes
-        rows = [torch.stack([torch.from_numpy(frames[m][i][k]).permute(2, 0, 1).float() / 255 for m in modes])
-                for i in range(cfg.num_samples)]  # fmt: skip
-        grid = make_grid(rows, row_labels=[f"seed {cfg.seed + i}" for i in range(cfg.num_samples)], col_labels=modes)
-        compare.append((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    compare = np.stack(compare)
-    write_mp4(os.path.join(out, "compare.mp4"), compare, cfg.fps)
-    write_gif(os.path.join(out, "compare.gif"), compare, cfg.fps)
-    meta = {k: v for k, v in vars(cfg).items()}
-    with atomic_write(os.path.join(out, "meta.json")) as f:
-        json.dump(meta, f, indent=2)
 
 
 COMMAND = Command(

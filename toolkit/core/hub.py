@@ -12,6 +12,9 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub import errors as hf
+
 from ..errors import PriorswapError
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -19,8 +22,6 @@ PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PRO
 
 def unreachable_reason(timeout: float = 5.0) -> str | None:
     """Why the hub endpoint cannot be reached now (DNS or TCP failure), or None if it can or we cannot tell."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in PROXY_VARS):
         return None
     url = urlparse(constants.ENDPOINT)
@@ -34,8 +35,6 @@ def unreachable_reason(timeout: float = 5.0) -> str | None:
 
 def cached(repo_id: str, filename: str, subfolder: str | None = None) -> bool:
     """Whether ``filename`` of ``repo_id`` is already in the local hub cache."""
-    from huggingface_hub import try_to_load_from_cache
-
     path = f"{subfolder}/{filename}" if subfolder else filename
     try:
         return isinstance(try_to_load_from_cache(repo_id, path), str)
@@ -50,8 +49,6 @@ def offline_hint(ref: str) -> str:
 def hub_problem(ref: str, error: BaseException) -> str | None:
     """What kept ``ref`` from being fetched (offline, unreachable, gated, not found, not logged in), in words,
     or None when the hub answered and the file is simply not there (or the error is not the hub's)."""
-    from huggingface_hub import errors as hf
-
     chain, e = [], error
     while e is not None and e not in chain:  # diffusers and transformers re-raise hub errors as OSError
         chain.append(e)
@@ -94,8 +91,6 @@ def fetch_error(ref: str, what: str, file: str, e: BaseException) -> PriorswapEr
 
 
 def missing_file(error: BaseException) -> bool:
-    from huggingface_hub import errors as hf
-
     e, seen = error, []
     while e is not None and e not in seen:
         if isinstance(e, (hf.EntryNotFoundError, FileNotFoundError)):

@@ -13,10 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import diffusers
 import torch
+import transformers
+from diffusers import DDPMScheduler, DiffusionPipeline
 
 from ..errors import PriorswapError
 from ..shipped import packaged
+from . import hub
 from .denoisers import LatentSpace
 from .hub import fetch_error, first_line, hub_problem, missing_file
 
@@ -48,15 +52,12 @@ def read_model_index(ref: str, what: str = "model") -> dict:
             )
         with open(path) as f:
             return json.load(f)
-    from diffusers import DiffusionPipeline
 
-    from .hub import cached, offline_hint, unreachable_reason
-
-    if not cached(ref, "model_index.json"):
-        reason = unreachable_reason()
+    if not hub.cached(ref, "model_index.json"):
+        reason = hub.unreachable_reason()
         if reason:
             raise PriorswapError(
-                f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {offline_hint(ref)}"
+                f"{what} {ref!r} is not a local folder, not in the hub cache, and {reason}; {hub.offline_hint(ref)}"
             )
     try:
         return dict(DiffusionPipeline.load_config(ref))
@@ -80,9 +81,6 @@ def component_class(index: dict, name: str) -> str | None:
 
 def load_component(ref: str, index: dict, name: str, dtype: torch.dtype | None = None, what: str = "model"):
     """Load one component (``unet``, ``vae``, ``text_encoder``, ...) with its own class's from_pretrained."""
-    import diffusers
-    import transformers
-
     cls_name = component_class(index, name)
     if cls_name is None:
         raise PriorswapError(f"{what} {ref!r} has no {name!r} component")
@@ -109,8 +107,6 @@ def load_component(ref: str, index: dict, name: str, dtype: torch.dtype | None =
 
 def scheduler_config(ref: str, what: str = "model") -> dict:
     """The pipeline's scheduler config (its training noise schedule)."""
-    from diffusers import DDPMScheduler
-
     file = "scheduler/scheduler_config.json"
     if os.path.isdir(ref) and not os.path.isfile(os.path.join(ref, file)):
         raise PriorswapError(f"{what} folder {ref!r} has no {file}")
@@ -122,8 +118,6 @@ def scheduler_config(ref: str, what: str = "model") -> dict:
 
 def alphas_cumprod(config: dict) -> torch.Tensor:
     """alpha_bar table of a scheduler config, computed by diffusers' own beta-schedule code."""
-    from diffusers import DDPMScheduler
-
     clean = {k: v for k, v in config.items() if not k.startswith("_")}
     return DDPMScheduler.from_config(clean).alphas_cumprod.to(torch.float64)
 
@@ -162,3 +156,13 @@ def load_vae(ref: str, index: dict, dtype: torch.dtype | None, what: str = "mode
         return None
     vae = load_component(ref, index, "vae", dtype, what).eval().requires_grad_(False)
     return vae
+
+
+def load_network(
+    ref: str, index: dict, name: str, sched: dict, dtype: torch.dtype | None, what: str, channels: str = "in_channels"
+) -> tuple[Any, torch.nn.Module | None, LatentSpace]:
+    """A pipeline's denoising network (component ``name``), its VAE (None: pixel space) and their
+    :class:`LatentSpace`; ``channels`` names the network config's latent width (a pixel-space model's only)."""
+    net = load_component(ref, index, name, dtype, what)
+    vae = load_vae(ref, index, dtype, what)
+    return net, vae, latent_space(ref, sched, vae, int(getattr(net.config, channels)))

@@ -18,6 +18,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import diffusers
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -108,8 +109,6 @@ def dual_cfg_eps(
 def make_scheduler(name: str, model_scheduler_config: dict):
     """A fresh diffusers scheduler of kind ``name`` (:data:`SCHEDULER_KINDS`: its class and settings) on the model's
     own training schedule, predicting eps (what every denoiser returns)."""
-    import diffusers
-
     if name not in SCHEDULER_KINDS:
         raise PriorswapError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     cls_name, overrides = SCHEDULER_KINDS[name]

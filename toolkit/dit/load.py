@@ -11,16 +11,7 @@ import os
 
 import torch
 
-from ..core.loading import (
-    Loaded,
-    component_class,
-    latent_space,
-    load_component,
-    load_vae,
-    model_name,
-    read_model_index,
-    scheduler_config,
-)
+from ..core.loading import Loaded, component_class, load_network, model_name, read_model_index, scheduler_config
 from ..errors import PriorswapError
 from ..shipped import packaged
 from .denoiser import DiTDenoiser
@@ -48,9 +39,7 @@ def load_dit(
             f"{what} {ref!r} is a {index.get('_class_name', 'pipeline')} without a DiTTransformer2DModel; expected a DiT pipeline"
         )
     sched = scheduler_config(ref, what)
-    transformer = load_component(ref, index, "transformer", dtype, what)
-    vae = load_vae(ref, index, dtype, what)
-    space = latent_space(ref, sched, vae, int(transformer.config.in_channels))
+    transformer, vae, space = load_network(ref, index, "transformer", sched, dtype, what)
     den = DiTDenoiser(transformer, space, name=model_name(ref))
     den.to(device)
     if vae is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 
 from ..core.denoisers import LatentSpace
 from ..errors import PriorswapError
@@ -57,8 +58,6 @@ def add_class_rows(transformer: torch.nn.Module, k: int, seed: int = 0) -> None:
 
 def lora_config(spec: LoRASpec, base_classes: int, k: int, base_ref: str | None = None):
     """The peft ``LoraConfig`` of a DiT LoRA with ``k`` new class rows after a base of ``base_classes``."""
-    from peft import LoraConfig
-
     return LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
@@ -71,8 +70,6 @@ def lora_config(spec: LoRASpec, base_classes: int, k: int, base_ref: str | None 
 
 def inject(transformer: torch.nn.Module, config) -> torch.nn.Module:
     """Add the adapter in place (DiT has no PeftAdapterMixin); the base is left frozen, the adapter trainable."""
-    from peft import inject_adapter_in_model
-
     transformer.requires_grad_(False)
     try:
         return inject_adapter_in_model(config, transformer)

@@ -15,9 +15,13 @@ import json
 import os
 
 import torch
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
 from ..core.loading import Loaded, model_name
 from ..errors import PriorswapError
+from ..files import atomic_dir
+from .lora import LoRADiTDenoiser, add_class_rows, inject, label_embedders, new_classes
 
 CONFIG, WEIGHTS, META, LABELS = (
     "adapter_config.json",
@@ -58,12 +62,6 @@ def export_dit_lora(
     transformer: torch.nn.Module, base_ref: str, base_fingerprint: dict, class_names: list[str], path: str
 ) -> str:
     """Write the adapter of ``transformer`` (a DiT with a LoRA and K new class rows) to the folder ``path``."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    from ..files import atomic_dir
-    from .lora import label_embedders, new_classes
-
     config = transformer.peft_config["default"]
     first, k = new_classes(config)
     n = int(label_embedders(transformer)[0].num_classes)
@@ -93,9 +91,6 @@ def export_dit_lora(
 
 def read_lora(ref: str, what: str = "LoRA") -> tuple[object, dict, dict]:
     """(peft LoraConfig, priorswap metadata or {}, adapter weights) of a LoRA folder, or a one-line error."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file
-
     folder = os.path.expanduser(str(ref))
     if not (os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isfile(os.path.join(folder, WEIGHTS))):
         raise PriorswapError(
@@ -128,10 +123,6 @@ def apply_lora(
     """The LoRA read from folder ``ref`` (:func:`read_lora`) put on an already loaded DiT ``base``, as a
     :class:`Loaded` whose denoiser is a :class:`LoRADiTDenoiser`. A base the LoRA was not trained on is a
     one-line error. ``id2label``: the LoRA's own class names (empty: the base's)."""
-    from peft import set_peft_model_state_dict
-
-    from .lora import LoRADiTDenoiser, add_class_rows, inject, new_classes
-
     base_ref = base.ref
     tr = base.denoiser.transformer
     n = base.denoiser.num_classes

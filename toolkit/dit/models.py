@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffusers import DiTTransformer2DModel
+
 from ..errors import PriorswapError
 
 
@@ -47,8 +49,6 @@ def build_dit(
     heads: int | None = None,
 ):
     """A random-init class-conditional ``DiTTransformer2DModel`` (label table has a null row at ``num_classes``)."""
-    from diffusers import DiTTransformer2DModel
-
     spec, patch = parse_size(size)
     hidden, layers, heads = hidden or spec.hidden, layers or spec.layers, heads or spec.heads
     if hidden % heads:

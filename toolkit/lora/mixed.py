@@ -13,6 +13,8 @@ import contextlib
 from typing import Iterator, Sequence
 
 import torch
+from peft.tuners.lora import LoraLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 
 from ..errors import PriorswapError
 
@@ -20,9 +22,6 @@ BASE = "__base__"  # peft's name for "adapter off" in a mixed batch
 
 
 def _layer_types() -> tuple[type, ...]:
-    from peft.tuners.lora import LoraLayer
-    from peft.utils.other import AuxiliaryTrainingWrapper
-
     return LoraLayer, AuxiliaryTrainingWrapper
 
 
@@ -34,8 +33,6 @@ def adapter_layers(network: torch.nn.Module) -> list[torch.nn.Module]:
 
 def active_adapter(network: torch.nn.Module) -> str:
     """The one active adapter's name, or a one-line error (none, or several at once)."""
-    from peft.tuners.lora import LoraLayer
-
     names = {a for m in network.modules() if isinstance(m, LoraLayer) for a in m.active_adapters}
     if len(names) != 1:
         found = ", ".join(sorted(names)) or "none"
@@ -45,8 +42,6 @@ def active_adapter(network: torch.nn.Module) -> str:
 
 def mixing_problem(network: torch.nn.Module) -> str | None:
     """Why ``network`` cannot run adapter-on and adapter-off samples in one batch, or None if it can."""
-    from peft.tuners.lora import LoraLayer
-
     loras = [m for m in network.modules() if isinstance(m, LoraLayer)]
     if not loras:
         return "it has no LoRA adapter (the base is not inside it)"

@@ -15,7 +15,9 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
 
+from ..core.hub import cached, offline_hint, unreachable_reason
 from ..errors import PriorswapError
 from .extractor import check_images
 
@@ -25,8 +27,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _load(loader, ref: str, what: str):
     if not os.path.isdir(ref):
-        from ..core.hub import cached, offline_hint, unreachable_reason
-
         reason = None if cached(ref, "config.json") else unreachable_reason()
         if reason:
             raise PriorswapError(
@@ -52,7 +52,6 @@ class CLIPSimilarity(nn.Module):
 
     def __init__(self, model: str, tokenizer: str | None = None):
         super().__init__()
-        from transformers import CLIPModel, CLIPTokenizer
 
         ref = os.path.expanduser(str(model))
         if not os.path.isdir(ref) and os.path.exists(ref):

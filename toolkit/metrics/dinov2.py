@@ -37,7 +37,7 @@ class DINOv2Extractor(FeatureExtractor):
         weights_flag: str | None = None,
     ):
         super().__init__()
-        import timm
+        import timm  # only this extractor needs timm
 
         if not timm.is_model(model_name.split(".")[0]):
             raise PriorswapError(

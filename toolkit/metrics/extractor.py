@@ -10,6 +10,7 @@ import hashlib
 import os
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import PriorswapError
@@ -51,8 +52,6 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a ``torch.save`` file (loaded with ``weights_only=True``)."""
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -64,6 +63,15 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise PriorswapError(f"weights file {path!r} holds a {type(state).__name__}; expected a state dict")
     return state
+
+
+def load_exactly(module: nn.Module, state: dict[str, torch.Tensor], problem: str, width: int = 150) -> None:
+    """``module.load_state_dict(state, strict=True)``; a file that does not fit is a one-line error: ``problem``,
+    then the first line of torch's own message (cut at ``width`` characters)."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise PriorswapError(f"{problem} ({str(e).splitlines()[0][:width]})") from None
 
 
 def _eval(module: nn.Module) -> nn.Module:

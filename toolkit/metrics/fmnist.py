@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..errors import PriorswapError
@@ -91,8 +92,6 @@ class FMNISTExtractor(ModuleExtractor):
 
 def load_classifier(path: str | None = None) -> FMNISTNet:
     """The shipped network (or the same network's weights at ``path``), frozen and in eval mode."""
-    from safetensors.torch import load_file
-
     path = path or ASSET
     if not os.path.isfile(path):
         raise PriorswapError(

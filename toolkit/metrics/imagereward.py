@@ -19,9 +19,15 @@ import json
 import os
 
 import torch
+import torchvision.transforms.functional as TF
+from huggingface_hub import hf_hub_download
+from PIL import Image
 from torch import Tensor, nn
+from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
+from ..core.hub import cached, fetch_error, unreachable_reason
 from ..errors import PriorswapError
+from ..images import to_uint8
 from .extractor import load_state_dict_file, require_file
 
 IMAGEREWARD_REPO = "THUDM/ImageReward"
@@ -94,8 +100,6 @@ def split_checkpoint(state: dict[str, Tensor], path: str) -> tuple[dict, dict, d
 # -- configs -----------------------------------------------------------------------------------------
 def vision_config(vision: dict[str, Tensor], path: str):
     """BLIP's ViT read off the checkpoint's shapes (upstream hard-codes ViT-L/16 at 224, blip.py:33-37)."""
-    from transformers import BlipVisionConfig
-
     try:
         width = vision["embeddings.class_embedding"].shape[-1]
         patch = vision["embeddings.patch_embedding.weight"].shape[-1]
@@ -121,8 +125,6 @@ def vision_config(vision: dict[str, Tensor], path: str):
 def text_config(path: str, encoder_width: int):
     """BLIP's BERT from ``med_config.json`` (read as models/BLIP/blip_pretrain.py:35-37 does: cross-attention width
     is the ViT's). transformers' BLIP text model has cross-attention layers when built as a decoder."""
-    from transformers import BlipTextConfig
-
     try:
         with open(path) as f:
             med = json.load(f)
@@ -159,8 +161,6 @@ def text_config(path: str, encoder_width: int):
 
 def load_tokenizer(ref: str, vocab_size: int):
     """BERT's uncased tokenizer with BLIP's two added tokens, [DEC] and [ENC] (models/BLIP/blip.py:16-20)."""
-    from transformers import BertTokenizer
-
     path = os.path.expanduser(ref)
     if (os.path.isabs(path) or ref.startswith(".")) and not os.path.isdir(path):
         raise PriorswapError(f"--imagereward-tokenizer {ref!r} is not a folder; pass {TOKENIZER}'s (with vocab.txt)")
@@ -235,7 +235,6 @@ class ImageReward(nn.Module):
 
     def __init__(self, weights: str, config: str, tokenizer: str = TOKENIZER):
         super().__init__()
-        from transformers import BlipTextModel, BlipVisionModel
 
         state = load_state_dict_file(weights)
         vision, text, head = split_checkpoint(state, weights)
@@ -253,11 +252,6 @@ class ImageReward(nn.Module):
     def pixels(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) ViT inputs from images (B, 3, H, W) in [0, 1], through uint8 pictures as upstream reads PIL
         images: bicubic resize of the shorter side to S, centre crop, CLIP normalisation (ImageReward.py:30-37)."""
-        import torchvision.transforms.functional as TF
-        from PIL import Image
-
-        from ..images import to_uint8
-
         out = []
         for a in to_uint8(images):
             img = TF.resize(Image.fromarray(a), self.image_size, interpolation=TF.InterpolationMode.BICUBIC)
@@ -286,10 +280,6 @@ class ImageReward(nn.Module):
 # -- where the files come from -----------------------------------------------------------------------
 def _hub_file(filename: str, flag: str) -> str:
     """``filename`` of THUDM/ImageReward from the hub (or its cache), or a one-line error naming ``flag``."""
-    from huggingface_hub import hf_hub_download
-
-    from ..core.hub import cached, fetch_error, unreachable_reason
-
     if not cached(IMAGEREWARD_REPO, filename):
         reason = unreachable_reason()
         if reason:

@@ -41,7 +41,7 @@ class InceptionExtractor(FeatureExtractor):
 
     def __init__(self, weights_path: str | None = None, allow_download: bool = False, weights_flag: str | None = None):
         super().__init__()
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # this extractor's alone
 
         path = weights_path if weights_path is not None else cached_inception_weights()
         how = (

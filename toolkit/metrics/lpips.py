@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 import torch
+import torchvision
 from torch import nn
+from torchmetrics.functional.image.lpips import _NoTrainLpips
 
 from ..errors import PriorswapError
 from .extractor import check_images, load_state_dict_file, require_file
@@ -25,8 +27,6 @@ _BACKBONES = {
 
 def backbone_url(net: str) -> str:
     """torchvision's download address for the ImageNet backbone of LPIPS ``net``."""
-    import torchvision
-
     return getattr(torchvision.models, _BACKBONES[net][1]).IMAGENET1K_V1.url
 
 
@@ -45,8 +45,6 @@ class LPIPS(nn.Module):
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, lin_weights: str | None = None):
         super().__init__()
-        import torchvision
-        from torchmetrics.functional.image.lpips import _NoTrainLpips
 
         if net not in _BACKBONES:
             raise PriorswapError(f"LPIPS net {net!r} is unknown; expected one of {', '.join(_BACKBONES)}")

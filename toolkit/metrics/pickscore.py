@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
+from transformers import CLIPModel, CLIPProcessor
 
 from ..errors import PriorswapError
+from ..images import to_uint8
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -21,7 +24,6 @@ PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 class PickScore(nn.Module):
     def __init__(self, model: str = PICKSCORE_MODEL, processor: str | None = PICKSCORE_PROCESSOR):
         super().__init__()
-        from transformers import CLIPModel, CLIPProcessor
 
         try:
             self.model = CLIPModel.from_pretrained(model).eval().requires_grad_(False)
@@ -36,10 +38,6 @@ class PickScore(nn.Module):
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         """(B,) raw scores of images (B, 3, H, W) in [0, 1] against their prompts; images go through the processor
         as uint8 pictures, as in the authors' example (PIL images)."""
-        from PIL import Image
-
-        from ..images import to_uint8
-
         device = next(self.model.parameters()).device
         pixels = self.processor(images=[Image.fromarray(a) for a in to_uint8(images)], return_tensors="pt")[
             "pixel_values"

@@ -13,7 +13,11 @@ import os
 import re
 from typing import Any, Iterable
 
+import safetensors.torch
+from safetensors import safe_open
+
 from ..errors import PriorswapError
+from ..files import atomic_write
 from .extractor import FeatureExtractor
 from .stats import FeatureStats, extract_stats
 
@@ -40,19 +44,13 @@ def cache_path(cache_dir: str, key: dict[str, str]) -> str:
 
 def save_stats(stats: FeatureStats, path: str, metadata: dict[str, str]) -> None:
     """Write ``stats`` to ``path`` atomically: temp file in the same folder, then ``os.replace``."""
-    from safetensors.torch import save_file
-
-    from ..files import atomic_write
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_write(path, "wb") as f:
-        save_file({k: v.contiguous() for k, v in stats.state().items()}, f.name, metadata=metadata)
+        safetensors.torch.save_file({k: v.contiguous() for k, v in stats.state().items()}, f.name, metadata=metadata)
 
 
 def load_stats(path: str, key: dict[str, str] | None = None) -> FeatureStats | None:
     """Statistics from ``path``; None if the file is absent or was written for a different key."""
-    from safetensors import safe_open
-
     if not os.path.isfile(path):
         return None
     with safe_open(path, framework="pt") as f:

@@ -14,6 +14,9 @@ import torch
 
 from ..errors import PriorswapError
 from ..images import image_size, read_image, to_tensor
+from ..unet.ip2p import IP2PCond, image_latents, prompt_embedding
+from ..unet.versatile import vd_image_embedding
+from ..unet.zero123 import Zero123Cond, pose_vector, zero123_embedding
 from .items import Item
 
 
@@ -107,9 +110,6 @@ class Zero123Conditions(Conditions):
         return self.size, self.size
 
     def _encode(self, items):
-        from ..unet.ip2p import image_latents
-        from ..unet.zero123 import Zero123Cond, pose_vector, zero123_embedding
-
         enc = self.model.encoders
         x = torch.cat([to_tensor(self.model_input(it)) for it in items])  # (N, 3, S, S) in [-1, 1]
         pose = torch.cat([pose_vector(*it.pose) for it in items])  # (N, 1, 4)
@@ -146,8 +146,6 @@ class IP2PConditions(Conditions):
         return read_image(item.image, self.pixel_size(item), quiet=True)
 
     def _encode(self, items):
-        from ..unet.ip2p import IP2PCond, image_latents, prompt_embedding
-
         x = torch.cat([to_tensor(self.model_input(it)) for it in items])  # (N, 3, H, W); one size per batch
         latent = image_latents(self.model.vae, x).cpu()  # unscaled (docs/method.md trap 7)
         enc = self.model.encoders
@@ -174,8 +172,6 @@ class VDConditions(Conditions):
         return read_image(item.image, quiet=True)  # the CLIP processor resizes and crops it itself
 
     def _encode(self, items):
-        from ..unet.versatile import vd_image_embedding
-
         enc = self.model.encoders
         return vd_image_embedding(
             enc["feature_extractor"], enc["image_encoder"], [self.model_input(it) for it in items]

@@ -14,9 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..core.sampling import DualGuidance, Guidance, make_scheduler, sample
+from ..files import atomic_write
 from ..images import to_uint8
 from .conditions import Conditions, repeat_cond, slice_cond
 from .items import Item
@@ -69,10 +71,6 @@ class SampleStore:
 
     def save(self, method: str, setting: str, item: str, k: int, image: np.ndarray) -> None:
         """Write one (H, W, 3) uint8 image atomically."""
-        from PIL import Image
-
-        from ..files import atomic_write
-
         path = self.path(method, setting, item, k)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_write(path, "wb") as f:
@@ -80,8 +78,6 @@ class SampleStore:
 
     def load(self, method: str, setting: str, item: str, k: int) -> torch.Tensor:
         """(1, 3, H, W) in [0, 1]."""
-        from PIL import Image
-
         with Image.open(self.path(method, setting, item, k)) as img:
             a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
         return torch.from_numpy(a).permute(2, 0, 1)[None]

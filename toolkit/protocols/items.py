@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import PriorswapError
 
@@ -253,8 +254,6 @@ def read_items(data: str, kind: str, captions: bool = False, reference_view: int
 
 def check_files(items: list[Item]) -> None:
     """Every image and target exists and has a readable header (cheap; full decoding happens when used)."""
-    from PIL import Image, UnidentifiedImageError
-
     for it in items:
         for path in (it.image, it.target):
             if path is None:

@@ -18,9 +18,17 @@ import sys
 from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 
+from ..core.offload import Offloaded, offloaded_decoder
+from ..core.pairing import pair
+from ..core.sampling import DTYPES, vae_decoder
 from ..errors import PriorswapError
 from ..files import atomic_write, write_text_atomic
+from ..images import read_image, save_grid, to_unit
+from ..metrics.reference import reference_stats
+from ..priors import load_unet_prior
+from ..unet.load import LOADERS
 from .conditions import CONDITIONS
 from .generate import Method, SampleStore, Setting, dual_settings, generate_missing, single_settings
 from .items import check_files, image_paths, read_items, safe_id, subset
@@ -128,10 +136,6 @@ def claim_output(out_dir: str, key: dict, methods: list[Method]) -> None:
 
 def write_grid(path: str, store: SampleStore, conditions, items, methods: list[Method], setting: Setting) -> None:
     """Side by side, first sample of each item: inputs, true views (Zero-1-to-3), then one row per method."""
-    import torch.nn.functional as F
-
-    from ..images import read_image, save_grid, to_unit
-
     h, w = store.load(methods[0].name, setting.tag, items[0].id, 0).shape[-2:]
     fit = lambda x: F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)  # noqa: E731
     rows = [torch.cat([fit(to_unit(conditions.model_input(it))) for it in items])]
@@ -144,13 +148,6 @@ def write_grid(path: str, store: SampleStore, conditions, items, methods: list[M
 
 def evaluate_protocol(run: ProtocolRun) -> str | None:
     """Run the protocol; returns the table (None for a shard, whose samples an unsharded run scores)."""
-    from ..core.offload import Offloaded, offloaded_decoder
-    from ..core.pairing import pair
-    from ..core.sampling import DTYPES, vae_decoder
-    from ..metrics.reference import reference_stats
-    from ..priors import load_unet_prior
-    from ..unet.load import LOADERS
-
     run.check()
     metrics = check_metrics(run.kind, run.metrics)
     methods = [Method("vanilla")] + prior_methods(run.priors)

@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..errors import PriorswapError
+from ..files import write_text_atomic
 from ..images import read_image, to_unit
-from ..metrics import FeatureStats
+from ..metrics import LPIPS, CLIPSimilarity, FeatureStats, build_extractor, psnr, ssim
+from ..metrics.imagereward import build_imagereward
+from ..metrics.pickscore import PickScore, preference
 from .generate import Method, SampleStore, Setting
 from .items import Item
 from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-exported)
@@ -78,8 +82,6 @@ def build_metric_nets(
     imagereward_tokenizer: str | None = None,
 ) -> MetricNets:
     """Load (on the CPU) every network ``metrics`` need; a missing or wrong weight file is a one-line error now."""
-    from ..metrics import LPIPS, CLIPSimilarity, build_extractor
-
     nets = MetricNets()
     if {"clip_i", "clip_t", "clip_d"} & set(metrics):
         if not clip:
@@ -98,14 +100,10 @@ def build_metric_nets(
             "inception", inception_weights, allow_download=True, weights_flag="as --inception-weights FILE"
         )
     if "pickscore" in metrics:
-        from ..metrics.pickscore import PickScore
-
         if not pickscore:
             raise PriorswapError("the pickscore metric needs --pickscore (yuvalkirstain/PickScore_v1 or its folder)")
         nets.pickscore = PickScore(pickscore, pickscore_processor)
     if "imagereward" in metrics:
-        from ..metrics.imagereward import build_imagereward
-
         nets.imagereward = build_imagereward(imagereward_weights, imagereward_config, imagereward_tokenizer)
     if {"fd_dinov2", "dino_sim"} & set(metrics):
         nets.dinov2 = build_extractor(
@@ -121,8 +119,6 @@ def build_metric_nets(
 def reference_images(paths: list[str], size: int, batch_size: int):
     """Real images as (B, 3, size, size) in [0, 1]: centre square crop, bicubic resize. Unreadable files are
     skipped and counted on stderr (as the training datamodules do)."""
-    from PIL import Image
-
     batch, skipped = [], 0
     for p in paths:
         try:
@@ -252,8 +248,6 @@ class Scorer:
         return result
 
     def _pair_values(self, chunk: list[tuple[Item, int]], gen: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..metrics import psnr, ssim
-
         out: dict[str, torch.Tensor] = {}
         m = self.metrics
         if {"lpips", "psnr", "ssim"} & set(m):
@@ -337,7 +331,6 @@ def write_results(
     metrics: tuple[str, ...],
 ) -> None:
     """eval.md (the table), eval.csv (method, prior, setting, metric, value, n) and items.csv (per sample), atomically."""
-    from ..files import write_text_atomic
 
     def atomic(name: str, write) -> None:
         write_text_atomic(os.path.join(out_dir, name), write)
@@ -370,8 +363,6 @@ def write_results(
 def compare_to_vanilla(results: dict, methods, settings, metric: str = "pickscore") -> None:
     """Turn raw PickScores into the paper's "compared against IP2P" value, in place: per sample
     sigmoid(s_method - s_vanilla) on the same item, sample and setting (0.5 for vanilla itself), then the mean."""
-    from ..metrics.pickscore import preference
-
     for s in settings:
         base = results[("vanilla", s.tag)]
         if metric not in base.values:

@@ -167,15 +167,7 @@ class ProtocolRun:
             raise PriorswapError(f"unknown kind {self.kind!r}; expected {', '.join(KINDS)}")
         checks.check_scheduler(self.scheduler)
         check_metrics(self.kind, self.metrics)
-        for flag, value in (
-            ("--num-samples", self.num_samples),
-            ("--batch-size", self.batch_size),
-            ("--steps", self.steps),
-            ("--limit", self.limit),
-            ("--size", self.size),
-            ("--reference-limit", self.reference_limit),
-        ):
-            checks.at_least(flag, value)
+        checks.at_least_one(self, "num_samples", "batch_size", "steps", "limit", "size", "reference_limit")
         checks.check_scales("--guidance-scale", self.guidance_scales)
         checks.check_scales("--image-guidance", self.image_guidance if self.kind == "ip2p" else None)
         checks.check_scales("--text-guidance", self.text_guidance if self.kind == "ip2p" else None)

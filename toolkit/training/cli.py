@@ -23,6 +23,7 @@ import warnings
 from importlib import resources
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -321,8 +322,6 @@ def _last_checkpoint(folder: str) -> str | None:
 
 def checkpoint_step(path: str) -> int | None:
     """The optimiser step a Lightning checkpoint was saved at (memory-mapped, weights-only: nothing is unpickled)."""
-    import torch
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is Lightning's to report when it resumes

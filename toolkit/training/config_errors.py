@@ -15,6 +15,7 @@ import os
 import re
 
 import yaml
+from jsonargparse import ArgumentParser
 
 _SUBCOMMAND_KEY = re.compile(r"Subcommand '([^']+)' does not accept option '([^']+)'")
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
@@ -169,8 +170,6 @@ def _walk(node, shown: str, dotted: list[str], owner: str | None):
 # -- what is valid ------------------------------------------------------------------------------------------
 def _init_args_of(class_path: str) -> list[str]:
     """The constructor arguments jsonargparse accepts for ``class_path`` (it also follows ``**kwargs`` to parents)."""
-    from jsonargparse import ArgumentParser
-
     try:
         module, _, name = class_path.rpartition(".")
         cls = getattr(importlib.import_module(module), name)

@@ -8,6 +8,8 @@ import os
 import re
 import warnings
 
+from lightning_utilities.core import rank_zero
+
 TIP_PREFIX = "💡 Tip:"  # Lightning's suggestions to install its cloud packages (litlogger, litmodels), once per fit
 
 
@@ -18,8 +20,6 @@ class _DropTips(logging.Filter):
 
 def hide_lightning_tips() -> None:
     """Drop the tips at the loggers Lightning's ``rank_zero_info`` writes to; every other info line stays."""
-    from lightning_utilities.core import rank_zero
-
     loggers = {
         rank_zero.log,
         logging.getLogger("lightning.pytorch.utilities.rank_zero"),

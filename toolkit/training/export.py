@@ -6,7 +6,11 @@ import copy
 import json
 import os
 
+import diffusers
 import torch
+from diffusers import DDIMScheduler, DiTPipeline
+
+from ..files import atomic_dir
 
 
 def export_pipeline(
@@ -18,10 +22,6 @@ def export_pipeline(
     so an interrupted export never leaves a folder that looks complete. A pixel-space model (no VAE) is saved
     with ``vae: null``, which ``DiTPipeline`` cannot run but :func:`priorswap.toolkit.core.loading.load_dit` can.
     """
-    from diffusers import DDIMScheduler, DiTPipeline
-
-    from ..files import atomic_dir
-
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_dir(path) as tmp:
@@ -49,6 +49,4 @@ def export_pipeline(
 
 
 def _diffusers_version() -> str:
-    import diffusers
-
     return diffusers.__version__

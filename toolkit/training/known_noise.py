@@ -6,6 +6,8 @@ import warnings
 
 from lightning.pytorch.callbacks import Callback
 
+from priorswap.data.base import ImageDataModule
+
 
 class KnownNoise(Callback):
     """Silences two Lightning warnings that are false for this module, from fit start to the first batch only.
@@ -31,7 +33,6 @@ class KnownNoise(Callback):
         )
         if frozen:
             self._ignore(rf"Found {frozen} module\(s\) in eval mode at the start of training")
-        from priorswap.data.base import ImageDataModule
 
         if isinstance(trainer.datamodule, ImageDataModule):
             self._ignore(

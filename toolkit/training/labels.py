@@ -15,8 +15,11 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..core.denoisers import LatentSpace
 from ..dit.denoiser import DiTDenoiser
-from ..dit.lora import LoRASpec
+from ..dit.lora import LoRADiTDenoiser, LoRASpec
+from ..dit.lora_files import export_dit_lora, fingerprint
+from .export import export_pipeline
 from .label_table import replace_label_table
+from .lora import AdapterEMA, build_lora, table_size_from_state, trainable_state
 
 TABLE_SUFFIX = "class_embedder.embedding_table.weight"
 
@@ -55,8 +58,6 @@ class FullTable:
 
     def export(self, module, path: str) -> str:
         """The EMA model as a diffusers DiT pipeline folder (+ id2label.json)."""
-        from .export import export_pipeline
-
         return export_pipeline(
             module.ema_transformer(), module.vae, module.scheduler_config, module.class_names or [], path
         )
@@ -66,20 +67,14 @@ class LoRARows:
     """K new rows after the base's null row N (the base's classes and null row stay as they are), with a LoRA."""
 
     def __init__(self, spec: LoRASpec, pretrained: str, seed: int, base: DiTDenoiser):
-        from ..dit.lora_files import fingerprint
-
         self.spec, self.pretrained, self.seed = spec, pretrained, seed
         self.base_num_classes = base.num_classes
         self.base_fingerprint = fingerprint(base.transformer)
 
     def build(self, transformer: torch.nn.Module, k: int) -> torch.nn.Module:
-        from .lora import build_lora
-
         return build_lora(transformer, self.spec, k, self.pretrained, self.seed)
 
     def table_size(self, state: dict) -> int | None:
-        from .lora import table_size_from_state
-
         return table_size_from_state(state)
 
     def null_id(self, num_classes: int) -> int:
@@ -90,25 +85,17 @@ class LoRARows:
         return labels + self.base_num_classes + 1
 
     def ema(self, transformer: torch.nn.Module, avg_fn: Callable) -> torch.nn.Module:
-        from .lora import AdapterEMA
-
         return AdapterEMA(transformer, avg_fn)
 
     def checkpoint_state(self, state: dict, transformer: torch.nn.Module) -> dict:
         """Only what trains; the base is re-read from ``pretrained``."""
-        from .lora import trainable_state
-
         return trainable_state(state, transformer)
 
     def denoiser(self, net: torch.nn.Module, space: LatentSpace, num_classes: int, ema: bool) -> DiTDenoiser:
-        from ..dit.lora import LoRADiTDenoiser
-
         return LoRADiTDenoiser(net, space, num_classes, name=f"LoRA fine-tune ({'EMA' if ema else 'live'})")
 
     def export(self, module, path: str) -> str:
         """The adapter folder: base reference + adapter safetensors + id2label.json (``dit/lora_files.py``)."""
-        from ..dit.lora_files import export_dit_lora
-
         return export_dit_lora(
             module.ema.module, self.pretrained, self.base_fingerprint, module.class_names or [], path
         )

@@ -8,11 +8,14 @@ All randomness of a step (timesteps, noise, dropout, latent draws) comes from a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
 import lightning as L
 import torch
+from diffusers import DDPMScheduler
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from torch.optim.swa_utils import AveragedModel
 
 from ..core.loading import latent_space
@@ -119,7 +122,6 @@ class DiTFineTune(L.LightningModule):
         self.transformer.train().requires_grad_(True)
         disable_block_dropout(self.transformer)
         self.scheduler_config = {k: v for k, v in dict(sched_cfg).items() if not k.startswith("_")}
-        from diffusers import DDPMScheduler
 
         self.schedule = DiffusionSchedule.from_betas(DDPMScheduler.from_config(self.scheduler_config).betas)
         self.vae = load_vae(vae) if vae else None
@@ -202,8 +204,6 @@ class DiTFineTune(L.LightningModule):
     def configure_callbacks(self):
         """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), saved also when SIGTERM or Ctrl-C stops the
         fit (``interrupt.py``), LR and images/s logging, unless given."""
-        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
-
         existing = list(self.trainer.callbacks) if self._trainer is not None else []
         for cb in existing:
             if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
@@ -337,8 +337,6 @@ class DiTFineTune(L.LightningModule):
         ``ema=False`` a frozen snapshot of the live weights, so sampling never switches the trained module to eval
         mode or freezes it. Available once the label table is sized (``configure_model`` or checkpoint loading).
         """
-        import copy
-
         if self.ema is None:
             raise PriorswapError(
                 "the fine-tune has no label table yet; its denoiser exists once fit or checkpoint loading has built it"

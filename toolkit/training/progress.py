@@ -134,7 +134,7 @@ def _total_steps(trainer) -> int | None:
 
 
 def _speed_column(style):
-    from rich.progress import ProgressColumn
+    from rich.progress import ProgressColumn  # rich is optional: only Lightning's RichProgressBar needs it
     from rich.text import Text
 
     class Speed(ProgressColumn):

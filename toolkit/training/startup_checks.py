@@ -16,7 +16,10 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from huggingface_hub import try_to_load_from_cache
+
 from ..errors import PriorswapError
+from ..launch import is_launch_rank_zero
 from ..shipped import packaged
 
 FLAG = "--data.init_args."
@@ -114,7 +117,6 @@ def read_config(ref: str, component: str) -> dict | None:
 def _hub_cached(repo: str, name: str) -> str | None:
     if os.path.exists(repo) or repo.count("/") != 1:
         return None
-    from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo, name)
     return found if isinstance(found, str) else None
@@ -124,8 +126,6 @@ def _hub_cached(repo: str, name: str) -> str | None:
 def new_run_folder(trainer) -> str | None:
     """The log folder this fit is about to create, or None when it exists already (a resumed or named run: never
     ours to remove) or this is not the launching process. Read before fit: the logger makes it on first use."""
-    from ..launch import is_launch_rank_zero
-
     folder = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
     if not folder or not is_launch_rank_zero() or os.path.exists(folder):
         return None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
+from diffusers import AutoencoderKL
+
 from ..core.loading import locate
 from ..errors import PriorswapError
 
 
 def load_vae(ref: str):
     """An ``AutoencoderKL`` from a VAE folder/hub id, or from the ``vae/`` of a pipeline folder."""
-    from diffusers import AutoencoderKL
-
     ref = locate(ref, "vae")
     sub = "vae" if os.path.isdir(os.path.join(ref, "vae")) else None
     try:

@@ -1,9 +1,10 @@
 """The UNet family's run, with the verbs every family has: load -> prepare -> rows.
 
-- ``load(args, kind)`` / ``load_prior(args)``: the fine-tune and the ``--prior``, placed on the CPU with
-  ``--offload`` and on ``--device`` otherwise.
+- ``load(args, kind)``: the fine-tune, placed on the CPU with ``--offload`` (``home(args)``) and on ``--device``
+  otherwise.
 - ``PREPARE[kind](args)``: load, encode the input image (and prompt or pose) into a :class:`Job`, free the encoders.
-- ``load_paired_prior(args, job)``: the prior, checked against the fine-tune before any sampling.
+- ``paired_prior(job, prior)``: the ``--prior`` (loaded by :func:`priorswap.toolkit.priors.load_unet_prior`, which
+  knows every family), checked against the fine-tune before any sampling.
 - ``rows(args, job, prior)``: ``{"vanilla": ..., "swapped": ...}`` images, same seeds.
 
 ``args`` is a ``priorswap sample ip2p|zero123|vd`` configuration (``priorswap.toolkit.commands.sample_unet``): its
@@ -24,7 +25,6 @@ from ..core.pairing import pair
 from ..core.sampling import DTYPES, sample, vae_decoder
 from ..errors import PriorswapError
 from ..images import read_image, to_tensor
-from ..priors import load_unet_prior
 from .ip2p import IP2PCond, image_latents, prompt_embedding
 from .load import LOADERS, Conditional
 from .versatile import vd_image_embedding
@@ -109,17 +109,21 @@ class Job:
         )
 
 
-def _home(args) -> str:
+def home(args) -> str:
+    """Where the weights wait between uses: the CPU with --offload, else --device."""
     return "cpu" if args.offload else args.device
 
 
 def load(args, kind: str) -> Conditional:
     """The fine-tune (its conditions are encoded next, on --device)."""
-    return LOADERS[kind](args.model, DTYPES[args.dtype], _home(args))
+    return LOADERS[kind](args.model, DTYPES[args.dtype], home(args))
 
 
-def load_prior(args) -> Loaded | None:
-    return load_unet_prior(args.prior, DTYPES[args.dtype], _home(args)) if args.prior else None
+def _encoded(args, model: Conditional) -> None:
+    """The conditions are built: drop the encoders, and with --offload send the VAE home before a prior loads."""
+    model.free_encoders()
+    if args.offload:
+        model.vae.to("cpu")
 
 
 def _factor(model: Conditional) -> int:
@@ -142,7 +146,7 @@ def prepare_ip2p(args) -> Job:
         enc["text_encoder"].to(args.device)
         latent = image_latents(model.vae, to_tensor(img)).cpu()  # (1, 4, h, w), unscaled (docs/method.md trap 7)
         text = prompt_embedding(enc["tokenizer"], enc["text_encoder"], [args.prompt]).cpu()
-    model.free_encoders()
+    _encoded(args, model)
     guidance = args.dual_guidance(args.image_guidance, args.text_guidance)
     extra = {"image_cond": IP2PCond(image=latent)}  # eps(cI, null text) always comes from IP2P itself
     meta = {"prompt": args.prompt, "image_guidance": args.image_guidance, "text_guidance": args.text_guidance}
@@ -162,7 +166,7 @@ def prepare_zero123(args) -> Job:
         pose = pose_vector(args.polar, args.azimuth, args.radius)
         emb = zero123_embedding(enc["image_encoder"], enc["cc_projection"], x, pose, enc["mean"], enc["std"]).cpu()
         latent = image_latents(model.vae, x).cpu()
-    model.free_encoders()
+    _encoded(args, model)
     meta = {"polar": args.polar, "azimuth": args.azimuth, "radius": args.radius, "guidance_scale": args.guidance_scale}
     return Job(model, Zero123Cond(emb, latent), tuple(latent.shape[-2:]), args.guidance(args.guidance_scale), img, meta)
 
@@ -177,7 +181,7 @@ def prepare_vd(args) -> Job:
     with torch.no_grad():
         model.encoders["image_encoder"].to(args.device)
         emb = vd_image_embedding(model.encoders["feature_extractor"], model.encoders["image_encoder"], [img]).cpu()
-    model.free_encoders()
+    _encoded(args, model)
     meta = {"guidance_scale": args.guidance_scale}
     return Job(model, emb, (size // f, size // f), args.guidance(args.guidance_scale), img, meta)
 
@@ -185,11 +189,8 @@ def prepare_vd(args) -> Job:
 PREPARE = {"ip2p": prepare_ip2p, "zero123": prepare_zero123, "vd": prepare_vd}
 
 
-def load_paired_prior(args, job: Job) -> Loaded | None:
-    """The --prior (None without one), checked against the model before any sampling (one-line error if not)."""
-    if args.offload:
-        job.model.vae.to("cpu")
-    prior = load_prior(args)
+def paired_prior(job: Job, prior: Loaded | None) -> Loaded | None:
+    """``prior`` (None: vanilla only), checked against the model before any sampling (one-line error if not)."""
     if prior is not None:
         pair(job.model.denoiser, prior.denoiser, job.latent_hw)
     return prior

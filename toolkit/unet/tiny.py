@@ -12,7 +12,26 @@ import json
 import os
 import string
 
+import numpy as np
 import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+    VersatileDiffusionImageVariationPipeline,
+)
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 IMAGE_SIZE = 32  # pixels
 TEXT_LEN = 16  # tokens (CLIP uses 77)
@@ -32,8 +51,6 @@ SD_SCHEDULER = {
 # -- single components ---------------------------------------------------------------------------
 def tiny_tokenizer(folder: str):
     """A ``CLIPTokenizer`` over printable ASCII, one token per character (with and without ``</w>``)."""
-    from transformers import CLIPTokenizer
-
     os.makedirs(folder, exist_ok=True)
     chars = [c for c in string.printable[:94]]  # the 94 printable, non-space ASCII characters
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
@@ -53,8 +70,6 @@ CLIP_LAYERS = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layer
 
 
 def tiny_text_encoder(seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
         hidden_size=EMBED_DIM,
@@ -70,8 +85,6 @@ def tiny_text_encoder(seed: int = 0):
 
 def tiny_image_encoder(seed: int = 0, projection_dim: int = EMBED_DIM):
     """``CLIPVisionModelWithProjection`` on 32 px images (4x4 patches of 8 px, so 17 tokens)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     torch.manual_seed(seed)
     cfg = CLIPVisionConfig(
         hidden_size=32,
@@ -84,14 +97,10 @@ def tiny_image_encoder(seed: int = 0, projection_dim: int = EMBED_DIM):
 
 
 def tiny_feature_extractor():
-    from transformers import CLIPImageProcessor
-
     return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
 
 
 def tiny_unet(in_channels: int = 4, cross_attention_dim: int = EMBED_DIM, seed: int = 0):
-    from diffusers import UNet2DConditionModel
-
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         block_out_channels=(16, 32),
@@ -108,8 +117,6 @@ def tiny_unet(in_channels: int = 4, cross_attention_dim: int = EMBED_DIM, seed: 
 
 
 def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215):
-    from diffusers import AutoencoderKL
-
     torch.manual_seed(seed)
     return AutoencoderKL(
         block_out_channels=(16, 32),
@@ -125,8 +132,6 @@ def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215):
 
 
 def ddim(prediction_type: str = "epsilon"):
-    from diffusers import DDIMScheduler
-
     return DDIMScheduler.from_config({**SD_SCHEDULER, "prediction_type": prediction_type})
 
 
@@ -146,16 +151,12 @@ def ip2p_components(folder: str, seed: int = 0) -> dict:
 
 def save_ip2p(folder: str, seed: int = 0) -> str:
     """An InstructPix2Pix pipeline folder (8-channel UNet: noisy latent + unscaled image latent)."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
     StableDiffusionInstructPix2PixPipeline(**ip2p_components(folder, seed)).save_pretrained(folder)
     return folder
 
 
 def save_sd(folder: str, seed: int = 1, prediction_type: str = "epsilon", vae_scaling: float = 0.18215) -> str:
     """A text-to-image SD pipeline folder, usable as a prior (``prediction_type='v_prediction'`` mimics SD2.1)."""
-    from diffusers import StableDiffusionPipeline
-
     StableDiffusionPipeline(
         unet=tiny_unet(4, seed=seed),
         vae=tiny_vae(0, vae_scaling),
@@ -171,8 +172,6 @@ def save_sd(folder: str, seed: int = 1, prediction_type: str = "epsilon", vae_sc
 
 def save_vd(folder: str, seed: int = 0) -> str:
     """A Versatile Diffusion image-variation pipeline folder (``image_unet`` + CLIP vision encoder)."""
-    from diffusers import VersatileDiffusionImageVariationPipeline
-
     VersatileDiffusionImageVariationPipeline(
         image_feature_extractor=tiny_feature_extractor(),
         image_encoder=tiny_image_encoder(seed),
@@ -189,8 +188,6 @@ def save_zero123(folder: str, seed: int = 0) -> str:
     Components: unet (8 in-channels), vae, image_encoder, feature_extractor, scheduler, and
     ``cc_projection`` (Linear(projection_dim + 4 -> cross_attention_dim), keys ``projection.*``) in its own folder.
     """
-    from safetensors.torch import save_file
-
     os.makedirs(folder, exist_ok=True)
     parts = {
         "unet": tiny_unet(in_channels=8, seed=seed),
@@ -229,9 +226,6 @@ def save_zero123(folder: str, seed: int = 0) -> str:
 
 def save_image(path: str, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), mode: str = "RGB", seed: int = 0) -> str:
     """A smooth random test picture (PNG) of ``size`` (width, height) in PIL ``mode``."""
-    import numpy as np
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)

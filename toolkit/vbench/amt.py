@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PriorswapError
+from ..metrics.extractor import load_state_dict_file, require_file
 from .amt_net import AMTS
 
 MIN_SIDE = 128  # padded side below which the 4th correlation level is 1 pixel wide (see ``check_size``)
@@ -24,8 +25,6 @@ MIN_SIDE = 128  # padded side below which the 4th correlation level is 1 pixel w
 def load_amt(weights: str) -> AMTS:
     """AMT-S with the weights of ``amt-s.pth`` (AMT's trainer checkpoint: ``{'epoch', 'state_dict', 'optim'}``,
     ``base_trainer.py`` 219-227) or a bare state dict, read weights-only and loaded strictly."""
-    from ..metrics.extractor import load_state_dict_file, require_file
-
     path = require_file(weights, "AMT-S weights", "expected amt-s.pth (MCG-NKU/AMT, as VBench downloads it)")
     state = load_state_dict_file(path)
     model = AMTS()

@@ -130,8 +130,11 @@ class FlowUpdate(nn.Module):
                 nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(hidden, cout, 3, padding=1)
             )
 
-        self.gru = nn.Sequential(nn.Conv2d(fc_dim + 4 + cdim, hidden, 3, padding=1), nn.LeakyReLU(0.1),
-                                 nn.Conv2d(hidden, hidden, 3, padding=1))  # fmt: skip
+        self.gru = nn.Sequential(
+            nn.Conv2d(fc_dim + 4 + cdim, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+        )
         self.feat_head = head(cdim)
         self.flow_head = head(4)
 
@@ -255,8 +258,9 @@ class AMTS(nn.Module):
         self.update4 = FlowUpdate(CHANNELS[2], None)
         self.update3 = FlowUpdate(CHANNELS[1], 2)
         self.update2 = FlowUpdate(CHANNELS[0], 4)
-        self.comb_block = nn.Sequential(nn.Conv2d(3 * FLOWS, 6 * FLOWS, 3, 1, 1), nn.PReLU(6 * FLOWS),
-                                        nn.Conv2d(6 * FLOWS, 3, 3, 1, 1))  # fmt: skip
+        self.comb_block = nn.Sequential(
+            nn.Conv2d(3 * FLOWS, 6 * FLOWS, 3, 1, 1), nn.PReLU(6 * FLOWS), nn.Conv2d(6 * FLOWS, 3, 3, 1, 1)
+        )
 
     @staticmethod
     def _lookup(corr: CorrPyramid, grid: Tensor, fl0: Tensor, fl1: Tensor, t: Tensor, down: int):
@@ -298,8 +302,9 @@ class AMTS(nn.Module):
         return torch.clamp(blend(self.comb_block, img0, img1, fl0, fl1, mask, res, mean), 0, 1)  # 140-142
 
 
-def blend(comb: nn.Module, img0: Tensor, img1: Tensor, fl0: Tensor, fl1: Tensor, mask: Tensor, res: Tensor,
-          mean: Tensor) -> Tensor:  # fmt: skip
+def blend(
+    comb: nn.Module, img0: Tensor, img1: Tensor, fl0: Tensor, fl1: Tensor, mask: Tensor, res: Tensor, mean: Tensor
+) -> Tensor:
     """Warp both frames by each of the ``FLOWS`` flow pairs, mix by the masks, add the residual and the mean, average
     the candidates and add the combination block's correction (``multi_flow.py`` 10-43)."""
     b, _, h, w = fl0.shape

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.transforms import functional as TF
 
 from ..errors import PriorswapError
-from ..metrics.extractor import load_state_dict_file
+from ..metrics.extractor import load_exactly, load_state_dict_file
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # dreamsim/constants.py 2-3
 OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # constants.py 4-5
@@ -33,8 +33,10 @@ BRANCHES = (  # dreamsim/config.py 3-9: model_type, feat_type; model.py 178-196:
     ("clip_vitb16", "clip_vitb16_pretrain.pth.tar", OPENAI_CLIP),
     ("open_clip_vitb16", "open_clip_vitb16_pretrain.pth.tar", OPENAI_CLIP),
 )
-LAYOUT = ("checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar "
-          "and ensemble_lora/ (what dreamsim(pretrained=True, cache_dir=DIR) downloads)")  # fmt: skip
+LAYOUT = (
+    "checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar "
+    "and ensemble_lora/ (what dreamsim(pretrained=True, cache_dir=DIR) downloads)"
+)
 ADAPTERS = ("adapter_model.safetensors", "adapter_model.bin")  # peft's names, safetensors first as peft loads them
 
 
@@ -65,7 +67,7 @@ def _vit(state: dict, path: str, clip: bool, quick_gelu: bool) -> nn.Module:
     file (768 in DreamSim's release, where DreamSim builds ``vit_base``). The CLIP branches get ln_pre (DreamSim's
     ``pos_drop`` LayerNorm), LayerNorm eps 1e-5 and, for OpenAI's, QuickGELU (``load_clip_as_dino.py`` 21-32,
     ``load_open_clip_as_dino.py`` 16-21); DINO keeps eps 1e-6 and GELU (``vision_transformer.py`` ``vit_base``)."""
-    import timm
+    import timm  # only the i2v_background dimension needs timm
 
     cls = state.get("cls_token")
     width = cls.shape[-1] if torch.is_tensor(cls) and cls.ndim == 3 else 0
@@ -79,12 +81,7 @@ def _vit(state: dict, path: str, clip: bool, quick_gelu: bool) -> nn.Module:
     if clip:
         vit.norm_pre = nn.LayerNorm(width)
         state = {("norm_pre." + k[len("pos_drop.") :] if k.startswith("pos_drop.") else k): v for k, v in state.items()}
-    try:
-        vit.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise PriorswapError(
-            f"DreamSim file {path!r} does not fit a ViT-B/16 in DINO's key names ({str(e).splitlines()[0][:150]})"
-        ) from None
+    load_exactly(vit, state, f"DreamSim file {path!r} does not fit a ViT-B/16 in DINO's key names")
     if clip:
         for m in vit.modules():
             if isinstance(m, nn.LayerNorm):
@@ -148,12 +145,17 @@ def _lora(folder: str) -> tuple[dict, float]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PriorswapError(f"{cfg_path!r} is not peft's LoRA adapter_config.json ({type(e).__name__}: {e})") from None
     bad = {
-        "peft_type": cfg.get("peft_type", "LORA") != "LORA", "target_modules": sorted(cfg.get("target_modules") or []) != ["qkv"],
-        "bias": cfg.get("bias", "none") != "none", "use_dora": bool(cfg.get("use_dora")),
-        "use_rslora": bool(cfg.get("use_rslora")), "modules_to_save": bool(cfg.get("modules_to_save")),
-        "rank_pattern": bool(cfg.get("rank_pattern")), "alpha_pattern": bool(cfg.get("alpha_pattern")),
-        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")), "layers_to_transform": cfg.get("layers_to_transform") is not None,
-    }  # fmt: skip
+        "peft_type": cfg.get("peft_type", "LORA") != "LORA",
+        "target_modules": sorted(cfg.get("target_modules") or []) != ["qkv"],
+        "bias": cfg.get("bias", "none") != "none",
+        "use_dora": bool(cfg.get("use_dora")),
+        "use_rslora": bool(cfg.get("use_rslora")),
+        "modules_to_save": bool(cfg.get("modules_to_save")),
+        "rank_pattern": bool(cfg.get("rank_pattern")),
+        "alpha_pattern": bool(cfg.get("alpha_pattern")),
+        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
+        "layers_to_transform": cfg.get("layers_to_transform") is not None,
+    }
     if any(bad.values()):
         odd = ", ".join(f"{k}={cfg.get(k)!r}" for k, v in bad.items() if v)
         raise PriorswapError(f"{cfg_path!r} sets {odd}; DreamSim's ensemble LoRA is plain LoRA on 'qkv'")

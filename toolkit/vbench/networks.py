@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PriorswapError
-from ..metrics.extractor import load_state_dict_file, require_file
+from ..metrics.extractor import load_exactly, load_state_dict_file, require_file
 
 
 class DINOFeatures(nn.Module):
@@ -27,17 +28,12 @@ class DINOFeatures(nn.Module):
 
     def __init__(self, weights: str):
         super().__init__()
-        import timm
+        import timm  # each network's library loads only with the dimension that uses it
 
         path = require_file(weights, "DINO weights", "expected dino_vitbase16_pretrain.pth (facebookresearch/dino)")
         state = load_state_dict_file(path)
         self.vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-        try:
-            self.vit.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise PriorswapError(
-                f"DINO weights {path!r} do not fit DINO ViT-B/16 ({str(e).splitlines()[0][:150]})"
-            ) from None
+        load_exactly(self.vit, state, f"DINO weights {path!r} do not fit DINO ViT-B/16")
         self.vit.eval().requires_grad_(False)
 
     def _pos_embed(self, npatch: int, rows: int, cols: int) -> Tensor:
@@ -70,11 +66,9 @@ def load_openai_clip(path: str, what: str = "CLIP weights"):
     """An OpenAI CLIP (``ViT-B-32.pt``, ``ViT-L-14.pt``): a TorchScript archive as released, or a plain state dict
     with the same keys. Only the tensors are taken; the model is open_clip's rebuild of the OpenAI architecture
     (QuickGELU), in fp32 (``clip.load`` upcasts the fp16 release weights the same way on a CPU)."""
-    from open_clip.model import build_model_from_openai_state_dict
+    from open_clip.model import build_model_from_openai_state_dict  # only the CLIP dimensions need open_clip
 
     path = require_file(path, what, "expected OpenAI's ViT-B-32.pt / ViT-L-14.pt (the files VBench's clip.load reads)")
-    import warnings
-
     try:
         with warnings.catch_warnings():  # torch deprecates TorchScript, but it is the format OpenAI released
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
@@ -101,12 +95,7 @@ class AestheticHead(nn.Module):
         state = load_state_dict_file(path)
         w = state.get("weight")
         self.linear = nn.Linear(w.shape[1] if w is not None and w.ndim == 2 else 768, 1)  # 768: CLIP ViT-L/14
-        try:
-            self.linear.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise PriorswapError(
-                f"aesthetic head {path!r} is not a Linear(768, 1) state dict ({str(e).splitlines()[0][:120]})"
-            ) from None
+        load_exactly(self.linear, state, f"aesthetic head {path!r} is not a Linear(768, 1) state dict", width=120)
         self.eval().requires_grad_(False)
 
     def forward(self, embedding: Tensor) -> Tensor:
@@ -129,12 +118,7 @@ def load_musiq(weights: str):
     state = load_state_dict_file(path)
     state = state.get("params", state) if isinstance(state.get("params"), dict) else state
     model = MUSIQ(pretrained=False)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise PriorswapError(
-            f"MUSIQ weights {path!r} do not fit pyiqa's MUSIQ (SPAQ) ({str(e).splitlines()[0][:150]})"
-        ) from None
+    load_exactly(model, state, f"MUSIQ weights {path!r} do not fit pyiqa's MUSIQ (SPAQ)")
     model.requires_grad_(False)
     model.training = False
     return model

@@ -20,8 +20,25 @@ import os
 import sys
 
 import numpy as np
+import torch
+from PIL import Image
 
+from ..core.sampling import DTYPES
 from ..errors import PriorswapError
+from ..files import write_text_atomic
+from ..images import read_image, save_grid, to_unit
+from ..protocols.generate import Method
+from ..protocols.items import subset
+from ..protocols.runner import claim_output, prior_methods
+from ..video.loading import load_video_model
+from ..video.pipeline import VideoJob, encode_job, prepare
+from ..video.writer import read_fps, read_mp4, to_uint8_frames, write_mp4
+from . import dimensions as D
+from . import raft
+from .amt import load_amt, motion_smoothness
+from .dreamsim import DreamSimEnsemble
+from .formulas import PairSums, frame_weighted, mean_over_videos
+from .networks import AestheticHead, DINOFeatures, load_musiq, load_openai_clip
 from .settings import NOT_BUILT, VideoEvalRun
 from .suite import DIMENSIONS, TITLES, VideoItem, check_images, read_suite
 
@@ -31,10 +48,6 @@ def video_path(out: str, method: str, item: VideoItem, k: int) -> str:
 
 
 def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
-    from .amt import load_amt
-    from .networks import AestheticHead, DINOFeatures, load_musiq, load_openai_clip
-    from .raft import load_raft
-
     nets = {}
     if {"subject_consistency", "i2v_subject"} & set(dims):
         nets["dino"] = DINOFeatures(run.dino_weights)
@@ -46,24 +59,16 @@ def build_nets(run: VideoEvalRun, dims: tuple[str, ...]) -> dict:
     if "motion_smoothness" in dims:
         nets["amt"] = load_amt(run.amt_weights)
     if "dynamic_degree" in dims:
-        nets["raft"] = load_raft(run.raft_weights)
+        nets["raft"] = raft.load_raft(run.raft_weights)
     if "imaging_quality" in dims:
         nets["musiq"] = load_musiq(run.musiq_weights)
     if "i2v_background" in dims:
-        from .dreamsim import DreamSimEnsemble
-
         nets["dreamsim"] = DreamSimEnsemble(run.dreamsim_weights)
     return nets
 
 
 def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.ndarray, fps: float) -> dict:
     """One video's value per dimension it counts for (consistency: its (sum, count) pair sums)."""
-    from PIL import Image
-
-    from . import dimensions as D
-    from .amt import motion_smoothness
-    from .raft import dynamic_degree
-
     out: dict = {}
     for d in dims:
         if d not in item.dimensions:
@@ -77,7 +82,7 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
         elif d == "motion_smoothness":
             out[d] = motion_smoothness(nets["amt"], frames)
         elif d == "dynamic_degree":
-            out[d] = float(dynamic_degree(nets["raft"], frames, fps))
+            out[d] = float(raft.dynamic_degree(nets["raft"], frames, fps))
         elif d == "aesthetic_quality":
             out[d] = D.aesthetic_quality(nets["clip_l14"], nets["aesthetic"], frames)
         elif d == "imaging_quality":
@@ -90,8 +95,6 @@ def score_video(nets: dict, dims: tuple[str, ...], item: VideoItem, frames: np.n
 
 
 def aggregate(dimension: str, values: list) -> float:
-    from .formulas import PairSums, frame_weighted, mean_over_videos
-
     if values and isinstance(values[0], PairSums):
         return frame_weighted(values)
     if dimension == "imaging_quality":  # per-video values are MOS in 0-100; only the aggregate is /100 (54-55)
@@ -100,12 +103,6 @@ def aggregate(dimension: str, values: list) -> float:
 
 
 def evaluate_videos(run: VideoEvalRun) -> str | None:
-    from ..protocols.generate import Method
-    from ..protocols.items import subset
-    from ..protocols.runner import claim_output, prior_methods
-    from ..video.loading import load_video_model
-    from ..video.writer import read_fps, read_mp4
-
     run.check()
     dims = run.chosen()
     items = read_suite(run.data)
@@ -118,8 +115,15 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
     key = _run_key(run, items)
     claim_output(run.output_dir, key, methods)
     indexed = [(i, it) for i, it in enumerate(items) if run.shard is None or i % run.shard[1] == run.shard[0]]
-    missing = [(i, it) for i, it in indexed if not all(os.path.isfile(video_path(run.output_dir, m.name, it, k))
-                                                         for m in methods for k in range(run.videos_per_prompt))]  # fmt: skip
+
+    def written(it: VideoItem) -> bool:
+        return all(
+            os.path.isfile(video_path(run.output_dir, m.name, it, k))
+            for m in methods
+            for k in range(run.videos_per_prompt)
+        )
+
+    missing = [(i, it) for i, it in indexed if not written(it)]
     made = _sample(run, methods, missing, load_video_model) if missing else 0
     if run.shard is not None:
         print(f"shard {run.shard[0]}/{run.shard[1]}: made {made} videos; run again without --shard to score")
@@ -145,30 +149,32 @@ def evaluate_videos(run: VideoEvalRun) -> str | None:
 
 def _run_key(run: VideoEvalRun, items: list[VideoItem]) -> dict:
     digest = hashlib.sha256("\n".join(f"{it.prompt}|{it.image}" for it in items).encode()).hexdigest()[:16]
-    keep = ("model", "videos_per_prompt", "steps", "eta", "text_guidance", "image_guidance", "frame_stride",
-            "timestep_spacing", "size", "fps", "seed", "dtype")  # fmt: skip
+    keep = (
+        "model",
+        "videos_per_prompt",
+        "steps",
+        "eta",
+        "text_guidance",
+        "image_guidance",
+        "frame_stride",
+        "timestep_spacing",
+        "size",
+        "fps",
+        "seed",
+        "dtype",
+    )
     return {**{k: getattr(run, k) for k in keep}, "kind": "dynamicrafter", "items": len(items), "items_digest": digest}
 
 
 def _sample(run: VideoEvalRun, methods, todo, load_video_model) -> int:
-    from PIL import Image
-
-    from ..core.sampling import DTYPES
-    from ..video.pipeline import VideoJob, encode_job, prepare
-    from ..video.writer import to_uint8_frames, write_mp4
-
     home = "cpu" if run.offload else run.device
     dtype = DTYPES[run.dtype]
     model = load_video_model(run.model, "dynamicrafter", "model", dtype, home)
     priors = {m.name: load_video_model(m.prior, "videocrafter", f"prior {m.name}", dtype, home) for m in methods[1:]}
     made = 0
     for i, it in todo:
-        job = VideoJob(image=Image.open(it.image), prompt=it.prompt, num_samples=run.videos_per_prompt, steps=run.steps,
-                       eta=run.eta, text_scale=run.text_guidance, image_scale=run.image_guidance,
-                       frame_stride=run.frame_stride, seed=run.seed + i * run.videos_per_prompt,
-                       spacing=run.timestep_spacing, batch_size=run.batch_size, device=run.device, offload=run.offload,
-                       size=(run.size, run.size) if run.size else None,
-                       progress=run.progress)  # fmt: skip
+        seed = run.seed + i * run.videos_per_prompt
+        job = VideoJob.from_flags(run, Image.open(it.image), it.prompt, run.videos_per_prompt, seed)
         conds = encode_job(model, job)  # the image and prompt are encoded once, for every method
         for m in methods:
             paths = [video_path(run.output_dir, m.name, it, k) for k in range(run.videos_per_prompt)]
@@ -204,8 +210,6 @@ def _table(results: dict, methods, dims, run: VideoEvalRun, n: int) -> str:
 
 
 def _write(out: str, text: str, results: dict, rows: list[dict], methods, dims, per: dict) -> None:
-    from ..files import write_text_atomic
-
     write_text_atomic(os.path.join(out, "eval.md"), lambda f: f.write(text + "\n"))
 
     def table(f):
@@ -225,10 +229,6 @@ def _write(out: str, text: str, results: dict, rows: list[dict], methods, dims, 
 
 def _grid(out: str, methods, items: list[VideoItem]) -> None:
     """The input images, then each method's first video's middle frame, one column per prompt."""
-    import torch
-
-    from ..images import read_image, save_grid, to_unit
-    from ..video.writer import read_mp4
 
     def frame(m, it):
         f = read_mp4(video_path(out, m.name, it, 0))

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.optical_flow import raft_large
 
 from ..errors import PriorswapError
+from ..metrics.extractor import load_exactly, load_state_dict_file, require_file
 
 _RULES = [  # (original, torchvision), applied in order to the key without "module."
     (r"^fnet\.conv1\.", "feature_encoder.convnormrelu.0."),
@@ -69,18 +71,11 @@ def original_to_torchvision(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_raft(weights: str):
     """torchvision ``raft_large`` with the weights of ``raft-things.pth`` (or a torchvision-named state dict), loaded
     strictly."""
-    from torchvision.models.optical_flow import raft_large
-
-    from ..metrics.extractor import load_state_dict_file, require_file
-
     path = require_file(weights, "RAFT weights", "expected raft-things.pth (princeton-vl/RAFT)")
     state = load_state_dict_file(path)
     model = raft_large(weights=None, progress=False)
     mapped = original_to_torchvision(state) if any(k.startswith(("module.", "fnet.")) for k in state) else state
-    try:
-        model.load_state_dict(mapped, strict=True)
-    except RuntimeError as e:
-        raise PriorswapError(f"RAFT weights {path!r} do not fit RAFT-large ({str(e).splitlines()[0][:150]})") from None
+    load_exactly(model, mapped, f"RAFT weights {path!r} do not fit RAFT-large")
     return model.eval().requires_grad_(False)
 
 

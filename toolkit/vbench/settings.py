@@ -27,16 +27,22 @@ BUILT = {  # dimension -> the weight flags it needs
 NOT_BUILT = {  # dimension -> why it is not computed yet (shown in eval.md, never silently absent)
 }
 FILES = {
-    "dino_weights": "dino_vitbase16_pretrain.pth", "clip_b32": "ViT-B-32.pt", "clip_l14": "ViT-L-14.pt",
-    "aesthetic_head": "sa_0_4_vit_l_14_linear.pth", "raft_weights": "raft-things.pth",
-    "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth", "amt_weights": "amt-s.pth",
-    "dreamsim_weights": "DreamSim's cache folder: checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, "
-                        "open_clip_vitb16_pretrain.pth.tar, ensemble_lora/",
-}  # fmt: skip
+    "dino_weights": "dino_vitbase16_pretrain.pth",
+    "clip_b32": "ViT-B-32.pt",
+    "clip_l14": "ViT-L-14.pt",
+    "aesthetic_head": "sa_0_4_vit_l_14_linear.pth",
+    "raft_weights": "raft-things.pth",
+    "musiq_weights": "musiq_spaq_ckpt-358bb6af.pth",
+    "amt_weights": "amt-s.pth",
+    "dreamsim_weights": (
+        "DreamSim's cache folder: checkpoints/dino_vitbase16_pretrain.pth, clip_vitb16_pretrain.pth.tar, "
+        "open_clip_vitb16_pretrain.pth.tar, ensemble_lora/"
+    ),
+}
 
 
 def _dreamsim_folder(path: str) -> None:
-    from .dreamsim import check_folder
+    from .dreamsim import check_folder  # dreamsim.py needs torch; this file is read for --help
 
     check_folder(path)
 
@@ -48,25 +54,39 @@ FOLDERS = {"dreamsim_weights": _dreamsim_folder}  # weight flags that name a fol
 class VideoEvalRun(VideoSamplingOptions):
     """Defaults are the paper's Table 4 setting (dual CFG, gT 7.5, gI 1.5, DDIM 50, eta 1, fs 3) and VBench's."""
 
-    data: str = arg(help="the VBench-I2V suite folder (vbench2_i2v_full_info.json + crop/1-1/) or a .jsonl/.csv "
-                         "manifest of image, prompt")  # fmt: skip
+    data: str = arg(
+        help="the VBench-I2V suite folder (vbench2_i2v_full_info.json + crop/1-1/) or a .jsonl/.csv manifest of "
+        "image, prompt"
+    )
     output_dir: str = arg(help="videos/<method>/{{prompt}}-{{k}}.mp4, eval.md, eval.csv, items.csv; re-running resumes")
-    priors: list[str] = arg(default_factory=list, flag="--prior", append=True, metavar="[NAME=]REF",
-                            help="a VideoCrafter1 prior (repeat for several); each gets a column next to vanilla")  # fmt: skip
+    priors: list[str] = arg(
+        default_factory=list,
+        flag="--prior",
+        append=True,
+        metavar="[NAME=]REF",
+        help="a VideoCrafter1 prior (repeat for several); each gets a column next to vanilla",
+    )
     videos_per_prompt: int = arg(5, help="videos per prompt (VBench: 5)")
     limit: int | None = arg(None, help="use this many prompts, drawn at random with --seed")
-    dimensions: list[str] | None = arg(None, metavar="DIM", help=f"a subset of the dimensions: {', '.join(DIMENSIONS)} "
-                                       "(default: all nine)")  # fmt: skip
+    dimensions: list[str] | None = arg(
+        None, metavar="DIM", help=f"a subset of the dimensions: {', '.join(DIMENSIONS)} (default: all nine)"
+    )
     eta: float = arg(1.0, help="DDIM eta")
     text_guidance: float = arg(7.5, help="gT")
     image_guidance: float = arg(1.5, help="gI (dual CFG, the paper's Eq. 8)")
     frame_stride: int = arg(3, help="frame stride fs")
     timestep_spacing: str = arg("uniform", choices=SPACINGS, help="upstream's DDIM grid")
-    fps: float = arg(8.0, help="frame rate the videos are written at; Dynamic Degree reads each file's own rate, "
-                               "as VBench does")  # fmt: skip
+    fps: float = arg(
+        8.0, help="frame rate the videos are written at; Dynamic Degree reads each file's own rate, as VBench does"
+    )
     seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")
-    shard: tuple[int, int] | None = arg(None, type=str, parse=parse_shard, metavar="K/N",
-                                        help="sample only prompts i with i % N == K, then run without it to score")  # fmt: skip
+    shard: tuple[int, int] | None = arg(
+        None,
+        type=str,
+        parse=parse_shard,
+        metavar="K/N",
+        help="sample only prompts i with i % N == K, then run without it to score",
+    )
     dino_weights: str | None = arg(None, group=NETS, help="DINO ViT-B/16: dino_vitbase16_pretrain.pth")
     clip_b32: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-B/32: ViT-B-32.pt")
     clip_l14: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-L/14: ViT-L-14.pt")
@@ -74,8 +94,11 @@ class VideoEvalRun(VideoSamplingOptions):
     raft_weights: str | None = arg(None, group=NETS, help="RAFT (things): raft-things.pth")
     amt_weights: str | None = arg(None, group=NETS, help="AMT-S frame interpolator (motion smoothness): amt-s.pth")
     musiq_weights: str | None = arg(None, group=NETS, help="MUSIQ (SPAQ, pyiqa): musiq_spaq_ckpt-358bb6af.pth")
-    dreamsim_weights: str | None = arg(None, group=NETS, help="DreamSim (ensemble): the folder dreamsim(pretrained=True, "
-                                       "cache_dir=DIR) fills (dreamsim 0.2.1)")  # fmt: skip
+    dreamsim_weights: str | None = arg(
+        None,
+        group=NETS,
+        help="DreamSim (ensemble): the folder dreamsim(pretrained=True, cache_dir=DIR) fills (dreamsim 0.2.1)",
+    )
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -85,10 +108,7 @@ class VideoEvalRun(VideoSamplingOptions):
         return tuple(self.dimensions) if self.dimensions else tuple(d for d in DIMENSIONS if d in BUILT)
 
     def check(self) -> None:
-        for flag, value in (("--videos-per-prompt", self.videos_per_prompt), ("--limit", self.limit),
-                            ("--steps", self.steps), ("--batch-size", self.batch_size), ("--frame-stride", self.frame_stride),
-                            ("--size", self.size)):  # fmt: skip
-            checks.at_least(flag, value)
+        checks.at_least_one(self, "videos_per_prompt", "limit", "steps", "batch_size", "frame_stride", "size")
         checks.check_scales("--text-guidance", self.text_guidance)
         checks.check_scales("--image-guidance", self.image_guidance)
         for d in self.chosen():

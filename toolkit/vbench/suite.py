@@ -17,15 +17,27 @@ from dataclasses import dataclass
 from ..errors import PriorswapError
 
 DIMENSIONS = (  # Table 4's order
-    "subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness", "dynamic_degree",
-    "aesthetic_quality", "imaging_quality", "i2v_subject", "i2v_background",
-)  # fmt: skip
+    "subject_consistency",
+    "background_consistency",
+    "temporal_flickering",
+    "motion_smoothness",
+    "dynamic_degree",
+    "aesthetic_quality",
+    "imaging_quality",
+    "i2v_subject",
+    "i2v_background",
+)
 TITLES = {
-    "subject_consistency": "Subject Consistency", "background_consistency": "Background Consistency",
-    "temporal_flickering": "Temporal Flickering", "motion_smoothness": "Motion Smoothness",
-    "dynamic_degree": "Dynamic Degree", "aesthetic_quality": "Aesthetic Quality", "imaging_quality": "Imaging Quality",
-    "i2v_subject": "I2V Subject", "i2v_background": "I2V Background",
-}  # fmt: skip
+    "subject_consistency": "Subject Consistency",
+    "background_consistency": "Background Consistency",
+    "temporal_flickering": "Temporal Flickering",
+    "motion_smoothness": "Motion Smoothness",
+    "dynamic_degree": "Dynamic Degree",
+    "aesthetic_quality": "Aesthetic Quality",
+    "imaging_quality": "Imaging Quality",
+    "i2v_subject": "I2V Subject",
+    "i2v_background": "I2V Background",
+}
 INFO = "vbench2_i2v_full_info.json"
 
 
@@ -83,7 +95,7 @@ def _rows(path: str) -> list[dict]:
 
 def check_images(items: list[VideoItem]) -> None:
     """Every image exists and decodes, before the first sample."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # here: `priorswap eval --help` reads this file
 
     for it in items:
         try:

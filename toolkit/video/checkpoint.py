@@ -22,10 +22,19 @@ PREFIXES = {  # upstream attribute of LatentDiffusion -> component here
     "image_proj_model.": "image_proj",
 }
 SCHEDULE_BUFFERS = (  # register_schedule's buffers; recomputed from the YAML and checked, not kept
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
-    "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-)  # fmt: skip
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
 RENAMES = {"framestride_embed": "fps_embedding"}  # DynamiCrafter-256's name; upstream inference.py renames it too
 
 
@@ -104,11 +113,13 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or shapes:
-        first = (
-            f"lacks {what} key {missing[0]!r}" if missing else
-            f"has unexpected {what} key {unexpected[0]!r}" if unexpected else
-            f"has {what} {shapes[0]!r} of shape {tuple(state[shapes[0]].shape)}, the --config gives {tuple(own[shapes[0]].shape)}"
-        )  # fmt: skip
+        if missing:
+            first = f"lacks {what} key {missing[0]!r}"
+        elif unexpected:
+            first = f"has unexpected {what} key {unexpected[0]!r}"
+        else:
+            k = shapes[0]
+            first = f"has {what} {k!r} of shape {tuple(state[k].shape)}, the --config gives {tuple(own[k].shape)}"
         n = len(missing) + len(unexpected) + len(shapes)
         if sd is None:
             raise PriorswapError(f"{path!r} {first} ({n} mismatches); convert the checkpoint again")

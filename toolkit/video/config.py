@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import PriorswapError
 
@@ -148,7 +147,7 @@ def released_config_path(flavour: str) -> str:
 
 def read_config(path: str) -> VideoModelConfig:
     """Parse an upstream inference YAML (``model.target`` / ``model.params``)."""
-    import yaml
+    import yaml  # here: `priorswap sample --help` reads this file for its flags
 
     try:
         with open(os.path.expanduser(path)) as f:
@@ -208,12 +207,3 @@ def read_config(path: str) -> VideoModelConfig:
         image_size=size,
         uncond_type=str(p.get("uncond_type", "empty_seq")),
     )
-
-
-def alphas_cumprod(cfg: VideoModelConfig) -> Any:
-    """Upstream's schedule (``make_beta_schedule("linear")``): betas = linspace(sqrt(start), sqrt(end), T)² in float64,
-    alpha_bar = cumprod(1 - betas), then stored as float32 (``ddpm3d.py`` register_schedule)."""
-    import torch
-
-    betas = torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, cfg.timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)

@@ -23,7 +23,14 @@ import torch
 from torch import Tensor
 
 from ..errors import PriorswapError
-from .config import SPACINGS
+from .config import SPACINGS, VideoModelConfig
+
+
+def alphas_cumprod(cfg: VideoModelConfig) -> Tensor:
+    """Upstream's schedule (``make_beta_schedule("linear")``): betas = linspace(sqrt(start), sqrt(end), T)² in float64,
+    alpha_bar = cumprod(1 - betas), then stored as float32 (``ddpm3d.py`` register_schedule)."""
+    betas = torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, cfg.timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
 
 def ddim_timesteps(spacing: str, steps: int, num_train_timesteps: int = 1000) -> np.ndarray:

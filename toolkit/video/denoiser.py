@@ -47,8 +47,14 @@ class VideoUNetDenoiser(DownsamplingDenoiser):
 
 
 class DynamiCrafterDenoiser(VideoUNetDenoiser):
-    def __init__(self, unet: torch.nn.Module, null_text: Tensor, null_image: Tensor, space: LatentSpace,
-                 name: str = "dynamicrafter"):  # fmt: skip
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        null_text: Tensor,
+        null_image: Tensor,
+        space: LatentSpace,
+        name: str = "dynamicrafter",
+    ):
         super().__init__(unet, space, name)
         self.null_text, self.null_image = null_text, null_image  # (1, 77, D), (1, 16 T, D)
         self.concat: Tensor | None = None  # (1 or B, 4, T, h, w): the conditioning image's latent, every frame

@@ -16,11 +16,20 @@ import os
 from dataclasses import dataclass
 
 import torch
+from diffusers import AutoencoderKL
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file, save_file
 
+from ..core.hub import cached, fetch_error, unreachable_reason
 from ..errors import PriorswapError
 from ..files import atomic_dir
 from .checkpoint import check_schedule, load_strict, looks_like, read_state_dict, split
-from .config import VideoModelConfig, alphas_cumprod, read_config, released_config_path
+from .config import VideoModelConfig, read_config, released_config_path
+from .ddim import alphas_cumprod
+from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip, openclip_config
+from .resampler import Resampler, ResamplerConfig
+from .unet3d import UNet3D
+from .vae import ldm_vae_to_diffusers
 
 FORMAT = 1
 CLASS_NAMES = {"dynamicrafter": "DynamiCrafterPipeline", "videocrafter": "VideoCrafterPipeline"}
@@ -53,10 +62,6 @@ class VideoModel:
 # -- building the networks from a config ---------------------------------------------------------------
 def build_networks(cfg: VideoModelConfig, text_clip: dict, image_clip: dict | None) -> dict[str, torch.nn.Module]:
     """Randomly initialised networks of ``cfg`` (weights come next, strictly)."""
-    from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip
-    from .resampler import Resampler, ResamplerConfig
-    from .unet3d import UNet3D
-
     nets: dict[str, torch.nn.Module] = {
         "unet": UNet3D(cfg.unet),
         "text_encoder": OpenCLIPTextEncoder(build_openclip(text_clip), cfg.text.layer),
@@ -69,11 +74,6 @@ def build_networks(cfg: VideoModelConfig, text_clip: dict, image_clip: dict | No
 
 def convert(ckpt: str, out: str, flavour: str, config: str | None = None, openclip_file: str | None = None) -> str:
     """Convert a released checkpoint into a safetensors folder at ``out`` (written whole or not at all)."""
-    from safetensors.torch import save_file
-
-    from .encoders import openclip_config
-    from .vae import ldm_vae_to_diffusers
-
     cfg = read_config(config or released_config_path(flavour))
     if cfg.flavour != flavour:
         raise PriorswapError(f"--config describes a {cfg.flavour} model, not {flavour}")
@@ -97,8 +97,13 @@ def convert(ckpt: str, out: str, flavour: str, config: str | None = None, opencl
             state = {k: v.contiguous() for k, v in net.state_dict().items()}
             save_file(state, os.path.join(tmp, f"{name}.safetensors"), metadata={"format": "pt"})
         vae.save_pretrained(os.path.join(tmp, "vae"))
-        meta = {"format": FORMAT, "model": cfg.to_json(), "text_openclip": text_clip, "image_openclip": image_clip,
-                "source": os.path.basename(ckpt)}  # fmt: skip
+        meta = {
+            "format": FORMAT,
+            "model": cfg.to_json(),
+            "text_openclip": text_clip,
+            "image_openclip": image_clip,
+            "source": os.path.basename(ckpt),
+        }
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(meta, f, indent=2)
         with open(os.path.join(tmp, "model_index.json"), "w") as f:
@@ -138,12 +143,10 @@ def resolve(ref: str, flavour: str, what: str) -> str:
 
 
 def _download(repo: str, filename: str, what: str) -> str:
-    from huggingface_hub import hf_hub_download
-
-    from ..core.hub import cached, fetch_error, unreachable_reason
-
-    hint = (f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
-            f"DIR/{filename} (or its `priorswap convert` folder)")  # fmt: skip
+    hint = (
+        f"on a machine with internet run `hf download {repo} {filename} --local-dir DIR` and pass "
+        f"DIR/{filename} (or its `priorswap convert` folder)"
+    )
     if not cached(repo, filename):
         reason = unreachable_reason()
         if reason:
@@ -164,12 +167,10 @@ def peek_config(ref: str) -> VideoModelConfig | None:
         return None
 
 
-def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.dtype | None = None,
-                     device: torch.device | str = "cpu") -> VideoModel:  # fmt: skip
+def load_video_model(
+    ref: str, flavour: str, what: str = "model", dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+) -> VideoModel:
     """A converted folder, released ``.ckpt`` or hub id of ``flavour`` ("dynamicrafter" or "videocrafter")."""
-    from diffusers import AutoencoderKL
-    from safetensors.torch import load_file
-
     folder = resolve(ref, flavour, what)
     try:
         with open(os.path.join(folder, "config.json")) as f:
@@ -198,6 +199,12 @@ def load_video_model(ref: str, flavour: str, what: str = "model", dtype: torch.d
         net.eval().requires_grad_(False).to(device=device, dtype=dtype)
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), torch_dtype=dtype).eval().requires_grad_(False)
     return VideoModel(
-        flavour, cfg, nets["unet"], vae.to(device), nets["text_encoder"], nets.get("image_encoder"),
-        nets.get("image_proj"), ref,
-    )  # fmt: skip
+        flavour,
+        cfg,
+        nets["unet"],
+        vae.to(device),
+        nets["text_encoder"],
+        nets.get("image_encoder"),
+        nets.get("image_proj"),
+        ref,
+    )

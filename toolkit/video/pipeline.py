@@ -22,10 +22,18 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision import transforms
 
+from ..core.denoisers import LatentSpace
+from ..core.offload import Offloaded
+from ..core.pairing import pair, schedule_mismatch
+from ..core.sampling import DualGuidance, Guidance, sample
 from ..errors import PriorswapError
 from .config import VideoModelConfig
+from .ddim import UpstreamDDIM, alphas_cumprod
+from .denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
 from .loading import VideoModel
+from .vae import decode_frames, encode_mean
 
 
 @dataclass
@@ -45,6 +53,16 @@ class VideoJob:
     device: str = "cpu"
     offload: bool = False
     progress: bool = True
+
+    @classmethod
+    def from_flags(cls, flags: Any, image: Any, prompt: str, num_samples: int, seed: int) -> VideoJob:
+        """A job from ``sample dynamicrafter`` / ``eval dynamicrafter`` flags: their guidance, DDIM grid, size and
+        hardware (``--size`` is the square side)."""
+        size = (flags.size, flags.size) if flags.size else None
+        grid = dict(steps=flags.steps, eta=flags.eta, spacing=flags.timestep_spacing, frame_stride=flags.frame_stride)
+        scales = dict(text_scale=flags.text_guidance, image_scale=flags.image_guidance)
+        run = dict(batch_size=flags.batch_size, device=flags.device, offload=flags.offload, progress=flags.progress)
+        return cls(image, prompt, num_samples, seed=seed, size=size, **grid, **scales, **run)
 
 
 def pixel_multiple(cfg: VideoModelConfig) -> int:
@@ -70,8 +88,6 @@ def check_size(cfg: VideoModelConfig, size: tuple[int, int]) -> None:
 def input_tensor(image, size: tuple[int, int]) -> Tensor:
     """(1, 3, H, W) in [-1, 1]: torchvision ``Resize(min(size))``, ``CenterCrop(size)``, ``ToTensor``, ``Normalize(0.5,
     0.5)`` as upstream's ``load_data_prompts`` (inference.py 65-70)."""
-    from torchvision import transforms
-
     t = transforms.Compose(
         [
             transforms.Resize(min(size)),
@@ -86,8 +102,6 @@ def input_tensor(image, size: tuple[int, int]) -> Tensor:
 @torch.no_grad()
 def encode_conditions(model: VideoModel, image: Tensor, prompt: str, device: str) -> dict[str, Tensor]:
     """Text tokens of the prompt and ``""``, image tokens of the image and of a zero image, and the concat latent."""
-    from .vae import encode_mean
-
     if model.text_encoder is None:
         raise PriorswapError(f"{model.ref}: the encoders were freed; load the model again")
     te, ie, rs = model.text_encoder.to(device), model.image_encoder.to(device), model.resampler.to(device)
@@ -122,7 +136,6 @@ def encode_job(model: VideoModel, job: VideoJob) -> dict[str, Tensor]:
 
 def video_decoder(model: VideoModel, device: str):
     """Latents (B, 4, T, h, w) -> videos (B, 3, T, H, W) in [-1, 1] (not clamped), one frame at a time."""
-    from .vae import decode_frames
 
     def decode(z: Tensor) -> Tensor:
         vae = model.vae.to(device)
@@ -135,8 +148,6 @@ def video_decoder(model: VideoModel, device: str):
 def check_same_latent_space(model: VideoModel, prior: VideoModel, dc, base) -> None:
     """The swap needs the very same latents and noise levels: the same VAE weights and the same schedule (no
     nearest-timestep pairing here: the released pair shares both exactly)."""
-    from ..core.pairing import schedule_mismatch
-
     gap = schedule_mismatch(dc, base)
     if gap > 1e-7:
         raise PriorswapError(
@@ -178,29 +189,28 @@ class PreparedVideo:
 
     def samples(self, swapped: bool, desc: str = "sampling") -> Tensor:
         """(num_samples, 3, T, H, W) floats in [-1, 1]; sample i starts from seed + i in either mode."""
-        from ..core.sampling import sample
-
         j = self.job
+        seeds = [j.seed + i for i in range(j.num_samples)]
+        loop = dict(steps=j.steps, scheduler=self.scheduler, decode=self.decode)
+        run = dict(batch_size=j.batch_size, device=j.device, progress=j.progress, desc=desc)
+        prior = self.prior if swapped else None
         return sample(
-            self.denoiser, self.conds, self.guidance, prior=self.prior if swapped else None,
-            seeds=[j.seed + i for i in range(j.num_samples)], shape=self.shape, steps=j.steps, scheduler=self.scheduler,
-            decode=self.decode, batch_size=j.batch_size, device=j.device, progress=j.progress, desc=desc,
-        )  # fmt: skip
+            self.denoiser, self.conds, self.guidance, prior=prior, seeds=seeds, shape=self.shape, **loop, **run
+        )
 
 
-def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_encoders: bool = True,
-            conds: dict[str, Tensor] | None = None) -> PreparedVideo:  # fmt: skip
+def prepare(
+    model: VideoModel,
+    prior: VideoModel | None,
+    job: VideoJob,
+    free_encoders: bool = True,
+    conds: dict[str, Tensor] | None = None,
+) -> PreparedVideo:
     """Encode the image and prompt (unless ``conds`` from :func:`encode_job` are given; then the encoders are freed,
     unless more inputs follow), build and pair the denoisers, choose the guidance."""
-    from ..core.denoisers import LatentSpace
-    from ..core.offload import Offloaded
-    from ..core.pairing import pair
-    from ..core.sampling import DualGuidance, Guidance
-    from .config import alphas_cumprod
-    from .ddim import UpstreamDDIM
-    from .denoiser import DCCond, DynamiCrafterDenoiser, VideoCrafterPrior
-
     home = "cpu" if job.offload else job.device
+    scheduler = UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta)
+    decode = video_decoder(model, job.device)
     conds = encode_job(model, job) if conds is None else conds
     prior_null = null_text_of(prior, job.device) if prior is not None else None
     if free_encoders:
@@ -230,10 +240,8 @@ def prepare(model: VideoModel, prior: VideoModel | None, job: VideoJob, free_enc
     if job.offload:
         dc = Offloaded(dc, job.device)
         base = Offloaded(base, job.device) if base is not None else None
-    return PreparedVideo(
-        dc, base, c, guidance, UpstreamDDIM.for_schedule(alphas_cumprod(model.config), job.spacing, job.eta),
-        (model.config.unet.out_channels, model.config.unet.temporal_length, h, w), video_decoder(model, job.device), job, conds,
-    )  # fmt: skip
+    shape = (model.config.unet.out_channels, model.config.unet.temporal_length, h, w)
+    return PreparedVideo(dc, base, c, guidance, scheduler, shape, decode, job, conds)
 
 
 def dynamicrafter_videos(

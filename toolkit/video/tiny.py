@@ -15,6 +15,12 @@ import os
 import torch
 import yaml
 
+from .config import read_config
+from .ddim import alphas_cumprod
+from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip
+from .resampler import Resampler, ResamplerConfig
+from .unet3d import UNet3D
+
 OPENCLIP = {  # a ViT-H-14-shaped open_clip architecture at toy size (vision width 64 = the Resampler's input)
     "embed_dim": 16,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
@@ -73,7 +79,7 @@ def tiny_yaml(flavour: str) -> dict:
                     "num_res_blocks": 1,
                     "attn_resolutions": [],
                     "dropout": 0.0,
-                },  # fmt: skip
+                },
             },
         },
         "cond_stage_config": {
@@ -98,7 +104,7 @@ def tiny_yaml(flavour: str) -> dict:
                 "output_dim": 16,
                 "ff_mult": 4,
                 "video_length": 16,
-            },  # fmt: skip
+            },
         }
     target = (
         "lvdm.models.ddpm3d.LatentVisualDiffusion"
@@ -180,11 +186,6 @@ def _randomise(module: torch.nn.Module, generator: torch.Generator) -> dict[str,
 
 def save_tiny_checkpoint(folder: str, flavour: str, seed: int = 0) -> dict[str, str]:
     """Write ``model.ckpt``, ``config.yaml`` and the open_clip JSON into ``folder``; returns their paths."""
-    from .config import alphas_cumprod, read_config
-    from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip
-    from .resampler import Resampler, ResamplerConfig
-    from .unet3d import UNet3D
-
     os.makedirs(folder, exist_ok=True)
     paths = {
         k: os.path.join(folder, f)

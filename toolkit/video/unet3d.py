@@ -62,8 +62,14 @@ class TemporalConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, channels: int, emb_channels: int, out_channels: int | None = None, temporal_conv: bool = False,
-                 spatial_aware: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int | None = None,
+        temporal_conv: bool = False,
+        spatial_aware: bool = False,
+    ):
         super().__init__()
         out = out_channels or channels
         self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out, 3, padding=1))
