@@ -15,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-TOOLKIT = Path(__file__).resolve().parent.parent / "toolkit"
+from repo_paths import REPO
+
+TOOLKIT = Path(REPO) / "toolkit"
 FAMILIES = ("dit", "unet", "video")
 ABOVE_FAMILIES = ("priors", "api", "training", "commands", "protocols", "vbench", "evaluation", "demo", "cli")
 
