@@ -101,6 +101,9 @@ class SaveOnInterrupt(Callback):
             if trainer.is_global_zero:
                 print("priorswap: stopped; checkpointing is off, so nothing was saved", file=sys.stderr, flush=True)
             return
+        # the checkpoint callback's own record of its last.ckpt, saved in this checkpoint: without it the resumed
+        # run's callback finds a last.ckpt it did not write and saves beside it as last-v1.ckpt
+        next(c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)).last_model_path = path
         trainer.save_checkpoint(path, weights_only=False)  # every rank: it gathers state and ends with a barrier
         self.saved = path
         if trainer.is_global_zero:
