@@ -17,7 +17,7 @@ never cut short), and the ranks agree at its end, with one all-reduce, whether a
 own SIGTERM handler is replaced for the duration of training, because it runs a ``broadcast`` inside the signal
 handler: under DDP that collective starts wherever the signal lands, and when every rank is signalled (a preempted
 job) while one of them waits in the step's gradient all-reduce, the two ranks' collectives no longer pair up and the
-job crashes or hangs instead of saving. Before training starts (loading, the first evaluation's set-up) Lightning's
+job crashes or hangs instead of saving. Before training starts (model loading, the sanity check) Lightning's
 handler is still the one in place.
 
 Other exceptions save nothing: a step that failed half-way is not a state to resume from.
