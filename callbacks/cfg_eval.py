@@ -39,6 +39,7 @@ from priorswap.toolkit.evaluation import (
 from priorswap.toolkit.metrics import FeatureExtractor, build_extractor, load_feature_network
 from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
 from priorswap.toolkit.priors import load_prior
+from priorswap.toolkit.training.interrupt import stop_requested, stopping
 
 
 class PriorSwapEval(Callback):
@@ -187,11 +188,12 @@ class PriorSwapEval(Callback):
     # -- triggers -------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+        # a stopping fit (SIGTERM, Ctrl-C) skips it: the save and exit must fit in the scheduler's grace period
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and not stop_requested(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if self.on_checkpoint:
+        if self.on_checkpoint and not stopping(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:

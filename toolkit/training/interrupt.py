@@ -1,9 +1,8 @@
 """Ctrl-C and SIGTERM during fit save a resumable ``last.ckpt`` before the process exits.
 
-Lightning already handles SIGTERM (a cluster's preemption) well: its signal connector notes the signal, forwards it
-to the other ranks it launched, and the training loop stops at the next step boundary by raising
-``SIGTERMException``, on every rank together under DDP. It saves nothing, though. This callback adds the two
-missing parts:
+Lightning notes SIGTERM (a cluster's preemption), forwards it to the ranks it launched, and stops the training loop
+at a step boundary by raising ``SIGTERMException``. It saves nothing, though, and under DDP its handler is not safe
+(below). This callback adds:
 
 - at the end of the step in which the signal came (after the other callbacks' step-end work, such as an
   evaluation), it writes the checkpoint callback's ``last.ckpt`` with ``Trainer.save_checkpoint``, the same state a
@@ -12,6 +11,14 @@ missing parts:
 - the first Ctrl-C during training is turned into that same SIGTERM (Lightning's own KeyboardInterrupt path stops
   wherever the signal lands, possibly half-way through an optimiser step, and saves nothing); a second Ctrl-C stops
   at once, without a checkpoint, as before.
+
+The signal itself only sets a flag: every rank finishes the step in progress (a step blocks nothing, and is
+never cut short), and the ranks agree at its end, with one all-reduce, whether any of them was signalled. Lightning's
+own SIGTERM handler is replaced for the duration of training, because it runs a ``broadcast`` inside the signal
+handler: under DDP that collective starts wherever the signal lands, and when every rank is signalled (a preempted
+job) while one of them waits in the step's gradient all-reduce, the two ranks' collectives no longer pair up and the
+job crashes or hangs instead of saving. Before training starts (model loading, the sanity check) Lightning's
+handler is still the one in place.
 
 Other exceptions save nothing: a step that failed half-way is not a state to resume from.
 """
@@ -33,6 +40,9 @@ class SaveOnInterrupt(Callback):
 
     def __init__(self):
         self._previous_sigint = None
+        self._trainer: L.Trainer | None = None
+        self.requested = False  # SIGTERM (or Ctrl-C) came to this rank; acted on at the step end
+        self.stopping = False  # every rank agreed to stop at this step end: saving, then SIGTERMException
         self.saved: str | None = None  # the checkpoint written on the last interruption
         self._saved_step = -1
 
@@ -42,6 +52,14 @@ class SaveOnInterrupt(Callback):
             return  # signal handlers can only be set from the main thread
         self._previous_sigint = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
+        # after Lightning's signal connector registered its handler; its teardown restores the original one
+        self._trainer, self.requested, self.stopping = trainer, False, False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.requested and self._trainer is not None and self._trainer.strategy.launcher is not None:
+            self._trainer.strategy.launcher.kill(signum)  # ranks Lightning started itself get it too, as before
+        self.requested = True
 
     def _on_sigint(self, signum, frame) -> None:
         self._restore_sigint()  # a second Ctrl-C interrupts at once (KeyboardInterrupt), as before
@@ -66,8 +84,8 @@ class SaveOnInterrupt(Callback):
 
     # -- the checkpoint ---------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        # any rank signalled stops all: Lightning's own check compares only rank 0's flag, at the next step's start
-        if trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
+        if stop_requested(trainer, self):
+            self.stopping = True
             self._save(trainer)
             raise SIGTERMException()
 
@@ -84,6 +102,9 @@ class SaveOnInterrupt(Callback):
             if trainer.is_global_zero:
                 print("priorswap: stopped; checkpointing is off, so nothing was saved", file=sys.stderr, flush=True)
             return
+        # the checkpoint callback's own record of its last.ckpt, saved in this checkpoint: without it the resumed
+        # run's callback finds a last.ckpt it did not write and saves beside it as last-v1.ckpt
+        next(c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)).last_model_path = path
         trainer.save_checkpoint(path, weights_only=False)  # every rank: it gathers state and ends with a barrier
         self.saved = path
         if trainer.is_global_zero:
@@ -93,6 +114,19 @@ class SaveOnInterrupt(Callback):
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def stop_requested(trainer: L.Trainer, interrupt: SaveOnInterrupt | None = None) -> bool:
+    """Whether any rank was signalled to stop; a collective, so every rank calls it at the same point of a step."""
+    if interrupt is None:
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+    mine = trainer.received_sigterm or (interrupt is not None and interrupt.requested)
+    return bool(trainer.strategy.reduce_boolean_decision(mine, all=False))
+
+
+def stopping(trainer: L.Trainer) -> bool:
+    """Whether this fit is saving its interruption checkpoint now (no collective: the ranks already agreed)."""
+    return any(isinstance(c, SaveOnInterrupt) and c.stopping for c in trainer.callbacks)
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> str | None:

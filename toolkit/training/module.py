@@ -23,6 +23,7 @@ from ..dit.load import load_dit
 from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
+from .checkpoint_io import AtomicCheckpoints
 from .diffusion_loss import DiffusionSchedule, vlb_bits
 from .interrupt import SaveOnInterrupt
 from .known_noise import KnownNoise
@@ -203,7 +204,8 @@ class DiTFineTune(L.LightningModule):
 
     def configure_callbacks(self):
         """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), saved also when SIGTERM or Ctrl-C stops the
-        fit (``interrupt.py``), LR and images/s logging, unless given."""
+        fit (``interrupt.py``) and written whole or not at all (``checkpoint_io.py``), LR and images/s logging,
+        unless given."""
         existing = list(self.trainer.callbacks) if self._trainer is not None else []
         for cb in existing:
             if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
@@ -213,7 +215,7 @@ class DiTFineTune(L.LightningModule):
         wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
         if self._trainer is not None and self.trainer.loggers:
             wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
-        wanted += [KnownNoise(), SaveOnInterrupt()]
+        wanted += [KnownNoise(), SaveOnInterrupt(), AtomicCheckpoints()]
         return [c for c in wanted if type(c) not in have]
 
     # ThroughputMonitor reads this on every batch and warns on every fit when it is missing; None: FLOPs are not
