@@ -45,7 +45,9 @@ class Settings:
 
 def family_arguments(pipe, info: Info, s: Settings) -> dict[str, Any]:
     """The pipeline arguments that shape the condition (and so the null condition too)."""
-    args: dict[str, Any] = {"height": s.height, "width": s.width, "negative_prompt": s.negative_prompt}
+    args: dict[str, Any] = {"height": s.height, "width": s.width}
+    if s.negative_prompt is not None:  # PixArt's default is "", not None
+        args["negative_prompt"] = s.negative_prompt
     if info.pipeline in PIXART_BINNED_SIZES:
         args["use_resolution_binning"] = pipe.transformer.config.sample_size in PIXART_BINNED_SIZES[info.pipeline]
     return args
