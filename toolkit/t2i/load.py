@@ -73,7 +73,6 @@ def inspect_pipeline(ref: str, what: str = "--model") -> Info:
             f"{what} {model_name(ref)!r} is a {cls or 'pipeline of unknown class'}; sample t2i takes "
             + ", ".join(DENOISER)
         )
-    sched = _config(ref, index, "scheduler", what)
     vae = _config(ref, index, "vae", what)
     flow = "FlowMatch" in (component_class(index, "scheduler") or "")
     stats = (int(vae.get("latent_channels", 4)), float(vae.get("scaling_factor", 0.18215)))
@@ -98,7 +97,9 @@ def load_pipeline(info: Info, dtype: torch.dtype, device: str, what: str = "--mo
     try:
         pipe = info.cls.from_pretrained(locate(info.ref, what), torch_dtype=dtype, **kwargs)
     except (OSError, ValueError, TypeError) as e:
-        raise PriorswapError(f"{what} {info.name!r} could not be loaded as a {info.pipeline} ({first_line(e)})") from None
+        raise PriorswapError(
+            f"{what} {info.name!r} could not be loaded as a {info.pipeline} ({first_line(e)})"
+        ) from None
     return pipe.to(device)
 
 

@@ -161,7 +161,9 @@ def prepare(
         den = getattr(pipe, info.denoiser)
         problem = mixing_problem(den) if adapter_layers(den) else None
         if problem:
-            raise PriorswapError(f"--prior base: {info.name!r} with --lora {lora!r} cannot give a free prior: {problem}")
+            raise PriorswapError(
+                f"--prior base: {info.name!r} with --lora {lora!r} cannot give a free prior: {problem}"
+            )
         job.prior, job.prior_pipe = Prior(None, job.timeline), pipe
     elif prior is not None:
         prior_pipe = load_pipeline(prior_info, prior_dtype or dtype, device, what="--prior")
