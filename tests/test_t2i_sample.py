@@ -245,3 +245,22 @@ def test_prior_mix_0_and_an_empty_guidance_interval(sd3, tmp_path, capsys):
     unguided = diffusers_call(StableDiffusion3Pipeline.from_pretrained(path), guidance_scale=1.0)
     off = cli(tmp_path, "--model", path, "--prior", other, "--guidance-interval", "0", "0.001", capsys=capsys)
     assert close(off["arr_0"], unguided)
+
+
+def test_the_free_prior_costs_what_vanilla_costs(sdxl):
+    """One UNet pass of 2n rows per step in both rows: the base's half rides in the same batch."""
+    from priorswap.toolkit.t2i.load import inspect_pipeline
+    from priorswap.toolkit.t2i.run import Settings, prepare
+
+    path, lora = sdxl
+    info = inspect_pipeline(path)
+    job = prepare(info, PROMPTS, Settings(steps=STEPS, progress=False), torch.float32, "cpu", lora=lora, prior="base")
+    seen = []
+    handle = job.pipe.unet.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        job.sample(swapped=False)
+        vanilla, seen[:] = list(seen), []
+        job.sample(swapped=True)
+    finally:
+        handle.remove()
+    assert vanilla == seen == [2 * len(PROMPTS)] * STEPS

@@ -22,6 +22,11 @@ from .common import SamplingOptions, save_npz_atomic, torch_dtype
 class SampleT2I(SamplingOptions):
     model: str = arg(help="text-to-image pipeline folder or hub id: SD1.x/2.x, SDXL, SD3/SD3.5, PixArt-alpha/Sigma")
     lora: str | None = arg(None, help="LoRA file or folder on --model, in a format diffusers' load_lora_weights reads")
+    prior: str | None = arg(
+        None,
+        help="'base': the LoRA's own base (adapter off, same forward); or a pipeline folder or hub id in the same "
+        "latent space whose unconditional prediction replaces the model's (Eq. 7); omit for vanilla CFG",
+    )
     prompts: list[str] | None = arg(None, help="prompts, one image per prompt and row")
     prompt_file: str | None = arg(None, help="text file of prompts, one per line (instead of --prompts)")
     negative_prompt: str | None = arg(None, help="negative prompt; each model encodes it with its own encoders")
