@@ -95,7 +95,7 @@ def load_pipeline(info: Info, dtype: torch.dtype, device: str, what: str = "--mo
     """The pipeline on ``device`` in ``dtype``, its progress bars and safety checker off (images are compared)."""
     kwargs = {"safety_checker": None} if info.pipeline == "StableDiffusionPipeline" else {}
     try:
-        pipe = info.cls.from_pretrained(locate(info.ref, what), torch_dtype=dtype, **kwargs)
+        pipe = info.cls.from_pretrained(locate(info.ref, what), dtype=dtype, **kwargs)
     except (OSError, ValueError, TypeError) as e:
         raise PriorswapError(
             f"{what} {info.name!r} could not be loaded as a {info.pipeline} ({first_line(e)})"

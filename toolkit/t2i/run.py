@@ -111,17 +111,18 @@ class T2IJob:
         hook = None
         if swapped or s.interval is not None:
             hook = SwapHook(self.timeline, self.prior if swapped else None, s.prior_mix, s.interval)
+        chunks = [self.prompts[i : i + s.batch_size] for i in range(0, len(self.prompts), s.batch_size)]
+        if swapped:
+            for chunk in chunks:  # before the progress bars are set: the capture runs its pipeline without one
+                self._null(len(chunk))
         self.pipe.set_progress_bar_config(disable=not s.progress)
         out = []
-        for start in range(0, len(self.prompts), s.batch_size):
-            chunk = self.prompts[start : start + s.batch_size]
+        for start, chunk in zip(range(0, len(self.prompts), s.batch_size), chunks):
             gens = [torch.Generator("cpu").manual_seed(s.seed + start + i) for i in range(len(chunk))]
             if hook is None:
                 out.append(self.pipe(chunk, generator=gens, **self.call_arguments()).images.float().cpu())
                 continue
             hook.n = len(chunk)
-            if swapped:
-                self._null(len(chunk))
             with hooked(getattr(self.pipe, self.info.denoiser), hook):
                 out.append(self.pipe(chunk, generator=gens, **self.call_arguments()).images.float().cpu())
         return torch.cat(out)

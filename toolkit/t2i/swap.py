@@ -179,6 +179,7 @@ def null_condition(pipe, denoiser: str, n: int, call: dict, adapters_off: bool) 
     args["generator"] = torch.Generator("cpu").manual_seed(0)
     if adapters_off:
         pipe.disable_lora()
+    pipe.set_progress_bar_config(disable=True)  # one aborted step: no bar
     try:
         with hooked(module, _Capture(), "priorswap_capture"):
             pipe(**args)
