@@ -106,7 +106,9 @@ def sdxl_modular_pipeline(folder: str):
 def add_lora(denoiser: torch.nn.Module, seed: int = 3, rank: int = 4, name: str = "ft") -> torch.nn.Module:
     """A random (non-zero) LoRA on the attention projections, through diffusers' ``add_adapter``."""
     denoiser.add_adapter(
-        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+        LoraConfig(
+            r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        ),
         adapter_name=name,
     )
     torch.manual_seed(seed)
@@ -119,3 +121,40 @@ def add_lora(denoiser: torch.nn.Module, seed: int = 3, rank: int = 4, name: str 
 
 def flow_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+
+
+def tiny_sd3_transformer(seed: int = 0):
+    """An SD3-shaped MMDiT: one joint block, 32 wide (the caption projection), 4 latent channels on 16x16."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(
+        sample_size=IMAGE_SIZE // 2,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=SD3_TEXT_DIM,
+        pooled_projection_dim=SD3_POOLED_DIM,
+        out_channels=4,
+    ).eval()
+
+
+SD3_TEXT_DIM, SD3_POOLED_DIM = 32, 64
+
+
+def sd3_modular_pipeline(transformer: torch.nn.Module):
+    """diffusers' own SD3 text-to-image core (text inputs, latents, timesteps, denoise) around ``transformer``.
+
+    The core takes prompt embeddings, so no text encoder is needed: SD3's third encoder is a T5, whose
+    sentencepiece tokenizer cannot be built without a download. Its denoise step is the one the full pipeline runs.
+    """
+    from diffusers.modular_pipelines.stable_diffusion_3.modular_blocks_stable_diffusion_3 import (
+        StableDiffusion3T2ICoreDenoiseStep,
+    )
+
+    pipe = StableDiffusion3T2ICoreDenoiseStep().init_pipeline()
+    pipe.update_components(transformer=transformer, scheduler=flow_scheduler())
+    return pipe

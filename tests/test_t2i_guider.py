@@ -9,14 +9,26 @@ import copy
 
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from diffusers.guiders import ClassifierFreeGuidance
+from peft.utils import get_peft_model_state_dict
 
 from priorswap.toolkit.core.guidance import mix_prior, rescale
 from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.t2i.guider import PriorSwapGuidance
 
-from t2i_factories import IMAGE_SIZE, add_lora, sdxl_modular_pipeline, save_sdxl_components, tiny_sdxl_unet
+from t2i_factories import (
+    IMAGE_SIZE,
+    SD3_POOLED_DIM,
+    SD3_TEXT_DIM,
+    add_lora,
+    flow_scheduler,
+    save_sdxl_components,
+    sd3_modular_pipeline,
+    sdxl_modular_pipeline,
+    tiny_sd3_transformer,
+    tiny_sdxl_unet,
+)
 
 STEPS, SCALE = 4, 5.0
 CONDITIONS = [
@@ -216,13 +228,73 @@ def test_round_trip_keeps_settings_and_needs_the_module_reattached(pipe, tmp_pat
 # -- the README's lines ----------------------------------------------------------------------------------------
 def test_readme_example(pipe, folder, tmp_path):
     emb = conditions(pipe)
-    add_lora(pipe.unet).save_lora_adapter(str(tmp_path / "lora"), adapter_name="ft")
-    pipe = sdxl_modular_pipeline(folder)
+    lora = str(tmp_path / "lora")
+    StableDiffusionXLPipeline.save_lora_weights(
+        lora, unet_lora_layers=get_peft_model_state_dict(add_lora(pipe.unet), adapter_name="ft")
+    )
+    pipe = sdxl_modular_pipeline(folder)  # a user's modular SDXL pipeline, its LoRA in a diffusers LoRA folder
     # README begins
-    pipe.unet.load_lora_adapter(str(tmp_path / "lora"), prefix=None, adapter_name="ft")
+    pipe.load_lora_weights(lora)
     pipe.update_components(guider=PriorSwapGuidance(guidance_scale=5.0))  # prior: the LoRA's adapter-off base
     image = pipe(prompt="a red shirt", negative_prompt="", num_inference_steps=STEPS, output="images")[0]
     # README ends
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
     latents = run(pipe, pipe.guider)
     assert (latents - hand_loop(pipe, emb, pipe.unet, base_unet(folder))).abs().max() <= 1e-4
+
+
+# -- SD3: diffusers' own SD3 denoise step (a transformer, flow matching) ------------------------------------------
+def sd3_inputs():
+    gen = torch.Generator().manual_seed(2)
+    text, pooled = torch.randn(1, 8, SD3_TEXT_DIM, generator=gen), torch.randn(1, SD3_POOLED_DIM, generator=gen)
+    negative = torch.randn(1, 8, SD3_TEXT_DIM, generator=gen), torch.randn(1, SD3_POOLED_DIM, generator=gen)
+    return {
+        "prompt_embeds": text,
+        "pooled_prompt_embeds": pooled,
+        "negative_prompt_embeds": negative[0],
+        "negative_pooled_prompt_embeds": negative[1],
+    }
+
+
+def run_sd3(pipe, guider):
+    pipe.update_components(guider=guider)
+    return pipe(
+        **sd3_inputs(),
+        num_inference_steps=STEPS,
+        height=IMAGE_SIZE,
+        width=IMAGE_SIZE,
+        latents=noise(),
+        output="latents",
+    )
+
+
+@torch.no_grad()
+def hand_loop_sd3(cond_model, prior_model):
+    sched = flow_scheduler()
+    sched.set_timesteps(STEPS)
+    emb, x = sd3_inputs(), noise()
+    for t in sched.timesteps:
+        step = t.expand(1)
+        cond = cond_model(x, emb["prompt_embeds"], emb["pooled_prompt_embeds"], step).sample
+        uncond = prior_model(x, emb["negative_prompt_embeds"], emb["negative_pooled_prompt_embeds"], step).sample
+        x = sched.step(uncond + SCALE * (cond - uncond), t, x).prev_sample
+    return x
+
+
+def test_sd3_prior_mix_zero_is_diffusers_cfg_exactly():
+    pipe = sd3_modular_pipeline(add_lora(tiny_sd3_transformer()))
+    expected = run_sd3(pipe, ClassifierFreeGuidance(guidance_scale=SCALE))
+    assert torch.equal(run_sd3(pipe, PriorSwapGuidance(guidance_scale=SCALE, prior_mix=0.0)), expected)
+
+
+@pytest.mark.parametrize("kind", ["lora-base", "module"])
+def test_sd3_prior_equals_hand_loop(kind):
+    base = tiny_sd3_transformer()
+    if kind == "lora-base":
+        model, guider = add_lora(copy.deepcopy(base)), PriorSwapGuidance(guidance_scale=SCALE)
+    else:
+        model, guider = base, PriorSwapGuidance(guidance_scale=SCALE, prior_module=tiny_sd3_transformer(seed=5))
+    got = run_sd3(sd3_modular_pipeline(model), guider)
+    expected = hand_loop_sd3(model, base if kind == "lora-base" else guider.prior_module)
+    assert (got - expected).abs().max() <= 1e-4
+    assert (got - hand_loop_sd3(model, model)).abs().max() > 1e-2  # not the model's own CFG
