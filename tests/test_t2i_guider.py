@@ -298,3 +298,27 @@ def test_sd3_prior_equals_hand_loop(kind):
     expected = hand_loop_sd3(model, base if kind == "lora-base" else guider.prior_module)
     assert (got - expected).abs().max() <= 1e-4
     assert (got - hand_loop_sd3(model, model)).abs().max() > 1e-2  # not the model's own CFG
+
+
+# -- the block-state path (Wan, LTX, Z-Image denoise steps), through the guider's own API ---------------------------
+def test_block_state_path_three_batches_and_prior_null():
+    from diffusers.modular_pipelines.modular_pipeline import BlockState
+
+    gen = torch.Generator().manual_seed(4)
+    text, negative, null = (torch.randn(2, 3, 5, generator=gen) for _ in range(3))
+    state = BlockState(prompt_embeds=text, negative_prompt_embeds=negative)
+    fields = {"encoder_hidden_states": ("prompt_embeds", "negative_prompt_embeds")}
+    own, prior = torch.nn.Linear(5, 5), torch.nn.Linear(5, 5)
+    guider = PriorSwapGuidance(guidance_scale=3.0, prior_mix=0.25, prior_module=prior)
+    guider.attach_prior(prior, prior_inputs={"encoder_hidden_states": null[:1]})
+    guider.set_state(step=0, num_inference_steps=4, timestep=torch.tensor(999))
+    batches = guider.prepare_inputs_from_block_state(state, fields)
+    assert [b.__guidance_identifier__ for b in batches] == ["pred_cond", "pred_prior", "pred_uncond"]
+    for batch in batches:
+        guider.prepare_models(own)
+        batch.noise_pred = own(batch.encoder_hidden_states)
+        guider.cleanup_models(own)
+    with torch.no_grad():
+        cond, base, mine = own(text), prior(null[:1].expand(2, 3, 5)), own(negative)
+    uncond = 0.25 * base + 0.75 * mine
+    assert torch.allclose(guider(batches).pred, uncond + 3.0 * (cond - uncond), atol=1e-6)

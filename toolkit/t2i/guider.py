@@ -55,7 +55,8 @@ class PriorSwapGuidance(BaseGuidance):
         start, stop: the fraction of steps in which to guide (outside it only the conditional batch runs).
         enabled: as every diffusers guider.
         prior_module: the prior denoiser for ``prior="module"``; it is called with the pipeline's denoiser
-            arguments, so it must take the same ones (an SDXL UNet for an SDXL UNet, an SD3 transformer for one).
+            arguments, so it must take the same ones (an SDXL UNet for an SDXL UNet, an SD3 transformer for one)
+            and sit on the pipeline's device and dtype (the pipeline's offloading does not manage it).
         prior_inputs: the prior's own null condition, replacing the pipeline's negative inputs in the prior's batch
             only. Keys are the names the pipeline's denoise step gives the guider (SDXL: ``prompt_embeds``,
             ``text_embeds`` (pooled), ``time_ids``; SD3: ``encoder_hidden_states``, ``text_embeds``); a tensor with
