@@ -107,18 +107,23 @@ class T2IJob:
 
     def sample(self, swapped: bool) -> Tensor:
         """Images (N, 3, H, W) in [0, 1]: prompt i from seed + i."""
+        return self.sample_seeded(self.prompts, [self.settings.seed + i for i in range(len(self.prompts))], swapped)
+
+    def sample_seeded(self, prompts: Sequence[str], seeds: Sequence[int], swapped: bool) -> Tensor:
+        """Images (N, 3, H, W) in [0, 1]: ``prompts[i]`` from ``seeds[i]`` (one CPU generator each), in batches."""
         s = self.settings
         hook = None
         if swapped or s.interval is not None:
             hook = SwapHook(self.timeline, self.prior if swapped else None, s.prior_mix, s.interval)
-        chunks = [self.prompts[i : i + s.batch_size] for i in range(0, len(self.prompts), s.batch_size)]
+        starts = range(0, len(prompts), s.batch_size)
+        chunks = [list(prompts[i : i + s.batch_size]) for i in starts]
         if swapped:
             for chunk in chunks:  # before the progress bars are set: the capture runs its pipeline without one
                 self._null(len(chunk))
         self.pipe.set_progress_bar_config(disable=not s.progress)
         out = []
-        for start, chunk in zip(range(0, len(self.prompts), s.batch_size), chunks):
-            gens = [torch.Generator("cpu").manual_seed(s.seed + start + i) for i in range(len(chunk))]
+        for start, chunk in zip(starts, chunks):
+            gens = [torch.Generator("cpu").manual_seed(seeds[start + i]) for i in range(len(chunk))]
             if hook is None:
                 out.append(self.pipe(chunk, generator=gens, **self.call_arguments()).images.float().cpu())
                 continue
@@ -158,17 +163,27 @@ def prepare(
         load_lora(pipe, info, lora)
     use_scheduler(pipe, info, scheduler)
     job = T2IJob(pipe, info, list(prompts), settings)
+    if prior is not None:
+        use_prior(job, prior, prior_info, prior_dtype or dtype, device, lora)
+    return job
+
+
+def use_prior(
+    job: T2IJob, prior: str, prior_info: Info | None, dtype: torch.dtype, device: str, lora: str | None = None
+) -> None:
+    """Make ``prior`` the job's prior: ``"base"`` (the LoRA's adapter-off self) or a pipeline paired beforehand
+    (``prior_info``), loaded now. A previous prior is dropped (an evaluation runs one prior after another)."""
+    job.prior = job.prior_pipe = job.prior_info = None
     if prior == "base":
-        den = getattr(pipe, info.denoiser)
+        den = getattr(job.pipe, job.info.denoiser)
         problem = mixing_problem(den) if adapter_layers(den) else None
         if problem:
             raise PriorswapError(
-                f"--prior base: {info.name!r} with --lora {lora!r} cannot give a free prior: {problem}"
+                f"--prior base: {job.info.name!r} with --lora {lora!r} cannot give a free prior: {problem}"
             )
-        job.prior, job.prior_pipe = Prior(None, job.timeline), pipe
-    elif prior is not None:
-        prior_pipe = load_pipeline(prior_info, prior_dtype or dtype, device, what="--prior")
-        den = getattr(prior_pipe, prior_info.denoiser)
-        job.prior = Prior(den, Timeline.of(prior_pipe.scheduler.config, prior_info.flow))
-        job.prior_pipe, job.prior_info = prior_pipe, prior_info
-    return job
+        job.prior, job.prior_pipe = Prior(None, job.timeline), job.pipe
+        return
+    prior_pipe = load_pipeline(prior_info, dtype, device, what="--prior")
+    den = getattr(prior_pipe, prior_info.denoiser)
+    job.prior = Prior(den, Timeline.of(prior_pipe.scheduler.config, prior_info.flow))
+    job.prior_pipe, job.prior_info = prior_pipe, prior_info
