@@ -226,7 +226,7 @@ def test_killed_run_resumes_to_one_runs_samples_and_table(env, capsys, tmp_path,
             assert np.array_equal(samples(resumed, method, scale), samples(fresh, method, scale)), (method, scale)
     assert values(resumed) == values(fresh)
     code, _, err = run_cli(capsys, *sdxl_args(env, resumed, *extra, "--steps", "3"))
-    assert "holds a run with steps='2'" in one_line_error(code, err)  # a changed setting is refused, not mixed
+    assert "holds a run with steps=2, this one has steps=3" in one_line_error(code, err)  # a changed setting is refused, not mixed
 
 
 def test_two_shards_then_scoring_equal_one_process(env, capsys, tmp_path):
@@ -293,3 +293,20 @@ def test_prompt_files_in_every_format_give_the_same_prompts(tmp_path):
     for name in ("c.json", "p.jsonl", "p.csv", "p.txt"):
         got = read_prompts(str(tmp_path / name))
         assert [p.text for p in got] == PROMPTS and [p.id for p in got] == ["p0", "p1", "p2"], name
+
+
+# -- bench sample --t2i ----------------------------------------------------------------------------------------
+def test_bench_sample_t2i_prints_a_row_per_mode_with_sane_fields(capsys):
+    """The SD3-architecture rows at a tiny latent (the SDXL rows build a 3.5 GB UNet: left to the README run)."""
+    code = main(["bench", "sample", "--t2i", "--t2i-archs", "sd3", "--t2i-latent", "8", "--batch-sizes", "1",
+                 "--repeats", "1", "--device", "cpu", "--json"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])["rows"]
+    assert [(r["arch"], r["batch"], r["mode"]) for r in rows] == [("sd3", 1, "lora-vanilla"), ("sd3", 1, "lora-free")]
+    for r in rows:
+        assert r["s"] > 0 and r["peak_mb"] > 100 and r["time_ratio"] > 0 and r["memory_ratio"] > 0
+    assert rows[0]["time_ratio"] == 1.0 and rows[0]["memory_ratio"] == 1.0  # lora-vanilla is the reference
+    assert "| sd3 | 1 | lora-free |" in out and "peak RSS MiB" in out
+    code = main(["bench", "sample", "--t2i", "--modes", "swapped"])
+    assert code == 2 and "--t2i always runs" in capsys.readouterr().err

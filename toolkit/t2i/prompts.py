@@ -74,9 +74,10 @@ def read_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
         with open(full, encoding="utf-8", newline="" if ext == ".csv" else None) as f:
             if ext == ".json":
                 try:
-                    texts = _coco(json.load(f), path)
+                    data = json.load(f)
                 except ValueError:
                     raise PriorswapError(f"{flag} {path!r} is not valid JSON") from None
+                texts = _coco(data, path)
             elif ext == ".jsonl":
                 texts = _jsonl(f, path)
             elif ext == ".csv":
