@@ -20,11 +20,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-import metric_factories as mf  # noqa: E402
-
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.t2i import tiny  # noqa: E402
 from priorswap.toolkit.unet import tiny as uf  # noqa: E402
+
+import metric_factories as mf  # noqa: E402
 
 PROMPTS, SEED, STEPS, SCALE = ["a cat", "a red dog", "a blue house"], 3, "2", "6"
 
@@ -49,7 +49,9 @@ def env(tmp_path_factory):
     pipe = StableDiffusionXLPipeline.from_pretrained(sdxl)
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     randomize_lora(pipe.unet)
-    StableDiffusionXLPipeline.save_lora_weights(str(root / "lora"), unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+    StableDiffusionXLPipeline.save_lora_weights(
+        str(root / "lora"), unet_lora_layers=get_peft_model_state_dict(pipe.unet)
+    )
     for name, count in (("reference", 4), ("subject", 2)):
         (root / name).mkdir()
         for i in range(count):
@@ -226,7 +228,8 @@ def test_killed_run_resumes_to_one_runs_samples_and_table(env, capsys, tmp_path,
             assert np.array_equal(samples(resumed, method, scale), samples(fresh, method, scale)), (method, scale)
     assert values(resumed) == values(fresh)
     code, _, err = run_cli(capsys, *sdxl_args(env, resumed, *extra, "--steps", "3"))
-    assert "holds a run with steps=2, this one has steps=3" in one_line_error(code, err)  # a changed setting is refused, not mixed
+    # a changed setting is refused, not mixed with the samples on disk
+    assert "holds a run with steps=2, this one has steps=3" in one_line_error(code, err)
 
 
 def test_two_shards_then_scoring_equal_one_process(env, capsys, tmp_path):
@@ -265,7 +268,9 @@ def test_bad_inputs_are_one_line_before_any_sample(env, capsys, tmp_path):
     assert "without an 'annotations' list" in refused("--prompts", str(tmp_path / "bad.json"))
     assert "--reference" in refused("--reference", str(tmp_path / "nowhere"), "--inception-weights", env["inception"])
     (tmp_path / "noimages").mkdir()
-    line = refused("--reference", str(tmp_path / "noimages"), "--metrics", "fid", "--inception-weights", env["inception"])
+    line = refused(
+        "--reference", str(tmp_path / "noimages"), "--metrics", "fid", "--inception-weights", env["inception"]
+    )
     assert "--reference" in line and "holds no images" in line
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
@@ -285,9 +290,14 @@ def test_bad_inputs_are_one_line_before_any_sample(env, capsys, tmp_path):
 def test_prompt_files_in_every_format_give_the_same_prompts(tmp_path):
     from priorswap.toolkit.t2i.prompts import read_prompts
 
-    coco = {"images": [], "annotations": [{"image_id": i, "id": 9 - i, "caption": f" {p} "} for i, p in enumerate(PROMPTS)]}
+    coco = {
+        "images": [],
+        "annotations": [{"image_id": i, "id": 9 - i, "caption": f" {p} "} for i, p in enumerate(PROMPTS)],
+    }
     (tmp_path / "c.json").write_text(json.dumps(coco))
-    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"text" if i else "prompt": p}) for i, p in enumerate(PROMPTS)))
+    (tmp_path / "p.jsonl").write_text(
+        "\n".join(json.dumps({"text" if i else "prompt": p}) for i, p in enumerate(PROMPTS))
+    )
     (tmp_path / "p.csv").write_text("id,caption\n" + "\n".join(f'{i},"{p}"' for i, p in enumerate(PROMPTS)))
     (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
     for name in ("c.json", "p.jsonl", "p.csv", "p.txt"):

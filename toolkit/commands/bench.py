@@ -54,8 +54,10 @@ class BenchSample:
         help="instead: an SDXL- and an SD3-architecture LoRA at real widths (fewer blocks), vanilla vs the free "
         "prior; slow on a CPU, so not in the default run",
     )
-    t2i_archs: list[str] = arg(default_factory=lambda: list(bench_t2i.ARCHS), choices=bench_t2i.ARCHS, help="with --t2i")
-    t2i_latent: int = arg(64, help="with --t2i: latent side (64: 512 px images)")
+    t2i_archs: list[str] = arg(
+        default_factory=lambda: list(bench_t2i.ARCHS), choices=bench_t2i.ARCHS, help="with --t2i"
+    )
+    t2i_latent: int = arg(32, help="with --t2i: latent side (32: 256 px images; SDXL trains at 128)")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     json: bool = arg(False, help="print a JSON object as the last line")

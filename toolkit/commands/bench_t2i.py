@@ -7,7 +7,7 @@ The networks are random, built at the real channel widths with fewer transformer
   parameters);
 - SD3 MMDiT: SD3-medium's width (24 heads x 64 = 1536, 4096-wide joint attention over 333 text tokens, 2048-wide
   pooled projection, 16 latent channels, patch 2) with 2 of its 24 joint blocks.
-The latent is ``--t2i-latent`` a side (default 64: a 512 px image). LoRA: rank ``--lora-rank`` on to_q/k/v/out.
+The latent is ``--t2i-latent`` a side (default 32: a 256 px image, so a CPU finishes in minutes). LoRA: rank ``--lora-rank`` on to_q/k/v/out.
 Vanilla is the denoiser on cat([uncond, cond]) (2n rows), as the pipeline calls it; the free prior is the same call
 with ``SwapHook`` on (2n rows, the first n with the adapter off and the base's null), then CFG. Each cell runs in
 its own subprocess: time alternates the two modes; memory is that mode's alone (peak RSS on the CPU, CUDA max
@@ -83,7 +83,10 @@ def condition(arch: str, n: int, device, dtype) -> dict:
 
     if arch == "sdxl":
         ids = torch.tensor([[512.0, 512, 0, 0, 512, 512]], device=device, dtype=dtype).repeat(n, 1)
-        return {"encoder_hidden_states": r(n, 77, 2048), "added_cond_kwargs": {"text_embeds": r(n, 1280), "time_ids": ids}}
+        return {
+            "encoder_hidden_states": r(n, 77, 2048),
+            "added_cond_kwargs": {"text_embeds": r(n, 1280), "time_ids": ids},
+        }
     return {"encoder_hidden_states": r(n, 333, 4096), "pooled_projections": r(n, 2048)}
 
 
@@ -157,7 +160,15 @@ def rows(args, worker) -> list[dict]:
     out = []
     for arch in args.t2i_archs:
         for batch in args.batch_sizes:
-            job = [arch, str(batch), str(args.t2i_latent), str(args.repeats), args.device, args.dtype, str(args.lora_rank)]
+            job = [
+                arch,
+                str(batch),
+                str(args.t2i_latent),
+                str(args.repeats),
+                args.device,
+                args.dtype,
+                str(args.lora_rank),
+            ]
             timing = worker(["time", *job])
             mem = {m: worker([f"mem-{m}", *job])["peak_mb"] for m in T2I_MODES}
             for m in T2I_MODES:

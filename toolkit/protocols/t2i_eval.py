@@ -90,10 +90,7 @@ def generate_missing(
     base, made = job.settings, 0
     for s in settings:
         todo = [
-            (i, p, k)
-            for i, p in indexed
-            for k in range(run.num_samples)
-            if not store.has(method.name, s.tag, p.id, k)
+            (i, p, k) for i, p in indexed for k in range(run.num_samples) if not store.has(method.name, s.tag, p.id, k)
         ]
         job.settings = replace(base, guidance_scale=s.guidance.scale)
         for start in range(0, len(todo), run.batch_size):
@@ -125,7 +122,9 @@ def evaluate_t2i(run: T2IEvalRun, warn: Warn | None = None) -> str | None:
                 f"FID / FD-DINOv2 need at least 2 samples per row; {len(prompts)} prompts x {run.num_samples} given"
             )
         if len(ref_paths) < 2:
-            raise PriorswapError(f"FID / FD-DINOv2 need at least 2 reference images; --reference gives {len(ref_paths)}")
+            raise PriorswapError(
+                f"FID / FD-DINOv2 need at least 2 reference images; --reference gives {len(ref_paths)}"
+            )
     claim_output(run.output_dir, run_key(run, prompts), methods)
     # 2. metric networks (shards too: the scoring run must not fail) and the reference's size against their width
     asked = tuple("clip_t" if m == "clip_score" else m for m in metrics)  # CLIP score needs CLIP-T's tokenizer
@@ -172,7 +171,9 @@ def evaluate_t2i(run: T2IEvalRun, warn: Warn | None = None) -> str | None:
             use_prior(job, m.prior, prior_infos.get(m.name), DTYPES[run.prior_dtype or run.dtype], run.device, run.lora)
         made += generate_missing(store, job, m, settings, indexed, run)
     if run.shard is not None:
-        print(f"shard {run.shard[0]}/{run.shard[1]}: made {made} samples in {store.root}; run again without --shard to score")
+        print(
+            f"shard {run.shard[0]}/{run.shard[1]}: made {made} samples in {store.root}; run again without --shard to score"
+        )
         return None
     del job  # the pipelines leave the device before the metric networks come on
     if device.type == "cuda":
