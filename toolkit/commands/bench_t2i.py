@@ -3,10 +3,10 @@ vanilla CFG against its free prior (``--prior base``), through the same hook ``s
 
 The networks are random, built at the real channel widths with fewer transformer blocks, so a CPU can run them:
 - SDXL UNet: SDXL's config (channels 320/640/1280, 2 ResNets per level, 2048-wide cross-attention over 77 tokens,
-  text_time conditioning) with 1 transformer block per attention level instead of 2 and 10 (about 1.3B of 2.6B
+  text_time conditioning) with 1 transformer block per attention level instead of 2 and 10 (641M of 2.6B
   parameters);
 - SD3 MMDiT: SD3-medium's width (24 heads x 64 = 1536, 4096-wide joint attention over 333 text tokens, 2048-wide
-  pooled projection, 16 latent channels, patch 2) with 2 of its 24 joint blocks.
+  pooled projection, 16 latent channels, patch 2) with 2 of its 24 joint blocks (159M of 2.0B parameters).
 The latent is ``--t2i-latent`` a side (default 32: a 256 px image, so a CPU finishes in minutes). LoRA: rank ``--lora-rank`` on to_q/k/v/out.
 Vanilla is the denoiser on cat([uncond, cond]) (2n rows), as the pipeline calls it; the free prior is the same call
 with ``SwapHook`` on (2n rows, the first n with the adapter off and the base's null), then CFG. Each cell runs in
