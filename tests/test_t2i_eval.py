@@ -320,3 +320,12 @@ def test_bench_sample_t2i_prints_a_row_per_mode_with_sane_fields(capsys):
     assert "| sd3 | 1 | lora-free |" in out and "peak RSS MiB" in out
     code = main(["bench", "sample", "--t2i", "--modes", "swapped"])
     assert code == 2 and "--t2i always runs" in capsys.readouterr().err
+
+
+def test_clip_score_is_100_times_the_cosine_clamped_at_zero():
+    """The formula itself (the tiny CLIP's cosines may all be negative, which the end-to-end test cannot tell)."""
+    from priorswap.toolkit.protocols.t2i_score import clip_score
+
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[0.6, 0.8], [0.0, -1.0]])
+    assert clip_score(image, text).tolist() == pytest.approx([60.0, 0.0])
