@@ -110,7 +110,7 @@ def test_every_command_is_a_dataclass_and_its_flags_are_its_fields():
             flags = {a.dest for a in p._actions if a.dest != "help"}
             assert flags == {f.name for f in cli_fields(cmd.spec, cmd.kind)}, p.prog
             seen += 1
-    assert seen == 18  # sample x6, eval x5, bench x3, convert x2, demo, export
+    assert seen == 20  # sample x7, eval x6, bench x3, convert x2, demo, export
 
 
 def test_protocol_flags_differ_per_kind():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..argspec import Command, arg
-from . import bench_train, bench_unet
+from . import bench_t2i, bench_train, bench_unet
 
 MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
 # The default run makes the README's first table (vanilla and swapped at batch 1/8/32, median of 3): about 6 minutes
@@ -54,11 +54,23 @@ class BenchSample:
         help=f"the whole matrix: every mode, {FULL_REPEATS} repeats (75 timed predictions at 3 batch sizes; "
         "half an hour on a busy 2-core CPU)",
     )
+    t2i: bool = arg(
+        False,
+        help="instead: an SDXL- and an SD3-architecture LoRA at real widths (fewer blocks), vanilla vs the free "
+        "prior; slow on a CPU, so not in the default run",
+    )
+    t2i_archs: list[str] = arg(
+        default_factory=lambda: list(bench_t2i.ARCHS), choices=bench_t2i.ARCHS, help="with --t2i"
+    )
+    t2i_latent: int = arg(32, help="with --t2i: latent side (32: 256 px images; SDXL trains at 128)")
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     json: bool = arg(False, help="print a JSON object as the last line")
 
     def check(self) -> None:
+        if self.t2i and self.modes:
+            raise checks.PriorswapError("--modes picks DiT modes; --t2i always runs lora-vanilla and lora-free")
+        checks.at_least("--t2i-latent", self.t2i_latent, 8)
         if self.modes is None:
             self.modes = list(MODES if self.full else TABLE_MODES)
         if self.repeats is None:
@@ -185,9 +197,37 @@ def timed_predictions(args: BenchSample) -> int:
     return len(args.batch_sizes) * len(args.modes) * args.repeats
 
 
+def _t2i_worker(argv: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench_t2i", *argv]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode != 0:
+        last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode
+        raise RuntimeError(f"benchmark worker failed: {last}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _device_name(args: BenchSample) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+
+
+def run_t2i_bench(args: BenchSample) -> int:
+    n = len(args.t2i_archs) * len(args.batch_sizes)
+    print(f"{n * 2 * args.repeats} timed predictions ({' '.join(args.t2i_archs)}, lora-vanilla and lora-free at batch "
+          f"{' '.join(map(str, args.batch_sizes))}, {args.repeats} repeats)", flush=True)  # fmt: skip
+    rows = bench_t2i.rows(args, _t2i_worker)
+    bench_t2i.print_rows(rows, args, _device_name(args))
+    if args.json:
+        print(json.dumps({"rows": rows}))
+    return 0
+
+
 def run_sample_bench(args: BenchSample) -> int:
     import torch
 
+    if args.t2i:
+        return run_t2i_bench(args)
     more = "" if args.full else "; --full runs every mode"
     print(
         f"{timed_predictions(args)} timed predictions ({' '.join(args.modes)} at batch "

@@ -59,16 +59,22 @@ def check_classifier_width(classifier, images: torch.Tensor, num_classes: int, m
         )
 
 
-def reference_note(n: int, dim: int, metric: str, data: str) -> tuple[str, str]:
+def reference_note(
+    n: int,
+    dim: int,
+    metric: str,
+    data: str,
+    source: str = "{data} validation split",
+    hint: str = "use a larger validation split, or more --reference-samples",
+) -> tuple[str, str]:
     """(the line that says what the Fréchet reference is, a warning or "" ); the warning is also issued when the
-    reference has fewer images than feature dimensions."""
-    line = f"reference: {n} real images ({data} validation split), {dim}-d features for {metric}"
+    reference has fewer images than feature dimensions. ``source`` and ``hint`` word it for another command."""
+    line = f"reference: {n} real images ({source.format(data=data)}), {dim}-d features for {metric}"
     if n >= dim:
         return line, ""
     warning = (
         f"the {metric} reference holds {n} images, fewer than its {dim} feature dimensions: its covariance is "
-        "rank-deficient, so the distance is not a meaningful Fréchet distance (use a larger validation split, "
-        "or more --reference-samples)"
+        f"rank-deficient, so the distance is not a meaningful Fréchet distance ({hint})"
     )
     warnings.warn(warning, stacklevel=2)
     return line, warning

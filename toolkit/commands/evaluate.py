@@ -18,7 +18,7 @@ from ..argspec import Command, arg
 from ..errors import PriorswapError
 from ..paper import PAPER
 from ..vbench.settings import VideoEvalRun
-from . import eval_unet
+from . import eval_t2i, eval_unet
 
 DATAMODULES = {
     "food101": "Food101DataModule",
@@ -276,7 +276,9 @@ COMMANDS = {
         context={"paper": PAPER["dit"]},
     ),
     **eval_unet.COMMANDS,
+    "t2i": eval_t2i.COMMAND,
 }
 HELP = (
-    "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd, dynamicrafter (VBench-I2V)"
+    "compare vanilla and prior-swapped CFG: dit (FID/FD, IS, accuracy), ip2p, zero123, vd, dynamicrafter (VBench-I2V), "
+    "t2i (CLIP score, FID, DreamBooth CLIP-I / DINO)"
 )

@@ -11,7 +11,7 @@ from typing import Literal
 from .. import checks
 from ..argspec import Command, arg
 from ..paper import PAPER
-from . import sample_sd, sample_unet, sample_video
+from . import sample_t2i, sample_unet, sample_video
 from .common import SamplingOptions
 
 
@@ -89,7 +89,8 @@ def run_dit(cfg: SampleDiT) -> int:
 COMMANDS = {
     "dit": Command(SampleDiT, run_dit, "class-conditional DiT (diffusers DiT pipeline folder or hub id)"),
     **sample_unet.COMMANDS,
-    "sd": sample_sd.COMMAND,
+    "t2i": sample_t2i.COMMAND,
+    "sd": sample_t2i.SD_COMMAND,
     "dynamicrafter": sample_video.COMMAND,
 }
 HELP = "sample a fine-tuned model, vanilla or with a swapped prior"

@@ -29,7 +29,9 @@ from .generate import Method, SampleStore, Setting
 from .items import Item
 from .settings import ALLOWED, DEFAULT_METRICS, check_metrics  # noqa: F401 (re-exported)
 
-PAIR_METRICS = ("lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim", "imagereward", "pickscore")
+PAIR_METRICS = (
+    "lpips", "psnr", "ssim", "clip_i", "clip_t", "clip_d", "dino_sim", "imagereward", "pickscore", "clip_score",
+)  # fmt: skip
 SET_METRICS = ("fid", "fd_dinov2")
 LOWER_IS_BETTER = {"lpips", "fid", "fd_dinov2"}
 TITLES = {
@@ -44,6 +46,7 @@ TITLES = {
     "fd_dinov2": "FD_DINOv2",
     "imagereward": "ImageReward",
     "pickscore": "PS vs vanilla",
+    "clip_score": "CLIP score",  # text-to-image: 100 * max(cos(image, prompt), 0)
 }
 
 

@@ -2,6 +2,6 @@
 
 denoiser (the shared UNet wrapper), ip2p / zero123 / versatile (each model's conditions and nulls), text_prior (SD and
 PixArt unconditional priors, prompt encoding), load (each kind from a folder or hub id), run (load -> prepare ->
-rows for ``sample ip2p|zero123|vd``), sd (an SD LoRA against its own base, ``sample sd``), tiny (tiny random
-pipelines for tests and benchmarks, built offline).
+rows for ``sample ip2p|zero123|vd``), tiny (tiny random pipelines for tests and benchmarks, built offline).
+Text-to-image fine-tunes and LoRAs (``sample t2i``, ``sample sd``) are the ``t2i`` family.
 """
