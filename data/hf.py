@@ -38,6 +38,12 @@ def load_hf_tables(
     saved = Path(root)
     if is_local(root) and ((saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file()):
         loaded = datasets.load_from_disk(str(saved))
+    elif is_local(root):
+        try:
+            loaded = datasets.load_dataset(root, config_name, cache_dir=cache_dir)
+        except Exception as error:  # noqa: BLE001 - a local folder it cannot read is the user's data, not a bug
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            raise PriorswapError(f"load_dataset cannot read folder {root} ({type(error).__name__}: {reason})") from None
     else:
         loaded = datasets.load_dataset(root, config_name, cache_dir=cache_dir)
     tables = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {splits[0]: loaded}

@@ -210,6 +210,10 @@ def test_one_line_errors_before_anything_loads(tmp_path):
         '{"file_name": "0.png", "text": "a"}\n\n{"file_name": "1.png", text}\n'
     )
     one_line(r"metadata.jsonl line 3 is not JSON", lambda: CaptionedFolderDataModule(root))
+    one_line(
+        "load_dataset cannot read folder .*ArrowInvalid",
+        lambda: HFCaptionedDataModule(root, cache_dir=str(tmp_path / "c")),
+    )
     (tmp_path / "folder" / "metadata.jsonl").write_text("\n")
     one_line("holds no items", lambda: CaptionedFolderDataModule(root))
     (tmp_path / "folder" / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": ""}))
