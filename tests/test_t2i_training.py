@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from priorswap.toolkit.training.t2i_module import T2IFineTune
 from priorswap.toolkit.training.t2i_export import T2ILoRA
+from priorswap.toolkit.training.t2i_loss import predict
 from priorswap.toolkit.training.text_cache import CachedT2IDataset, build_t2i_cache, collate_items, t2i_cache_dir
 from priorswap.toolkit.unet.tiny import save_sd
 
@@ -55,8 +56,13 @@ class Captioned(Dataset):
         if i == self.bad:
             return None
         size = torch.tensor([32 + 8 * i, 48]) if i % 2 else torch.tensor([32, 32])
-        return {"pixels": self.x[i], "caption": CAPTIONS[i % 4], "original_size": size,
-                "crop_top_left": torch.tensor([i, 2 * i]), "index": i}
+        return {
+            "pixels": self.x[i],
+            "caption": CAPTIONS[i % 4],
+            "original_size": size,
+            "crop_top_left": torch.tensor([i, 2 * i]),
+            "index": i,
+        }
 
 
 class CaptionedDM(L.LightningDataModule):
@@ -106,8 +112,12 @@ def reference_loss(name, folder, b, d):
     shift = pipe.vae.config.shift_factor or 0.0
     x0 = (z - shift) * pipe.vae.config.scaling_factor
     if name == "sd3":
-        pe, _, pooled, _ = pipe.encode_prompt(b["caption"], None, None, do_classifier_free_guidance=False, max_sequence_length=16)
-        npe, _, npooled, _ = pipe.encode_prompt([""], None, None, do_classifier_free_guidance=False, max_sequence_length=16)
+        pe, _, pooled, _ = pipe.encode_prompt(
+            b["caption"], None, None, do_classifier_free_guidance=False, max_sequence_length=16
+        )
+        npe, _, npooled, _ = pipe.encode_prompt(
+            [""], None, None, do_classifier_free_guidance=False, max_sequence_length=16
+        )
         pe, pooled = torch.where(drop, npe, pe), torch.where(drop[:, :, 0], npooled, pooled)
         sched = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
         timesteps = sched.timesteps[(d["u"] * 1000).long()]
@@ -181,26 +191,32 @@ def test_lora_step_trains_only_the_adapter(folders, tmp_path):
 @pytest.mark.parametrize("name,lora", [("sd", None), ("sd3", T2ILoRA(rank=2))])
 def test_resume_matches_an_uninterrupted_run(folders, tmp_path, name, lora):
     def module():
-        return T2IFineTune(folders[name], lora=lora, lr=1e-3, ema_decay=0.9, max_sequence_length=16, export_on_fit_end=False)
+        return T2IFineTune(
+            folders[name], lora=lora, lr=1e-3, ema_decay=0.9, max_sequence_length=16, export_on_fit_end=False
+        )
 
+    # 2 batches an epoch, checkpoint at step 2: this in-test datamodule restarts its epoch on resume (the package's
+    # datamodules resume mid-epoch; tests/test_training.py checks that)
     full = module()
-    trainer(tmp_path / "a", 4, enable_checkpointing=False).fit(full, CaptionedDM(n=8))
+    trainer(tmp_path / "a", 4, enable_checkpointing=False).fit(full, CaptionedDM(n=4))
     part = module()
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "b"), every_n_train_steps=2, save_last=True)
     with pytest.raises(RuntimeError, match="simulated kill"):
-        trainer(tmp_path / "b", 4, callbacks=[ckpt, Kill(3)]).fit(part, CaptionedDM(n=8))
+        trainer(tmp_path / "b", 4, callbacks=[ckpt, Kill(3)]).fit(part, CaptionedDM(n=4))
     torch.manual_seed(123)  # a resumed run must not depend on the global RNG
     resumed = module()
     t = trainer(tmp_path / "b", 4, callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "b"), save_last=True)])
-    t.fit(resumed, CaptionedDM(n=8), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    t.fit(resumed, CaptionedDM(n=4), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert resumed.global_step == full.global_step == 4
     a, r = full.state_dict(), resumed.state_dict()
     keys = [k for k in a if k.startswith(("net.", "ema."))]
     assert any("ema.module" in k for k in keys)
     for k in keys:
         assert torch.allclose(a[k], r[k], atol=1e-6), k
-    assert not torch.equal(a["ema.module.net." + next(n for n, p in full.net.named_parameters() if p.requires_grad)],
-                           module().state_dict()["net." + next(n for n, p in full.net.named_parameters() if p.requires_grad)])
+    assert not torch.equal(
+        a["ema.module.net." + next(n for n, p in full.net.named_parameters() if p.requires_grad)],
+        module().state_dict()["net." + next(n for n, p in full.net.named_parameters() if p.requires_grad)],
+    )
 
 
 def test_cache_is_never_half_written_and_trains_like_pixels(folders, tmp_path):
@@ -216,10 +232,11 @@ def test_cache_is_never_half_written_and_trains_like_pixels(folders, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         build_t2i_cache(folder, Captioned(4), encode, chunk_size=2)
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["chunk-000000.safetensors", "meta.json"]
-    (folder / "chunk-000001.safetensors").write_bytes(b"")  # a truncated chunk would be a file; ours never is...
-    (folder / "chunk-000001.safetensors").unlink()  # ...a writer killed mid-chunk leaves only a hidden temp file
-    (folder / ".chunk-000001.safetensors.x.tmp").write_bytes(b"half")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "chunk-000000.safetensors",
+        "meta.json",
+    ]
+    (folder / ".chunk-000001.safetensors.x.tmp").write_bytes(b"half")  # what a writer killed mid-write leaves
     assert build_t2i_cache(folder, Captioned(4), module.encode_items, chunk_size=2)
     assert calls == [2, 2]  # the finished chunk was not encoded again
     assert not list(folder.glob(".*.tmp"))
@@ -227,7 +244,6 @@ def test_cache_is_never_half_written_and_trains_like_pixels(folders, tmp_path):
     assert [int(rows[i]["index"]) for i in range(4)] == [0, 1, 2, 3]
     # a cached step equals a pixel step: same latent distribution, same caption condition, same loss
     module.train()
-    cached = collate_items  # noqa: F841 - the cached rows batch with the default collate
     cb = torch.utils.data.default_collate([rows[0], rows[1]])
     d = draws(module, 2, False)
     assert torch.allclose(module.diffusion_loss(cb, draws=d), module.diffusion_loss(batch(), draws=d), atol=1e-5)
@@ -243,20 +259,35 @@ def test_fit_from_cache_builds_it_once(folders, tmp_path):
 
 @pytest.mark.parametrize("name", ["sd", "sdxl", "sd3"])
 def test_exported_lora_loads_with_load_lora_weights(folders, tmp_path, name):
-    module = T2IFineTune(folders[name], lora=T2ILoRA(rank=2, text_encoders=True), lr=1e-2, max_sequence_length=16,
-                         export_on_fit_end=False)
+    module = T2IFineTune(
+        folders[name],
+        lora=T2ILoRA(rank=2, text_encoders=True),
+        lr=1e-2,
+        max_sequence_length=16,
+        export_on_fit_end=False,
+    )
     trainer(tmp_path, 1, enable_checkpointing=False).fit(module, CaptionedDM())
     out = module.export(str(tmp_path / "lora"))
     assert os.listdir(out) == ["pytorch_lora_weights.safetensors"]
     pipe = DiffusionPipeline.from_pretrained(folders[name])
-    net = pipe.unet if name != "sd3" else pipe.transformer
-    base = {k: v.clone() for k, v in net.state_dict().items()}
     pipe.load_lora_weights(out)
-    pipe.fuse_lora()
-    ema = module.ema.module["net"]
-    ema.merge_adapter() if hasattr(ema, "merge_adapter") else None
-    fused = net.state_dict()
-    assert any(not torch.equal(base[k], fused[k]) for k in base)
+    net = pipe.unet if name != "sd3" else pipe.transformer
+    module.eval()
+    x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 500])
+    cond = module.conditions(batch(), torch.tensor([False, False]), (32, 32))
+    with torch.no_grad():
+        loaded = predict(module.family, net, x, t, cond, (32, 32))
+        ema = predict(module.family, module.ema.module["net"], x, t, cond, (32, 32))
+        base = predict(
+            module.family,
+            DiffusionPipeline.from_pretrained(folders[name]).components[module.family.net],
+            x,
+            t,
+            cond,
+            (32, 32),
+        )
+    assert torch.allclose(loaded, ema, atol=1e-5) and not torch.allclose(loaded, base, atol=1e-5)
+    assert any("lora" in k for k in pipe.text_encoder.state_dict())
 
 
 def test_exported_full_model_loads_with_from_pretrained(folders, tmp_path):

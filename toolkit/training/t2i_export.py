@@ -43,17 +43,19 @@ def add_lora(net: torch.nn.Module, spec: T2ILoRA, family: Family, seed: int, tex
     net.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):  # peft draws A from the global RNG: same seed, same adapter
         torch.manual_seed(seed)
-        if hasattr(net, "add_adapter"):  # diffusers' and transformers' own peft integration
+        if hasattr(net, "add_adapter") and not text_encoder:  # diffusers' own peft integration
             net.add_adapter(cfg)
-        else:  # PixArt's transformer has no diffusers LoRA loader: peft's own injection
+        else:  # PixArt's transformer (no diffusers LoRA loader), text encoders: peft's own injection, as diffusers
+            # loads a text encoder LoRA (transformers' add_adapter would need a newer peft)
             inject_adapter_in_model(cfg, net)
             net.peft_config = {"default": cfg}
 
 
-def _lora_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _lora_state(net: torch.nn.Module, convert: bool = True) -> dict[str, torch.Tensor]:
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(net))
+    state = get_peft_model_state_dict(net)
+    return convert_state_dict_to_diffusers(state) if convert else state
 
 
 def export_lora(pipe, family: Family, nets: dict[str, torch.nn.Module], path: str) -> str:
@@ -73,7 +75,8 @@ def export_lora(pipe, family: Family, nets: dict[str, torch.nn.Module], path: st
             state = {f"base_model.model.{k}": v.contiguous() for k, v in get_peft_model_state_dict(net).items()}
             save_file(state, os.path.join(tmp, "adapter_model.safetensors"))
             return path
-        layers = {f"{family.net}_lora_layers": _lora_state(nets["net"])}
+        # the SD3 loader reads the transformer's peft names as they are (converting drops its attention keys)
+        layers = {f"{family.net}_lora_layers": _lora_state(nets["net"], convert=family.name != "sd3")}
         for name in ("text_encoder", "text_encoder_2"):
             if name in nets:
                 layers[f"{name}_lora_layers"] = _lora_state(nets[name])

@@ -76,14 +76,17 @@ def build_t2i_cache(
         for batch in loader:
             if batch is None:
                 continue
-            rows = {**encode(batch), "index": batch["index"]}
+            rows = {
+                **encode(batch),
+                "indices": batch["index"],
+            }  # "indices": the item ids, as the latent cache names them
             rows.update(original_size=batch["original_size"], crop_top_left=batch["crop_top_left"])
             for k, v in rows.items():
                 v = v.detach().cpu()
                 parts.setdefault(k, []).append(v.to(DTYPES[dtype]) if v.is_floating_point() else v)
         tensors = {k: torch.cat(v) for k, v in parts.items()}
-        kept = len(tensors["index"]) if tensors else 0
-        return tensors or {"index": torch.zeros(0, dtype=torch.long)}, len(indices) - kept
+        kept = len(tensors["indices"]) if tensors else 0
+        return tensors or {"indices": torch.zeros(0, dtype=torch.long)}, len(indices) - kept
 
     return build_chunks(
         folder, len(dataset), encode_chunk, {"dtype": dtype, **(meta or {})}, rank, world_size, chunk_size
@@ -104,7 +107,7 @@ class CachedT2IDataset(Dataset):
         self._rows: list[tuple[int, int]] = []
         for c, path in enumerate(self._chunks):
             with safe_open(path, framework="pt") as f:
-                self._rows += [(c, r) for r in range(f.get_slice("index").get_shape()[0])]
+                self._rows += [(c, r) for r in range(f.get_slice("indices").get_shape()[0])]
         self._handles: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -121,5 +124,5 @@ class CachedT2IDataset(Dataset):
         out = {}
         for k in f.keys():
             v = f.get_slice(k)[row : row + 1][0]
-            out[k] = v.float() if v.is_floating_point() else v
+            out["index" if k == "indices" else k] = v.float() if v.is_floating_point() else v
         return out
