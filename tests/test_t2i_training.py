@@ -299,3 +299,33 @@ def test_exported_full_model_loads_with_from_pretrained(folders, tmp_path):
         assert torch.equal(pipe.unet.state_dict()[k], v), k
     image = pipe("a cat", num_inference_steps=2, height=32, width=32, output_type="pt").images
     assert image.shape == (1, 3, 32, 32)
+
+
+def test_priorswap_fit_runs_a_t2i_recipe(folders, tmp_path):
+    from priorswap.toolkit.cli import main
+
+    recipe = tmp_path / "t2i.yaml"
+    recipe.write_text(
+        f"""
+trainer:
+  max_steps: 2
+  accelerator: cpu
+  logger: false
+  enable_progress_bar: false
+  default_root_dir: {tmp_path / "run"}
+model:
+  class_path: priorswap.toolkit.training.t2i_module.T2IFineTune
+  init_args:
+    pretrained: {folders["sd"]}
+    lora: {{rank: 2}}
+    export_dir: {tmp_path / "export"}
+data:
+  class_path: test_t2i_training.CaptionedDM
+"""
+    )
+    assert main(["fit", "-c", str(recipe), "--model.init_args.caption_dropout", "0.2"]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert state["global_step"] == 2 and state["hyper_parameters"]["caption_dropout"] == 0.2
+    assert all("lora_" in k or k == "ema.n_averaged" for k in state["state_dict"])  # only what trains is stored
+    pipe = DiffusionPipeline.from_pretrained(folders["sd"])
+    pipe.load_lora_weights(str(tmp_path / "export"))
