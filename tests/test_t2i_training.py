@@ -329,3 +329,24 @@ data:
     assert all("lora_" in k or k == "ema.n_averaged" for k in state["state_dict"])  # only what trains is stored
     pipe = DiffusionPipeline.from_pretrained(folders["sd"])
     pipe.load_lora_weights(str(tmp_path / "export"))
+
+
+def test_pixart_lora_exports_a_peft_adapter_folder(folders, tmp_path):
+    from peft import PeftModel
+
+    module = T2IFineTune(
+        folders["pixart"], lora=T2ILoRA(rank=2), lr=1e-2, max_sequence_length=16, export_on_fit_end=False
+    )
+    trainer(tmp_path, 1, enable_checkpointing=False).fit(module, CaptionedDM())
+    out = module.export(str(tmp_path / "lora"))
+    transformer = DiffusionPipeline.from_pretrained(folders["pixart"]).transformer
+    x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 500])
+    module.eval()
+    cond = module.conditions(batch(), torch.tensor([False, False]), (32, 32))
+    with torch.no_grad():
+        base = predict(module.family, transformer, x, t, cond, (32, 32))
+        loaded = predict(
+            module.family, PeftModel.from_pretrained(transformer, out).base_model.model, x, t, cond, (32, 32)
+        )
+        ema = predict(module.family, module.ema.module["net"], x, t, cond, (32, 32))
+    assert torch.allclose(loaded, ema, atol=1e-5) and not torch.allclose(loaded, base, atol=1e-5)
