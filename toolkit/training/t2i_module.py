@@ -102,6 +102,7 @@ class T2IFineTune(L.LightningModule):
                 self.trained.append(name)
         else:
             self.net.requires_grad_(True)
+        self.net.train()  # loaded in eval mode; the frozen parts stay there (train() below)
         if gradient_checkpointing:
             self.net.enable_gradient_checkpointing()
         trained = self.trained_nets()
