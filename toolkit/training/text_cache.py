@@ -9,8 +9,9 @@ identity, so another model, VAE, text encoder or sequence length never reads thi
 cached null rows: the module computes the null condition once.
 
 How a datamodule offers it: an attribute ``t2i_cache`` (the cache root, or None) and a method
-``build_t2i_cache(encode, encoder_id)`` that calls :func:`build_t2i_cache` for its dataset and from then on serves
-:class:`CachedT2IDataset` rows; the module calls it in ``setup``.
+``build_t2i_cache(encode, encoder_id)`` that, as ``ImageDataModule.build_latent_cache`` does, calls
+:func:`build_t2i_cache` for its rank's chunks, waits for every rank, and from then on serves :class:`CachedT2IDataset`
+rows; the module calls it in ``setup``.
 """
 
 from __future__ import annotations
