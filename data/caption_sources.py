@@ -46,6 +46,7 @@ class HFCaptionedDataModule(CaptionedDataModule):
         val_fraction: float = 0.0,
         drop_last: bool = False,
         allow_empty_captions: bool = False,
+        t2i_cache: str | None = None,
         image_column: str = "image",
         caption_column: str = "text",
         split: str = "train",
@@ -66,6 +67,7 @@ class HFCaptionedDataModule(CaptionedDataModule):
             val_fraction,
             drop_last,
             allow_empty_captions,
+            t2i_cache,
         )
 
     def check_root(self) -> None:
@@ -114,6 +116,7 @@ class CaptionedFolderDataModule(CaptionedDataModule):
         val_fraction: float = 0.0,
         drop_last: bool = False,
         allow_empty_captions: bool = False,
+        t2i_cache: str | None = None,
         caption_column: str = "text",
     ):
         self.caption_column = caption_column
@@ -128,6 +131,7 @@ class CaptionedFolderDataModule(CaptionedDataModule):
             val_fraction,
             drop_last,
             allow_empty_captions,
+            t2i_cache,
         )
 
     def _metadata_files(self) -> list[Path]:
@@ -201,6 +205,7 @@ class DreamBoothDataModule(CaptionedDataModule):
         seed: int = 0,
         val_fraction: float = 0.0,
         drop_last: bool = False,
+        t2i_cache: str | None = None,
     ):
         if not isinstance(instance_prompt, str) or not instance_prompt.strip():
             raise PriorswapError(
@@ -208,8 +213,9 @@ class DreamBoothDataModule(CaptionedDataModule):
             )
         self.instance_prompt = instance_prompt
         super().__init__(
-            root, resolution, center_crop, random_flip, batch_size, num_workers, seed, val_fraction, drop_last
-        )
+            root, resolution, center_crop, random_flip, batch_size, num_workers, seed, val_fraction, drop_last,
+            t2i_cache=t2i_cache,
+        )  # fmt: skip
 
     def _files(self) -> list[str]:
         extensions = Image.registered_extensions()

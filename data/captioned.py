@@ -12,13 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from priorswap.data.base import Catalog, ImageDataModule
+from priorswap.data.base import SPLITS, Catalog, ImageDataModule
 from priorswap.data.caption_crop import CaptionCrop
+from priorswap.data.captioned_cache import CachedT2IDataset, T2IEncoder, build_t2i_cache, t2i_cache_dir
+from priorswap.data.latent_cache import is_complete
+from priorswap.data.sampler import SeededItems
 from priorswap.data.robust import RobustImageDataset, SkipLog
 from priorswap.toolkit.errors import PriorswapError
 
@@ -116,6 +121,11 @@ class CaptionedDataModule(ImageDataModule):
         val_fraction: share held out for validation (0: train on everything; validation is center-cropped).
         drop_last: drop the last incomplete training batch.
         allow_empty_captions: keep items whose caption is empty (unconditional training); otherwise they are skipped.
+        t2i_cache: root folder of latent + caption-embedding caches (e.g. ~/.cache/priorswap/t2i); None: encode
+            every step. The VAE latents and caption conditions are computed once (``T2IFineTune`` asks for it in
+            its setup) and reused by later runs of the same data, model and resolution. A cache holds ONE crop
+            per image, so it needs ``center_crop: true`` and ``random_flip: false`` (a random crop or flip changes
+            every epoch and cannot be cached), and a row with several captions keeps one of them (seeded).
 
     Items with a missing, empty or non-string caption (or a missing image file) are named in one warning when the
     source is first read and left out; images that fail to decode are skipped when met, as in ImageDataModule.
@@ -137,8 +147,17 @@ class CaptionedDataModule(ImageDataModule):
         val_fraction: float = 0.0,
         drop_last: bool = False,
         allow_empty_captions: bool = False,
+        t2i_cache: str | None = None,
     ):
+        if t2i_cache is not None and (random_flip or not center_crop):
+            raise PriorswapError(
+                "t2i_cache stores one crop per image, so it needs center_crop: true and random_flip: false "
+                "(random crops and flips change every epoch and cannot be cached)"
+            )
         self.center_crop, self.allow_empty_captions = center_crop, allow_empty_captions
+        self.t2i_cache = t2i_cache
+        self._t2i_dirs: dict[str, Path] = {}
+        self._t2i_request: dict | None = None  # arguments of the last build_t2i_cache, to serve it again on restore
         self._records: list[CaptionRecord] | None = None
         self.bad_items: list[str] = []  # "<where>: <problem>" for every item left out when the source was read
         super().__init__(
@@ -229,6 +248,77 @@ class CaptionedDataModule(ImageDataModule):
 
     def build_latent_cache(self, encode: Callable, encoder_id: str, *args, **kwargs) -> dict:
         raise PriorswapError(
-            f"{type(self).__name__} serves pixels only: its crops and flips change every epoch, "
-            "which a VAE latent cache cannot hold; do not set a latent cache for captioned images"
+            f"{type(self).__name__} caches latents together with caption embeddings: set t2i_cache "
+            "(with center_crop: true and random_flip: false) instead of a latent cache"
         )
+
+    # ---- latent + caption cache (the protocol of priorswap.toolkit.training.t2i_module.T2IFineTune) --------
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self._t2i_request is not None:  # a restore re-ran setup: serve the cache again (its split may differ)
+            self.build_t2i_cache(**self._t2i_request)
+
+    def t2i_cache_dir(self, split: str, encoder_id: str) -> Path:
+        """Cache folder of one split: keyed on the source, its exact items and captions, the encoders and size."""
+        identity = hashlib.sha256(
+            json.dumps(
+                {
+                    "dataset": self.dataset_name,
+                    "root": os.path.abspath(self.root),
+                    "split": split,
+                    "items": list(self.split_indices()[split]),
+                    "records": self._digest(),
+                }
+            ).encode()
+        ).hexdigest()
+        root = os.path.expanduser(str(self.t2i_cache))
+        return t2i_cache_dir(root, f"{self.dataset_name}-{split}-{identity}", encoder_id, self.resolution)
+
+    def build_t2i_cache(
+        self,
+        encode: T2IEncoder,
+        encoder_id: str,
+        rank: int | None = None,
+        world_size: int | None = None,
+        batch_size: int | None = None,
+        chunk_size: int = 256,
+    ) -> dict[str, Path]:
+        """Encode train and val once (each rank its chunks), wait for every rank, then serve cached rows.
+
+        ``encode(collated items) -> rows`` is the fine-tune's (latent distribution and caption condition);
+        rank/world_size default to the attached trainer's. Returns the cache folders."""
+        if self.t2i_cache is None:
+            raise PriorswapError("t2i_cache is not set; pass a cache folder, e.g. t2i_cache: ~/.cache/priorswap/t2i")
+        self._t2i_request = dict(
+            encode=encode, encoder_id=encoder_id, rank=rank, world_size=world_size, batch_size=batch_size,
+            chunk_size=chunk_size,
+        )  # fmt: skip
+        trainer = getattr(self, "trainer", None)
+        rank = rank if rank is not None else (trainer.global_rank if trainer is not None else 0)
+        world_size = world_size if world_size is not None else (trainer.world_size if trainer is not None else 1)
+        split = self.split_indices()
+        for name in SPLITS:
+            folder = self.t2i_cache_dir(name, encoder_id)
+            pixels = SeededItems(self._pixel_dataset(list(split[name]), [0] * len(split[name]), train=False), self.seed)
+            meta = {"dataset": self.dataset_name, "root": os.path.abspath(self.root), "split": name}
+            build_t2i_cache(
+                folder, pixels, encode, meta, rank, world_size, batch_size or self.batch_size, chunk_size,
+                self.num_workers,
+            )  # fmt: skip
+            self._t2i_dirs[name] = folder
+        if trainer is not None and world_size > 1:
+            trainer.strategy.barrier("t2i_cache")
+        incomplete = [str(f) for f in self._t2i_dirs.values() if not is_complete(f)]
+        if incomplete and world_size == 1:
+            raise PriorswapError(f"text-to-image cache {incomplete[0]} is still incomplete after encoding")
+        for name in SPLITS:
+            self._datasets[name] = CachedT2IDataset(self._t2i_dirs[name])
+        return dict(self._t2i_dirs)
+
+    def _loader(self, split: str):
+        if self.t2i_cache is not None and split not in self._t2i_dirs:
+            raise PriorswapError(
+                f"t2i_cache={self.t2i_cache} is set but build_t2i_cache(encode, encoder_id) was not called; "
+                "the text-to-image fine-tune (T2IFineTune) calls it in its setup"
+            )
+        return super()._loader(split)
