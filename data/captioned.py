@@ -23,8 +23,8 @@ from priorswap.data.base import SPLITS, Catalog, ImageDataModule
 from priorswap.data.caption_crop import CaptionCrop
 from priorswap.data.captioned_cache import CachedT2IDataset, T2IEncoder, build_t2i_cache, t2i_cache_dir
 from priorswap.data.latent_cache import is_complete
-from priorswap.data.sampler import SeededItems
 from priorswap.data.robust import RobustImageDataset, SkipLog
+from priorswap.data.sampler import SeededItems
 from priorswap.toolkit.errors import PriorswapError
 
 log = logging.getLogger(__name__)

@@ -110,3 +110,103 @@ data:
     assert main([*argv, "--no-progress"]) == 0
     with np.load(out) as f:
         assert f["arr_0"].shape == f["vanilla"].shape == (1, 32, 32, 3) and not np.array_equal(f["arr_0"], f["vanilla"])
+
+
+# -- the prompt evaluation callback -----------------------------------------------------------------------------------
+def tiny_features():
+    from priorswap.toolkit.metrics import ModuleExtractor
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
+    )
+    return ModuleExtractor(net, 32, "tiny-conv")
+
+
+def sample_cli(tmp_path, model, prompts, *extra):
+    from priorswap.toolkit.cli import main
+
+    out = tmp_path / "cli.npz"
+    argv = ["sample", "t2i", "--model", model, "--prompts", *prompts, "--steps", "2", "--seed", "5", "--compare"]
+    assert main([*argv, "--output", str(out), "--device", "cpu", "--no-progress", *extra]) == 0
+    with np.load(out) as f:
+        return {"vanilla": f["vanilla"], "swapped": f["arr_0"]}
+
+
+def assert_rows_equal(callback, cli):
+    from priorswap.toolkit.images import to_uint8
+
+    for mode in ("vanilla", "swapped"):
+        mine = to_uint8(callback.last_samples[mode])
+        assert mine.shape == cli[mode].shape
+        # the same pipeline call on the same weights; batch composition may move a value across a rounding edge
+        assert np.abs(mine.astype(int) - cli[mode].astype(int)).max() <= 1, mode
+    assert not np.array_equal(cli["vanilla"], cli["swapped"])
+
+
+def test_eval_rows_equal_sample_t2i_on_the_exported_lora(bases, tmp_path):
+    """SD LoRA, free prior: the callback's rows are `sample t2i --model BASE --lora EXPORT --prior base`'s."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from priorswap.callbacks import T2IPriorSwapEval
+
+    from metric_factories import write_tiny_clip
+
+    root = captioned_folder(tmp_path / "imgs", n=6)
+    cb = T2IPriorSwapEval(
+        prompts=["a red cat", "two dogs"], samples_per_prompt=2, steps=2, batch_size=3, seed=5, every_n_steps=None,
+        reference=root, extractor=tiny_features(), clip_model=str(write_tiny_clip(str(tmp_path / "clip")) and tmp_path / "clip"),
+        stats_cache=None,
+    )  # fmt: skip
+    module = T2IFineTune(bases["sd"], lora=T2ILoRA(rank=2), lr=5e-2, ema_decay=0.5, export_on_fit_end=False)
+    logger = TensorBoardLogger(str(tmp_path / "tb"), name="run")
+    t = trainer(tmp_path / "run", 3, enable_checkpointing=False, callbacks=[cb])
+    t._loggers = [logger]  # trainers() builds without a logger; the grids need TensorBoard
+    t.fit(module, folder_dm(root))
+    export = module.export(str(tmp_path / "export"))
+    cli = sample_cli(tmp_path, bases["sd"], cb.expanded_prompts, "--lora", export, "--prior", "base")
+    assert_rows_equal(cb, cli)
+    v = cb.last_values
+    for key in ("fd_vanilla", "fd_swapped", "fd_delta", "clip_score_vanilla", "clip_score_swapped"):
+        assert np.isfinite(v[key]), key
+    assert v["fd_delta"] == pytest.approx(v["fd_swapped"] - v["fd_vanilla"])
+    assert v["fd_vanilla"] != v["fd_swapped"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert len(tags) == 2 and any("two dogs" in tag for tag in tags)
+    rows = [json.loads(line) for line in open(os.path.join(logger.log_dir, "t2i_eval.jsonl"))]
+    assert rows[-1]["step"] == 3 and rows[-1]["fd_swapped"] == pytest.approx(v["fd_swapped"])
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3"])
+def test_eval_rows_equal_sample_t2i_on_the_exported_full_fine_tune(bases, tmp_path, name):
+    """Full fine-tune, named base prior (the pretrained pipeline by default): `sample t2i --model EXPORT --prior BASE`."""
+    from priorswap.callbacks import T2IPriorSwapEval
+
+    cb = T2IPriorSwapEval(prompts=["a red cat", "blue sky"], samples_per_prompt=1, steps=2, seed=5, every_n_steps=None)
+    module = T2IFineTune(bases[name], lr=1e-2, ema_decay=0.5, export_on_fit_end=False)
+    trainer(tmp_path / "run", 2, enable_checkpointing=False, callbacks=[cb]).fit(
+        module, folder_dm(captioned_folder(tmp_path / "imgs"))
+    )
+    export = module.export(str(tmp_path / "export"))
+    assert_rows_equal(cb, sample_cli(tmp_path, export, cb.expanded_prompts, "--prior", bases[name]))
+
+
+def test_eval_refuses_a_bad_set_up_at_once(bases, tmp_path):
+    from priorswap.callbacks import T2IPriorSwapEval
+
+    with pytest.raises(PriorswapError, match="exactly one of prompts and prompt_file"):
+        T2IPriorSwapEval()
+    (tmp_path / "p.txt").write_text("\n  \n")
+    with pytest.raises(PriorswapError, match=">= 1 prompt"):
+        T2IPriorSwapEval(prompt_file=str(tmp_path / "p.txt"))
+    cb = T2IPriorSwapEval(prompts=["x"], prior="base")
+    module = T2IFineTune(bases["sd"], export_on_fit_end=False)
+    with pytest.raises(PriorswapError, match="no LoRA"):
+        trainer(tmp_path, 1, callbacks=[cb]).fit(module, folder_dm(captioned_folder(tmp_path / "imgs")))
+    cb = T2IPriorSwapEval(prompts=["x"], prior=bases["sd3"])  # flow matching cannot answer a DDPM model
+    with pytest.raises(PriorswapError, match="flow matching"):
+        trainer(tmp_path, 1, callbacks=[cb]).fit(module, folder_dm(captioned_folder(tmp_path / "imgs")))

@@ -90,7 +90,13 @@ def export_pipeline(pipe, family: Family, net: torch.nn.Module, path: str) -> st
     os.makedirs(os.path.dirname(path), exist_ok=True)
     net = copy.deepcopy(getattr(net, "_orig_mod", net)).float().eval()
     with atomic_dir(path) as tmp:
-        params = inspect.signature(type(pipe).__init__).parameters  # components and config values (SDXL's zeros)
-        parts = {k: getattr(pipe, k) if k in pipe.components else pipe.config[k] for k in params if k in pipe.config}
-        type(pipe)(**{**parts, family.net: net}).save_pretrained(tmp, safe_serialization=True)
+        pipeline_with(pipe, **{family.net: net}).save_pretrained(tmp, safe_serialization=True)
     return path
+
+
+def pipeline_with(pipe, **components: torch.nn.Module):
+    """A pipeline of ``pipe``'s class sharing its components and config (SDXL's zeros), ``components`` replaced;
+    nothing is copied, so it costs no memory (the evaluation callback samples the EMA weights through it)."""
+    params = inspect.signature(type(pipe).__init__).parameters
+    parts = {k: getattr(pipe, k) if k in pipe.components else pipe.config[k] for k in params if k in pipe.config}
+    return type(pipe)(**{**parts, **components})
