@@ -210,3 +210,37 @@ def test_eval_refuses_a_bad_set_up_at_once(bases, tmp_path):
     cb = T2IPriorSwapEval(prompts=["x"], prior=bases["sd3"])  # flow matching cannot answer a DDPM model
     with pytest.raises(PriorswapError, match="flow matching"):
         trainer(tmp_path, 1, callbacks=[cb]).fit(module, folder_dm(captioned_folder(tmp_path / "imgs")))
+
+
+# -- the shipped recipes, shape for shape on tiny models ------------------------------------------------------------
+RECIPES = {
+    "sdxl_lora_captioned.yaml": "sdxl",
+    "sdxl_dreambooth_lora.yaml": "sdxl",
+    "sd3_lora_captioned.yaml": "sd3",
+    "pixart_sigma_lora.yaml": "pixart",
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_recipe_runs_on_tiny_models(bases, tmp_path, recipe):
+    """Each recipe as shipped (its module, datamodule, cache, callback), only the paths and sizes made tiny."""
+    from priorswap.toolkit.cli import main
+    from priorswap.toolkit.t2i.tiny import save_pixart
+
+    base = bases.get(RECIPES[recipe]) or save_pixart(str(tmp_path / "pixart"))
+    root = captioned_folder(tmp_path / "imgs")
+    path = os.path.join(os.path.dirname(__file__), "..", "recipes", recipe)
+    argv = ["fit", "-c", path, "--model.init_args.pretrained", base, "--data.init_args.root", root]
+    argv += ["--model.init_args.export_dir", str(tmp_path / "export"), "--data.init_args.resolution", "32"]
+    argv += ["--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
+    argv += ["--data.init_args.t2i_cache", str(tmp_path / "cache"), "--trainer.max_steps", "2"]
+    argv += ["--trainer.accelerator", "cpu", "--trainer.precision", "32", "--trainer.enable_progress_bar", "false"]
+    argv += ["--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    argv += ["--trainer.callbacks.init_args.prompts", "[a cat, a dog]", "--trainer.callbacks.init_args.steps", "2"]
+    argv += ["--trainer.callbacks.init_args.samples_per_prompt", "1"]
+    if RECIPES[recipe] != "sdxl":
+        argv += ["--model.init_args.max_sequence_length", "16"]
+    assert main(argv) == 0
+    assert (tmp_path / "cache").is_dir() and os.listdir(tmp_path / "export")
+    logs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "runs") for f in fs if f == "t2i_eval.jsonl"]
+    assert len(logs) == 1 and json.loads(open(logs[0]).readline())["step"] == 2
