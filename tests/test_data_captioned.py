@@ -226,7 +226,7 @@ def test_one_line_errors_before_anything_loads(tmp_path):
     empty = hf_saved(tmp_path, [], [], name="empty")
     one_line("holds no items", lambda: HFCaptionedDataModule(empty, caption_column="caption"))
     dm = HFCaptionedDataModule(path, caption_column="caption", num_workers=0)
-    one_line("serves pixels only", lambda: dm.build_latent_cache(lambda x: x, "vae"))
+    one_line("set t2i_cache", lambda: dm.build_latent_cache(lambda x: x, "vae"))
 
 
 def test_crop_and_flip_coordinates_match_a_hand_computation(tmp_path):
