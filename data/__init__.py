@@ -1,9 +1,12 @@
-"""What comes in: datamodules for the paper's datasets and offline ones, plus a VAE latent cache.
+"""What comes in: datamodules for the paper's datasets, offline ones and captioned images, plus a VAE latent cache.
 
 Nothing here imports model code; the latent cache takes an encoder callable.
 """
 
 from priorswap.data.base import Catalog, ImageDataModule
+from priorswap.data.caption_crop import CaptionCrop
+from priorswap.data.caption_sources import CaptionedFolderDataModule, DreamBoothDataModule, HFCaptionedDataModule
+from priorswap.data.captioned import CaptionedDataModule, caption_key
 from priorswap.data.fashion_mnist import FashionMNISTDataModule
 from priorswap.data.hf import HFImageDataModule
 from priorswap.data.latent_cache import CachedLatentDataset, build_latent_cache, cache_dir_for, is_complete
@@ -20,6 +23,11 @@ from priorswap.data.transforms import AdmTransform, adm_center_crop
 __all__ = [
     "AdmTransform",
     "CachedLatentDataset",
+    "CaptionCrop",
+    "CaptionedDataModule",
+    "CaptionedFolderDataModule",
+    "DreamBoothDataModule",
+    "HFCaptionedDataModule",
     "Caltech101DataModule",
     "Catalog",
     "FashionMNISTDataModule",
@@ -31,6 +39,7 @@ __all__ = [
     "SkippedImagesReport",
     "adm_center_crop",
     "build_latent_cache",
+    "caption_key",
     "cache_dir_for",
     "collate_drop_none",
     "is_complete",

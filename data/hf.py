@@ -16,6 +16,47 @@ from priorswap.data.transforms import AdmTransform
 from priorswap.toolkit.errors import PriorswapError
 
 
+def is_local(root: str) -> bool:
+    """A path (not a hub id): it starts like one or exists."""
+    return root.startswith(("/", ".", "~")) or Path(root).exists()
+
+
+def load_hf_tables(
+    root: str,
+    splits: tuple[str | None, ...],
+    columns: tuple[str, ...],
+    config_name: str | None = None,
+    cache_dir: str | None = None,
+) -> dict:
+    """{split: datasets.Dataset} of a save_to_disk folder, a folder load_dataset reads, or a hub id.
+
+    One line if a wanted split or column is missing (naming those that exist); `splits[0]` is the one trained on
+    and a lone Dataset (no DatasetDict) is taken as that split.
+    """
+    import datasets  # heavy optional dependency, needed only by the Hugging Face sources
+
+    saved = Path(root)
+    if is_local(root) and ((saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(saved))
+    elif is_local(root):
+        try:
+            loaded = datasets.load_dataset(root, config_name, cache_dir=cache_dir)
+        except Exception as error:  # noqa: BLE001 - a local folder it cannot read is the user's data, not a bug
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            raise PriorswapError(f"load_dataset cannot read folder {root} ({type(error).__name__}: {reason})") from None
+    else:
+        loaded = datasets.load_dataset(root, config_name, cache_dir=cache_dir)
+    tables = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {splits[0]: loaded}
+    for split in splits:
+        if split is not None and split not in tables:
+            raise PriorswapError(f"HF dataset {root} has no split {split!r}; it has {sorted(tables)}")
+    names = tables[splits[0]].column_names
+    for column in columns:
+        if column not in names:
+            raise PriorswapError(f"HF dataset {root} has no column {column!r}; it has {names}")
+    return tables
+
+
 class HFImages(RobustImageDataset):
     """Rows of a `datasets.Dataset`; the image column decodes to PIL (a bad one raises and is skipped)."""
 
@@ -90,11 +131,8 @@ class HFImageDataModule(ImageDataModule):
             channels,
         )
 
-    def _is_local(self) -> bool:
-        return self.root.startswith(("/", ".", "~")) or Path(self.root).exists()
-
     def check_root(self) -> None:
-        if self._is_local() and not Path(self.root).is_dir():
+        if is_local(self.root) and not Path(self.root).is_dir():
             raise PriorswapError(
                 f"HF dataset folder {self.root} does not exist; expected a save_to_disk folder, "
                 "a folder load_dataset understands, or a hub id like 'user/name'"
@@ -102,22 +140,13 @@ class HFImageDataModule(ImageDataModule):
 
     def _load_tables(self) -> dict:
         if self._tables is None:
-            import datasets
-
-            saved = Path(self.root)
-            if self._is_local() and ((saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file()):
-                loaded = datasets.load_from_disk(str(saved))
-            else:
-                loaded = datasets.load_dataset(self.root, self.config_name, cache_dir=self.cache_dir)
-            tables = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {self.train_split: loaded}
-            for split in (self.train_split, self.val_split):
-                if split is not None and split not in tables:
-                    raise PriorswapError(f"HF dataset {self.root} has no split {split!r}; it has {sorted(tables)}")
-            columns = tables[self.train_split].column_names
-            for column in (self.image_column, self.label_column):
-                if column not in columns:
-                    raise PriorswapError(f"HF dataset {self.root} has no column {column!r}; it has {columns}")
-            self._tables = tables
+            self._tables = load_hf_tables(
+                self.root,
+                (self.train_split, self.val_split),
+                (self.image_column, self.label_column),
+                self.config_name,
+                self.cache_dir,
+            )
         return self._tables
 
     def _catalog(self) -> Catalog:

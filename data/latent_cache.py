@@ -138,14 +138,38 @@ def build_latent_cache(
     """
     if dtype not in DTYPES:
         raise PriorswapError(f"latent cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+
+    def encode_chunk(indices: range) -> tuple[dict[str, torch.Tensor], int]:
+        return _encode_chunk(dataset, indices, encode, batch_size, num_workers, DTYPES[dtype])
+
+    return build_chunks(
+        folder, len(dataset), encode_chunk, {"dtype": dtype, **(meta or {})}, rank, world_size, chunk_size
+    )
+
+
+def build_chunks(
+    folder: str | Path,
+    n_items: int,
+    encode_chunk: Callable[[range], tuple[dict[str, torch.Tensor], int]],
+    meta: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    chunk_size: int = 512,
+) -> bool:
+    """The chunked, resumable, rank-sharded cache mechanism, whatever a chunk holds.
+
+    ``encode_chunk(indices) -> (tensors, skipped)`` encodes items ``indices``; its tensors are saved as one chunk
+    (atomically) and ``skipped`` counts unreadable items. Returns True when every chunk exists (then the marker is
+    written); chunks already on disk are never encoded again.
+    """
     if not 0 <= rank < world_size:
         raise PriorswapError(f"rank must be in [0, world_size={world_size}), got {rank}")
     folder = Path(folder)
     if is_complete(folder):
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    n_items, n_chunks = len(dataset), math.ceil(len(dataset) / chunk_size)
-    header = {"n_items": n_items, "chunk_size": chunk_size, "n_chunks": n_chunks, "dtype": dtype, **(meta or {})}
+    n_chunks = math.ceil(n_items / chunk_size)
+    header = {"n_items": n_items, "chunk_size": chunk_size, "n_chunks": n_chunks, **(meta or {})}
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
@@ -161,8 +185,7 @@ def build_latent_cache(
         path = folder / f"chunk-{j:06d}.safetensors"
         if path.is_file():
             continue
-        indices = range(j * chunk_size, min(n_items, (j + 1) * chunk_size))
-        tensors, skipped = _encode_chunk(dataset, indices, encode, batch_size, num_workers, DTYPES[dtype])
+        tensors, skipped = encode_chunk(range(j * chunk_size, min(n_items, (j + 1) * chunk_size)))
         _atomic_save(tensors, path, {"skipped": str(skipped)})
         log.info("latent cache %s: chunk %d/%d written (rank %d)", folder.name, j + 1, n_chunks, rank)
     return _mark_if_complete(folder, n_chunks)

@@ -75,18 +75,21 @@ class RobustImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def load(self, index: int) -> dict[str, Any]:
+        """Item `index` as a dict; anything it raises makes the item skipped (subclasses add keys here)."""
+        image = self.open(index)
+        image.load()
+        return {"pixels": self.transform(image), "label": torch.tensor(self.labels[index], dtype=torch.long)}
+
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         try:
-            image = self.open(index)
-            image.load()
-            pixels = self.transform(image)
+            return self.load(index)
         except Exception as error:  # noqa: BLE001 - any decode failure means "skip this file"
             name = self.describe(index)
             log.warning("skipping unreadable image %s (%s: %s)", name, type(error).__name__, error)
             if self.skip_log is not None:
                 self.skip_log.add(name)
             return None
-        return {"pixels": pixels, "label": torch.tensor(self.labels[index], dtype=torch.long)}
 
 
 class FileImages(RobustImageDataset):

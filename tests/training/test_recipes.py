@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from priorswap.toolkit.training.cli import PriorswapCLI, shipped_recipes
+from priorswap.toolkit.training.model_choice import names_model_class
 from priorswap.toolkit.training.module import DiTFineTune
 
 import repo_paths
@@ -26,7 +27,11 @@ class ParseOnly(PriorswapCLI):
 def parse(*args):
     import lightning as L
 
-    return ParseOnly(DiTFineTune, L.LightningDataModule, subclass_mode_data=True, run=False, args=list(args)).config
+    by_class = names_model_class(list(args))  # a text-to-image recipe names its module, as `priorswap fit` reads it
+    model = L.LightningModule if by_class else DiTFineTune
+    return ParseOnly(
+        model, L.LightningDataModule, subclass_mode_model=by_class, subclass_mode_data=True, run=False, args=list(args)
+    ).config
 
 
 def test_there_are_recipes():

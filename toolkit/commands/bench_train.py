@@ -23,6 +23,7 @@ from ..argspec import Command, arg
 class BenchTrain:
     """``priorswap bench train``: images/s of the LightningModule against a plain loop."""
 
+    family: str = arg("dit", choices=("dit", "sd"), help="dit, or sd: the text-to-image module on a tiny SD pipeline")
     size: str = arg("S/2", help="random DiT size")
     resolution: int = arg(64, help="image side in pixels (latents are 1/8)")
     batch_size: int = arg(8, help="images per step")
@@ -71,6 +72,12 @@ def run(args: BenchTrain) -> int:
     from priorswap.data import ImageFolderDataModule
 
     from ..training.module import DiTFineTune
+
+    if args.family == "sd":
+        from .bench_train_t2i import run_t2i
+
+        r = run_t2i(args)
+        return _report(args, r["med"], r["what"], r["fly_name"], r["cache_name"])
 
     work = tempfile.mkdtemp(prefix="priorswap-bench-")
     total = args.batch_size * (args.steps + 2)
@@ -168,11 +175,15 @@ def run(args: BenchTrain) -> int:
             for kind, fn in (("plain", plain), ("lightning", lightning)):
                 cells[(kind, cache)].append(fn(cache))
     med = {k: statistics.median(v) for k, v in cells.items()}
+    what = f"random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), SD-architecture VAE"
+    return _report(args, med, what, "VAE encode on the fly", "latent cache")
+
+
+def _report(args: BenchTrain, med: dict, what: str, fly_name: str, cache_name: str) -> int:
+    import torch
+
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(
-        f"training images/s, random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), batch {args.batch_size}, "
-        f"SD-architecture VAE, {device}, median of {args.repeats}"
-    )
+    print(f"training images/s, {what}, batch {args.batch_size}, {device}, median of {args.repeats}")
     print("| data | plain loop img/s | LightningModule img/s | Lightning overhead |")
     print("|---|---|---|---|")
     rows = []
@@ -180,11 +191,9 @@ def run(args: BenchTrain) -> int:
         p, l = med[("plain", cache)], med[("lightning", cache)]
         overhead = p / l - 1
         rows.append({"cache": cache, "plain": p, "lightning": l, "overhead": overhead})
-        print(
-            f"| {'latent cache' if cache else 'VAE encode on the fly'} | {p:.2f} | {l:.2f} | {100 * overhead:+.1f}% |"
-        )
+        print(f"| {cache_name if cache else fly_name} | {p:.2f} | {l:.2f} | {100 * overhead:+.1f}% |")
     speedup = med[("lightning", True)] / med[("lightning", False)]
-    print(f"latent cache speed-up (LightningModule): {speedup:.2f}x")
+    print(f"{cache_name} speed-up (LightningModule): {speedup:.2f}x")
     if args.json:
         print(json.dumps({"rows": rows, "cache_speedup": speedup}))
     return 0

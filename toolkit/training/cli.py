@@ -33,6 +33,7 @@ from ..launch import is_launch_rank_zero
 from .config_errors import one_line_error
 from .console import hide_lightning_tips, resuming_run_folder
 from .help_text import subcommand_parser_kwargs
+from .model_choice import names_model_class
 from .module import DiTFineTune
 from .progress import progress_bars, readable_progress
 from .startup_checks import check_model_and_data, first_missing, new_run_folder, remove_failed_start
@@ -71,6 +72,9 @@ class PriorswapCLI(LightningCLI):
             super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
+        if self.subclass_mode_model:  # a model named by class_path (model_choice.py): its own settings, no DiT links
+            parser.link_arguments("seed_everything", "model.init_args.seed")
+            return
         parser.link_arguments("seed_everything", "model.seed")
         # the label table's size and names are the datamodule's, read once it is built (it has scanned its root)
         parser.link_arguments("data", "model.num_classes", compute_fn=_data_num_classes, apply_on="instantiate")
@@ -78,7 +82,7 @@ class PriorswapCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Checks that need no model: writable log folder, something to resume, no silent mixing of runs."""
-        if self.subcommand is not None:  # packaged model folders found; images checked against the model's config
+        if self.subcommand is not None and not self.subclass_mode_model:  # packaged DiT folders; images vs its config
             check_model_and_data(self.config[self.subcommand])
         if self.subcommand != "fit":
             return
@@ -111,14 +115,17 @@ def run_lightning_cli(argv: list[str]) -> PriorswapCLI:
         module="lightning",
     )
     hide_lightning_tips()
+    argv = shipped_recipes(argv)
+    by_class = names_model_class(argv)  # a recipe's model class_path (a text-to-image fine-tune), else DiTFineTune
     with warnings.catch_warnings():  # filters set for this fit (a resumed folder's warning) end with it
         return PriorswapCLI(
-            DiTFineTune,
+            L.LightningModule if by_class else DiTFineTune,
             L.LightningDataModule,
+            subclass_mode_model=by_class,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            args=shipped_recipes(argv),
+            args=argv,
             auto_configure_optimizers=False,
             # our datamodules shard and order data themselves (data/sampler.py), resumable mid-epoch
             trainer_defaults={"use_distributed_sampler": False},

@@ -12,8 +12,9 @@ from priorswap.data.base import ImageDataModule
 class KnownNoise(Callback):
     """Silences two Lightning warnings that are false for this module, from fit start to the first batch only.
 
-    - "Found N module(s) in eval mode": the frozen VAE is in eval mode on purpose; hidden only when N is exactly
-      the count of this module's frozen submodules, so an unrelated module left in eval mode still warns.
+    - "Found N module(s) in eval mode": the frozen VAE (and a text-to-image fine-tune's text encoders) are in eval
+      mode on purpose; hidden only when N is exactly the count of this module's frozen submodules, so an unrelated
+      module left in eval mode still warns.
     - "resuming ... your dataloader is not resumable": priorswap's datamodules resume mid-epoch exactly; their
       sampler's order is a function of (seed, epoch, index) and skips the batches already seen
       (data/sampler.py, ImageDataModule.train_dataloader), so the warning's premise does not hold. Other
@@ -26,8 +27,8 @@ class KnownNoise(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         frozen = sum(
             1
-            for part in (getattr(pl_module, "vae", None), getattr(pl_module, "ema", None))
-            if part is not None
+            for name in ("vae", "ema", "text_encoder", "text_encoder_2", "text_encoder_3")  # frozen parts, kept in eval
+            if (part := getattr(pl_module, name, None)) is not None
             for m in part.modules()
             if not m.training
         )

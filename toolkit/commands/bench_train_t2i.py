@@ -1,0 +1,121 @@
+"""``priorswap bench train --family sd``: the text-to-image row of ``bench train``.
+
+The same comparison as the DiT rows: ``T2IFineTune`` under a Lightning Trainer against a plain loop (loss, backward,
+AdamW step, EMA update) calling the same module's loss on the same batches, with captions encoded every step or read
+from the latent + caption cache. The model is the tiny random SD pipeline of ``priorswap.toolkit.unet.tiny`` (a
+2-level UNet and VAE, 2-layer CLIP), so the figure is an upper bound on Lightning's share: a real UNet's step is
+far longer while Lightning's per-step cost stays the same.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+
+def run_t2i(args) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader, Dataset
+
+    from ..training.t2i_module import T2IFineTune
+    from ..training.text_cache import CachedT2IDataset, build_t2i_cache, collate_items, t2i_cache_dir
+    from ..unet.tiny import save_sd
+
+    work = tempfile.mkdtemp(prefix="priorswap-bench-t2i-")
+    folder = save_sd(os.path.join(work, "sd"))
+    n = args.batch_size * (args.steps + 2)
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(n, 3, args.resolution, args.resolution, generator=g) * 2 - 1
+    size = torch.tensor([args.resolution, args.resolution])
+
+    class Items(Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            cap = f"item {i} of a bench"
+            return {"pixels": pixels[i], "caption": cap, "original_size": size, "crop_top_left": size * 0, "index": i}
+
+    class DM(L.LightningDataModule):
+        def __init__(self, cache: bool):
+            super().__init__()
+            self.ds, self.t2i_cache = Items(), os.path.join(work, "cache") if cache else None
+
+        def build_t2i_cache(self, encode, encoder_id):
+            where = t2i_cache_dir(self.t2i_cache, "bench", encoder_id, args.resolution)
+            build_t2i_cache(where, self.ds, encode)
+            self.ds = CachedT2IDataset(where)
+
+        def train_dataloader(self):
+            collate = None if isinstance(self.ds, CachedT2IDataset) else collate_items
+            return DataLoader(self.ds, batch_size=args.batch_size, drop_last=True, collate_fn=collate)
+
+    def module():
+        torch.manual_seed(0)
+        return T2IFineTune(folder, export_on_fit_end=False)
+
+    class Clock(Callback):
+        start = stop = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.stop = time.perf_counter()
+
+    def lightning(cache: bool) -> float:
+        clock = Clock()
+        trainer = L.Trainer(
+            max_steps=args.steps + 2,
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+        )
+        trainer.fit(module(), DM(cache))
+        return args.steps * args.batch_size / (clock.stop - clock.start)
+
+    def plain(cache: bool) -> float:
+        m, dm = module(), DM(cache)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        m.to(device).train()
+        if cache:
+            dm.build_t2i_cache(m.encode_items, m.cache_identity())
+        opt = m.configure_optimizers()
+        batches = iter(dm.train_dataloader())
+        for step in range(args.steps + 2):
+            if step == 2:
+                start = time.perf_counter()
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+            loss = m.diffusion_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            m.ema.update_parameters(m.trained_nets())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return args.steps * args.batch_size / (time.perf_counter() - start)
+
+    cells = {(kind, cache): [] for kind in ("plain", "lightning") for cache in (False, True)}
+    plain(True)  # builds the cache once, outside the timings
+    for _ in range(args.repeats):
+        for cache in (False, True):
+            for kind, fn in (("plain", plain), ("lightning", lightning)):
+                cells[(kind, cache)].append(fn(cache))
+    med = {k: statistics.median(v) for k, v in cells.items()}
+    return {
+        "med": med,
+        "what": f"tiny random SD pipeline, {args.resolution} px (latents 1/2)",
+        "cache_name": "latent + caption cache",
+        "fly_name": "VAE and text encoders on the fly",
+    }
