@@ -3,7 +3,7 @@ is decided from the two regimes' differences."""
 
 import pytest
 
-from priorswap.toolkit.demo.verdict import Paired, paired, regime_claim, swap_sentence
+from priorswap.toolkit.demo.verdict import Paired, arm_sentence, nodrop_claim, paired, regime_claim, swap_sentence
 
 
 def test_paired_difference_and_resolution():
@@ -34,3 +34,34 @@ def test_sentences_name_the_outcome_only_when_resolved():
 )
 def test_regime_claim(large, small, expected):
     assert regime_claim(large, small).startswith(expected)
+
+
+def test_arm_sentence_uses_the_same_resolution_rule():
+    assert "no difference resolved" in arm_sentence("C − B", "KID", Paired(-0.1, 1.0, 4), 1.5)
+    assert arm_sentence("C − B", "KID", Paired(-1.0, 0.1, 4), 1.5).endswith("lower (± 0.100 over 4 runs): better.")
+    assert arm_sentence("C − A", "KID", Paired(1.0, 0.1, 4), 1.5).endswith("higher (± 0.100 over 4 runs): worse.")
+    assert "no difference resolved" in arm_sentence("C − A", "KID", Paired(-5.0, 0.0, 1), 1.5)  # one run: no verdict
+
+
+@pytest.mark.parametrize(
+    "vs_free, vs_vanilla, expected",
+    [
+        (Paired(-0.1, 1.0, 4), Paired(0.1, 1.0, 4), "cannot be resolved"),
+        (Paired(-1.0, 0.1, 4), Paired(-1.0, 0.1, 4), "holds here"),
+        (Paired(-1.0, 0.1, 4), Paired(0.1, 1.0, 4), "holds in part: C beats B"),
+        (Paired(0.1, 1.0, 4), Paired(-1.0, 0.1, 4), "holds in part: C beats A"),
+        (
+            Paired(-1.0, 0.1, 4),
+            Paired(1.0, 0.1, 4),
+            "does not hold here: dropout 0 with the free prior (C) is worse than A",
+        ),
+        (
+            Paired(1.0, 0.1, 4),
+            Paired(1.0, 0.1, 4),
+            "does not hold here: dropout 0 with the free prior (C) is worse than B",
+        ),
+    ],
+)
+def test_nodrop_claim(vs_free, vs_vanilla, expected):
+    """C must beat both A and B to confirm the claim; a resolved loss to either refutes it."""
+    assert nodrop_claim(vs_free, vs_vanilla).startswith(expected)

@@ -168,4 +168,5 @@ def test_demo_regime_recipes_say_what_the_demo_runs():
         cfg = parse("-c", os.path.join(RECIPE_DIR, regime.recipe))
         assert cfg.trainer.max_steps == regime.steps, regime.name
         assert cfg.data.init_args.limit_per_class == regime.images_per_class, regime.name
-        assert cfg.data.init_args.batch_size == 32 and cfg.model.cfg_dropout == 0.1, regime.name
+        assert cfg.data.init_args.batch_size == 32 and cfg.model.cfg_dropout == regime.dropout, regime.name
+        assert (cfg.model.lora is not None) == regime.lora, regime.name

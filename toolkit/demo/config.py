@@ -10,11 +10,17 @@ toward an outcome (the reasoning is in each regime's recipe, ``recipes/demo_*.ya
 The miniature keeps the ratio: a large set (all 24,000 training images of the 4 target classes) and a set ten times
 smaller (2,400), with the same step budget; a third regime gives the large set four times the budget, which tests
 the other half of the claim (more budget, less degradation) directly.
+
+Beyond the paper, two LoRA regimes (``--full``) test whether a LoRA needs CFG dropout at all when its base, the
+adapter-off model, already holds the unconditional prediction: arms A (dropout 0.1, vanilla CFG), B (the same LoRA,
+free prior) and C (dropout 0, free prior), on the large/limited regime's data and budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..errors import PriorswapError
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class Regime:
     title: str
     images_per_class: int
     steps: int  # optimiser steps at batch 32
+    lora: bool = False  # a LoRA of the base (the recipe's model.lora); "swapped" is then its free prior
+    dropout: float = 0.1  # the recipe's model.cfg_dropout, shown in the report
 
     @property
     def recipe(self) -> str:
@@ -32,7 +40,9 @@ class Regime:
 LARGE = Regime("large_limited", "large set, limited budget (Food101 / SUN397)", 6000, 300)
 SMALL = Regime("small", "set 10x smaller, same budget (Caltech101)", 600, 300)
 LONG = Regime("large_long", "large set, 4x the budget", 6000, 1200)
-REGIMES = (LARGE, SMALL, LONG)
+LORA = Regime("lora", "LoRA r16, dropout 0.1, large set, limited budget", 6000, 300, lora=True)
+LORA_NODROP = Regime("lora_nodrop", "LoRA r16, dropout 0, large set, limited budget", 6000, 300, lora=True, dropout=0.0)
+REGIMES = (LARGE, SMALL, LONG, LORA, LORA_NODROP)
 
 
 @dataclass
@@ -101,3 +111,15 @@ class DemoConfig:
         """Cached results are keyed by everything that changes them."""
         scales = "-".join(f"{s:g}" for s in self.scales)
         return f"{self.run_name(regime, ft_seed)}-seed{seed}-n{self.num_samples}-steps{self.steps}-g{scales}.json"
+
+
+def select(names: list[str] | None, preset: tuple[Regime, ...]) -> tuple[Regime, ...]:
+    """The regimes named in ``names``, from all of them, in the table's order (None: the preset's); an unknown name is
+    one line."""
+    if not names:
+        return preset
+    known = {r.name for r in REGIMES}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PriorswapError(f"--regimes: unknown regime {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    return tuple(r for r in REGIMES if r.name in names)

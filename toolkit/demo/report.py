@@ -10,7 +10,7 @@ import statistics
 from ..files import atomic_write
 from ..images import save_grid
 from .config import DemoConfig
-from .verdict import Paired, mean_sd, paired, regime_claim, swap_sentence
+from .verdict import Paired, arm_sentence, mean_sd, nodrop_claim, paired, regime_claim, swap_sentence
 
 MODES = ("vanilla", "swapped")
 PAPER_SCALE = 1.5
@@ -33,16 +33,20 @@ def write_report(cfg: DemoConfig, results: dict) -> str:
     lines = [
         "# priorswap demo: when does swapping in the base's unconditional prior help?",
         "",
-        f"Preset `{cfg.preset}`. Base: a 10-class pixel-space DiT (`toolkit/assets/demo_base`), fine-tuned with CFG dropout 0.1 "
-        "on Sandal, Sneaker, Bag and Ankle boot (relabelled 0-3) in the regimes below, each fixed in advance from the "
-        "paper's account of its Table 3 (reasoning in `recipes/demo_*.yaml`).",
+        f"Preset `{cfg.preset}`. Base: a 10-class pixel-space DiT (`toolkit/assets/demo_base`), fine-tuned "
+        "on Sandal, Sneaker, Bag and Ankle boot (relabelled 0-3) in the regimes below, each fixed in advance (from the "
+        "paper's account of its Table 3; the LoRA ones to test whether a LoRA needs CFG dropout; reasoning in "
+        "`recipes/demo_*.yaml`).",
         "",
-        "| regime | images | steps (batch 32) | epochs | fine-tune seeds |",
-        "|---|---|---|---|---|",
+        '| regime | images | steps (batch 32) | epochs | CFG dropout | trains | "swapped" is | fine-tune seeds |',
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in cfg.regimes:
         imgs, steps = cfg.images_of(r) * 4, cfg.steps_of(r)
-        lines.append(f"| {r.title} | {imgs:,} | {steps:,} | {steps * 32 / imgs:.2g} | {n_ft} |")
+        how = ("a LoRA (rank 16)", "its free prior (adapter off)") if r.lora else ("all weights", "the loaded base")
+        lines.append(
+            f"| {r.title} | {imgs:,} | {steps:,} | {steps * 32 / imgs:.2g} | {r.dropout:g} | {how[0]} | {how[1]} | {n_ft} |"
+        )
     lines += [
         "",
         f"Sampling: DDIM {cfg.steps} steps, {cfg.num_samples} samples per cell, labels balanced over the 4 classes, the same "
@@ -89,6 +93,8 @@ def _conclusion(cfg: DemoConfig, by_regime: dict) -> list[str]:
             claim = regime_claim(_diff(large, metric, scale), _diff(small, metric, scale))
             label = "KID" if metric == "kid" else "FD-FMNIST"
             out.append(f"- **The paper's regime claim, by {label} at g = {scale:g}:** {claim}.")
+    if "lora" in names and "lora_nodrop" in names:
+        out += _nodrop(cfg, _units(by_regime["lora"]), _units(by_regime["lora_nodrop"]), scale)
     drift = {r.name: [rec["drift"] for rec in by_regime[r.name]] for r in cfg.regimes}
     t_mid = str(cfg.drift_timesteps[len(cfg.drift_timesteps) // 2])
     parts = [
@@ -122,8 +128,35 @@ def _conclusion(cfg: DemoConfig, by_regime: dict) -> list[str]:
     return out
 
 
-def _scaled(d: Paired) -> Paired:
-    return Paired(d.mean * KID, d.sd * KID, d.n)
+def _nodrop(cfg: DemoConfig, drop: list[dict], nodrop: list[dict], scale: float) -> list[str]:
+    """Arms A (dropout 0.1, vanilla), B (dropout 0.1, free prior), C (dropout 0, free prior): C − B and C − A, paired
+    by (fine-tune seed, sampling seed), which fixes each sample's noise; the same rules as the swap's verdicts."""
+    out = []
+    for metric, label, k in (("kid", "KID x 10³", KID), ("fd", "FD-FMNIST", 1.0)):
+        c = _col(nodrop, f"{metric}_swapped_g{scale:g}")
+        d = {
+            arm: paired(_col(drop, f"{metric}_{mode}_g{scale:g}"), c)
+            for arm, mode in (("B", "swapped"), ("A", "vanilla"))
+        }
+        out.append(
+            arm_sentence("C (dropout 0, free prior) − B (dropout 0.1, free prior)", label, _scaled(d["B"], k), scale)
+        )
+        out.append(
+            arm_sentence("C (dropout 0, free prior) − A (dropout 0.1, vanilla CFG)", label, _scaled(d["A"], k), scale)
+        )
+        out.append(
+            f"- **The no-dropout claim, by {label.split()[0]} at g = {scale:g}:** {nodrop_claim(d['B'], d['A'])}."
+        )
+    if 1.0 in cfg.scales:  # the conditional prediction alone: where all steps on the condition should show first
+        cond = paired(_col(drop, "kid_vanilla_g1"), _col(nodrop, "kid_vanilla_g1"))
+        out.append(
+            arm_sentence("Conditional prediction alone, dropout 0 − dropout 0.1", "KID x 10³", _scaled(cond), 1.0)
+        )
+    return out
+
+
+def _scaled(d: Paired, k: float = KID) -> Paired:
+    return Paired(d.mean * k, d.sd * k, d.n)
 
 
 def _regime_section(cfg: DemoConfig, regime, records: list[dict], base_uncond: list[dict]) -> list[str]:

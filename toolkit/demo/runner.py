@@ -28,6 +28,7 @@ from ..dit.load import load_dit
 from ..errors import PriorswapError
 from ..evaluation import EvalSettings, sample_images
 from ..files import atomic_write
+from ..lora import BasePrior
 from ..priors import load_prior
 from . import measure
 from .classifier import ASSET as CLASSIFIER_ASSET
@@ -182,9 +183,12 @@ def _evaluate(cfg: DemoConfig, base_ref: str, runs: dict, clf_path: str, test_al
         regime = next(r for r in cfg.regimes if r.name == regime_name)
         ft = load_dit(export, "fine-tune", torch.float32)
         sched = ft.scheduler_config
-        prior = pair(ft.denoiser, base.denoiser, (ft.denoiser.sample_size,) * 2)
+        paired = pair(ft.denoiser, base.denoiser, (ft.denoiser.sample_size,) * 2)
+        # a LoRA's "swapped" is its free prior, the adapter-off self in the same batched forward (what
+        # `priorswap sample dit --prior base` runs); the drift reads the loaded base, which that is bit for bit
+        prior = BasePrior(ft.denoiser) if regime.lora else paired
         name = cfg.run_name(regime, ft_seed)
-        drift_args = (ft.denoiser, prior, x4[held4], y4[held4], x_all[held10], cfg.drift_timesteps)
+        drift_args = (ft.denoiser, paired, x4[held4], y4[held4], x_all[held10], cfg.drift_timesteps)
         drift = _cached(cfg, f"{name}-drift-n{cfg.drift_images}.json", partial(measure.prior_drift, *drift_args))
         record = {"regime": regime_name, "ft_seed": ft_seed, "name": name, "drift": drift, "per_seed": []}
         for seed in cfg.sample_seeds:

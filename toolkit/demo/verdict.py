@@ -73,3 +73,28 @@ def regime_claim(large: Paired, small: Paired) -> str:
     if sure and diff > 0:
         return "holds in part: the swap helps on both sets, resolvably more on the large one"
     return "does not hold here: the swap helps on the small set as much as on the large one"
+
+
+def arm_sentence(what: str, metric: str, d: Paired, scale: float) -> str:
+    """Two arms compared (d = second − first over paired runs; lower is better)."""
+    if not d.resolved:
+        return f"- {what}: no difference resolved in {metric} at g = {scale:g} ({d.text(3)} over {d.n} runs)."
+    word, side = ("lower", "better") if d.mean < 0 else ("higher", "worse")
+    return f"- {what}: {metric} at g = {scale:g} is {abs(d.mean):.3f} {word} (± {d.sd:.3f} over {d.n} runs): {side}."
+
+
+def nodrop_claim(vs_free: Paired, vs_vanilla: Paired) -> str:
+    """The no-dropout claim, from C − B (``vs_free``: the dropout-0.1 LoRA with the same free prior) and C − A
+    (``vs_vanilla``: that LoRA with vanilla CFG): a LoRA trained with dropout 0 and sampled with its base's null should
+    beat both, lower being better. A resolved loss to either refutes it; only resolved gains over both confirm it."""
+    arms = (("B (dropout 0.1, free prior)", vs_free), ("A (dropout 0.1, vanilla CFG)", vs_vanilla))
+    worse = [name for name, d in arms if d.resolved and d.mean > 0]
+    better = [name for name, d in arms if d.resolved and d.mean < 0]
+    if worse:
+        return f"does not hold here: dropout 0 with the free prior (C) is worse than {' and '.join(worse)}"
+    if len(better) == 2:
+        return "holds here: dropout 0 with the free prior (C) beats both A and B"
+    if better:
+        other = next(name for name, _ in arms if name not in better)
+        return f"holds in part: C beats {better[0]}; against {other} no difference is resolved"
+    return "cannot be resolved at this size: neither difference of C from A or B exceeds twice its standard error"
