@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -19,7 +18,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
 from priorswap.toolkit.cli import main  # noqa: E402
 from priorswap.toolkit.t2i import tiny  # noqa: E402
 from priorswap.toolkit.unet import tiny as uf  # noqa: E402

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_loss_weighting_for_sd3
 from lightning.pytorch.callbacks import ModelCheckpoint
-from t2i_train_factories import save_pixart, save_sd3, save_sdxl
 from torch.utils.data import DataLoader, Dataset
 
 from priorswap.toolkit.training.t2i_export import T2ILoRA
@@ -25,6 +24,7 @@ from priorswap.toolkit.training.t2i_module import T2IFineTune
 from priorswap.toolkit.training.text_cache import CachedT2IDataset, build_t2i_cache, collate_items, t2i_cache_dir
 from priorswap.toolkit.unet.tiny import save_sd
 
+from t2i_train_factories import save_pixart, save_sd3, save_sdxl
 from trainers import Kill, trainer
 
 CAPTIONS = ["a red cat", "blue", "two dogs", "x"]

@@ -18,6 +18,7 @@ from priorswap.toolkit.training.t2i_export import T2ILoRA
 from priorswap.toolkit.training.t2i_module import T2IFineTune
 from priorswap.toolkit.unet.tiny import save_image, save_sd
 
+from repo_paths import RECIPES as RECIPES_DIR
 from trainers import trainer
 
 CAPTIONS = ["a red cat", "blue sky", "two dogs", "a green tree"]
@@ -229,7 +230,7 @@ def test_recipe_runs_on_tiny_models(bases, tmp_path, recipe):
 
     base = bases.get(RECIPES[recipe]) or save_pixart(str(tmp_path / "pixart"))
     root = captioned_folder(tmp_path / "imgs")
-    path = os.path.join(os.path.dirname(__file__), "..", "recipes", recipe)
+    path = os.path.join(RECIPES_DIR, recipe)
     argv = ["fit", "-c", path, "--model.init_args.pretrained", base, "--data.init_args.root", root]
     argv += ["--model.init_args.export_dir", str(tmp_path / "export"), "--data.init_args.resolution", "32"]
     argv += ["--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
