@@ -18,7 +18,7 @@ from pathlib import Path
 from repo_paths import REPO
 
 TOOLKIT = Path(REPO) / "toolkit"
-FAMILIES = ("dit", "unet", "video")
+FAMILIES = ("dit", "unet", "video", "t2i")
 ABOVE_FAMILIES = ("priors", "api", "training", "commands", "protocols", "vbench", "evaluation", "demo", "cli")
 
 

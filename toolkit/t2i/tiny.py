@@ -8,10 +8,33 @@ model over printable ASCII, as a fast tokenizer (T5's ids: pad 0, eos 1, unk 2).
 
 from __future__ import annotations
 
+import json
 import os
 import string
 
 import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 from ..unet.tiny import CLIP_LAYERS, IMAGE_SIZE, SD_SCHEDULER, TEXT_LEN, tiny_tokenizer
 
@@ -24,8 +47,6 @@ PIXART_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end
 
 def t5_tokenizer(max_length: int = 32):
     """A ``T5TokenizerFast``: one piece per printable ASCII character, word starts marked as sentencepiece does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
     pieces += [(c, -2.0) for c in string.printable[:94]]
@@ -42,7 +63,6 @@ def t5_tokenizer(max_length: int = 32):
 
 
 def t5_encoder(seed: int, d_model: int = 32):
-    from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
     cfg = T5Config(
@@ -53,7 +73,6 @@ def t5_encoder(seed: int, d_model: int = 32):
 
 def clip_encoder(seed: int, hidden: int, projection: bool):
     """A tiny CLIP text encoder; ``projection``: with the pooled projection SDXL's second encoder and SD3 use."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
@@ -64,7 +83,6 @@ def clip_encoder(seed: int, hidden: int, projection: bool):
 
 
 def vae(seed: int, scaling_factor: float, shift_factor: float | None = None):
-    from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -76,7 +94,6 @@ def vae(seed: int, scaling_factor: float, shift_factor: float | None = None):
 
 def save_sdxl(folder: str, seed: int = 0, prediction_type: str = "epsilon") -> str:
     """An SDXL folder: two CLIP encoders (32 + 32 = 64-d cross-attention), ``text_time`` micro-conditioning."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -103,7 +120,6 @@ def save_sdxl(folder: str, seed: int = 0, prediction_type: str = "epsilon") -> s
 
 def save_sd3(folder: str, seed: int = 0, shift: float = 3.0) -> str:
     """An SD3 folder: two CLIP encoders (16 + 16 = 32-d, padded to T5's 32) and a T5; flow matching, shifted."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
@@ -127,7 +143,6 @@ def save_sd3(folder: str, seed: int = 0, shift: float = 3.0) -> str:
 
 def save_pixart(folder: str, seed: int = 0, sigma: bool = True) -> str:
     """A PixArt-Sigma (SDXL's VAE statistics) or PixArt-alpha (SD's) folder: learned sigma, a T5 encoder."""
-    from diffusers import DDIMScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
 
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(
@@ -147,7 +162,6 @@ def save_pixart(folder: str, seed: int = 0, sigma: bool = True) -> str:
 
 def save_flux_index(folder: str) -> str:
     """A folder holding only a FLUX ``model_index.json``: enough to be refused (no weights are ever read)."""
-    import json
 
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "model_index.json"), "w") as f:

@@ -15,7 +15,6 @@ import os
 import lightning as L
 import torch
 from diffusers import DDPMScheduler
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from torch.optim.swa_utils import AveragedModel
 
 from ..core.loading import latent_space
@@ -23,10 +22,8 @@ from ..dit.load import load_dit
 from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
-from .checkpoint_io import AtomicCheckpoints
 from .diffusion_loss import DiffusionSchedule, vlb_bits
-from .interrupt import SaveOnInterrupt
-from .known_noise import KnownNoise
+from .fit_callbacks import default_callbacks
 from .label_table import disable_block_dropout, drop_labels
 from .labels import label_strategy
 from .vae import load_vae
@@ -203,20 +200,9 @@ class DiTFineTune(L.LightningModule):
         return self.label_strategy.class_ids(labels)
 
     def configure_callbacks(self):
-        """Checkpoints with ``last.ckpt`` (for ``--ckpt_path last``), saved also when SIGTERM or Ctrl-C stops the
-        fit (``interrupt.py``) and written whole or not at all (``checkpoint_io.py``), LR and images/s logging,
-        unless given."""
-        existing = list(self.trainer.callbacks) if self._trainer is not None else []
-        for cb in existing:
-            if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
-                cb.save_last = True  # Lightning's default checkpoint callback keeps no last.ckpt
-        have = {type(c) for c in existing}
-        checkpointing = self._trainer is not None and self.trainer.checkpoint_callback is not None
-        wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
-        if self._trainer is not None and self.trainer.loggers:
-            wanted += [LearningRateMonitor(logging_interval="step"), ThroughputMonitor(batch_size_fn=_batch_size)]
-        wanted += [KnownNoise(), SaveOnInterrupt(), AtomicCheckpoints()]
-        return [c for c in wanted if type(c) not in have]
+        """The shared defaults (``fit_callbacks.py``): last.ckpt, saved on SIGTERM/Ctrl-C and written atomically,
+        LR and images/s logging, unless given."""
+        return default_callbacks(self)
 
     # ThroughputMonitor reads this on every batch and warns on every fit when it is missing; None: FLOPs are not
     # counted (it still logs batches and images per second)
@@ -382,7 +368,3 @@ def ema_update(decay: float):
         torch._foreach_lerp_(ema_params, params, 1 - d)
 
     return update
-
-
-def _batch_size(batch: dict) -> int:
-    return int(batch["label"].shape[0])

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors.torch import save_file
 
@@ -52,7 +53,6 @@ def add_lora(net: torch.nn.Module, spec: T2ILoRA, family: Family, seed: int, tex
 
 
 def _lora_state(net: torch.nn.Module, convert: bool = True) -> dict[str, torch.Tensor]:
-    from diffusers.utils import convert_state_dict_to_diffusers
 
     state = get_peft_model_state_dict(net)
     return convert_state_dict_to_diffusers(state) if convert else state

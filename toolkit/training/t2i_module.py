@@ -17,8 +17,7 @@ from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from torch.optim.swa_utils import AveragedModel
 
 from ..errors import PriorswapError
-from .interrupt import SaveOnInterrupt
-from .known_noise import KnownNoise
+from .fit_callbacks import default_callbacks
 from .lora import AdapterEMA
 from .module import ema_update
 from .t2i_export import T2ILoRA, add_lora, export_lora, export_pipeline
@@ -156,20 +155,12 @@ class T2IFineTune(L.LightningModule):
         return {"latent_mean": dist.mean, "latent_std": dist.std, **rows}
 
     def configure_callbacks(self):
-        """``last.ckpt`` checkpoints (for ``--ckpt_path last``), also on SIGTERM or Ctrl-C, unless given."""
-        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+        """The shared defaults (``fit_callbacks.py``): last.ckpt, saved on SIGTERM/Ctrl-C and written atomically,
+        LR and images/s logging, unless given."""
+        return default_callbacks(self)
 
-        existing = list(self.trainer.callbacks) if self._trainer is not None else []
-        for cb in existing:
-            if isinstance(cb, ModelCheckpoint) and cb.save_last is None:
-                cb.save_last = True
-        have = {type(c) for c in existing}
-        checkpointing = self._trainer is not None and self.trainer.checkpoint_callback is not None
-        wanted = [ModelCheckpoint(save_last=True, every_n_train_steps=500)] if checkpointing else []
-        if self._trainer is not None and self.trainer.loggers:
-            wanted.append(LearningRateMonitor(logging_interval="step"))
-        wanted += [KnownNoise(), SaveOnInterrupt()]
-        return [c for c in wanted if type(c) not in have]
+    # ThroughputMonitor reads this on every batch and warns when it is missing; None: FLOPs are not counted
+    flops_per_batch: float | None = None
 
     def configure_optimizers(self):
         params = [p for p in self.trained_nets().parameters() if p.requires_grad]

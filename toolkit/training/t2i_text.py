@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+import diffusers
 import torch
 
 from ..core.loading import component_class, load_component, locate, read_model_index
@@ -42,7 +43,6 @@ FAMILIES = {
 
 def load_pipeline(ref: str, what: str = "model.pretrained"):
     """(family, pipeline) of a diffusers text-to-image folder or hub id, every component loaded by ``core.loading``."""
-    import diffusers
 
     ref = locate(ref, what)
     index = read_model_index(ref, what)
