@@ -112,7 +112,8 @@ def _finetune(cfg: DemoConfig, regime: Regime, seed: int, base: str, clf_path: s
     name = cfg.run_name(regime, seed)
     run = os.path.join(cfg.out, "tb", "finetunes", name)
     export = os.path.join(run, "export")
-    if os.path.isfile(os.path.join(export, "model_index.json")) and os.path.isfile(os.path.join(run, "done.json")):
+    exported = "adapter_model.safetensors" if regime.lora else "model_index.json"  # a LoRA exports its adapter only
+    if os.path.isfile(os.path.join(export, exported)) and os.path.isfile(os.path.join(run, "done.json")):
         _say(f"fine-tune {name} already done; reusing it")
         return export
     steps, images = cfg.steps_of(regime), cfg.images_of(regime)
