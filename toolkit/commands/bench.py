@@ -7,17 +7,15 @@ Each (mode, batch) cell runs in its own subprocess so that peak memory is that c
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 from .. import checks
 from ..argspec import Command, arg
 from . import bench_t2i, bench_train, bench_unet
+from .bench_cells import measure, run_worker
 
 MODES = ("vanilla", "swapped", "bf16-prior", "lora-vanilla", "lora-free")
 # The default run makes the README's first table (vanilla and swapped at batch 1/8/32, median of 3): about 6 minutes
@@ -144,8 +142,6 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     ``task="time"`` builds every mode and alternates their calls, so that load on the machine hits them alike;
     ``task="mem-<mode>"`` builds only what that mode needs and reports the peak memory of two calls.
     """
-    import resource
-
     import torch
 
     from ..core.sampling import DTYPES
@@ -156,40 +152,13 @@ def _cell(task: str, batch: int, size: str, repeats: int, device: str, dtype: st
     fns = _eps_fns(modes, size, device, DTYPES[dtype], rank, labels)
     x = torch.randn(batch, 4, 32, 32, device=device, dtype=DTYPES[dtype])
     t = torch.tensor(500, device=device)
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    with torch.no_grad():
-        for i in range((repeats if task == "time" else 1) + 1):  # round 0 is a warm-up
-            for m in modes:
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fns[m](x, t)
-                if cuda:
-                    torch.cuda.synchronize()
-                if i:
-                    times[m].append(time.perf_counter() - start)
-    if task != "time":
-        peak = (
-            torch.cuda.max_memory_allocated() / 2**20
-            if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        )
-        return {"task": task, "batch": batch, "peak_mb": peak}
-    return {"task": task, "batch": batch, **{f"{m}_s": statistics.median(v) for m, v in times.items()}}
+    calls = {m: functools.partial(fns[m], x, t) for m in modes}
+    return {"task": task, "batch": batch, **measure(task, calls, repeats, device)}
 
 
 def _worker(task: str, batch: int, args: BenchSample) -> dict:
-    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench", task, str(batch), args.size, str(args.repeats)]
-    cmd += [args.device, args.dtype, ",".join(args.modes), str(args.lora_rank)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if res.returncode != 0:
-        raise RuntimeError(
-            f"benchmark worker failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
-        )
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    argv = [task, str(batch), args.size, str(args.repeats), args.device, args.dtype, ",".join(args.modes)]
+    return run_worker("priorswap.toolkit.commands.bench", [*argv, str(args.lora_rank)])
 
 
 def timed_predictions(args: BenchSample) -> int:
@@ -198,12 +167,7 @@ def timed_predictions(args: BenchSample) -> int:
 
 
 def _t2i_worker(argv: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "priorswap.toolkit.commands.bench_t2i", *argv]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if res.returncode != 0:
-        last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode
-        raise RuntimeError(f"benchmark worker failed: {last}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_worker("priorswap.toolkit.commands.bench_t2i", argv)
 
 
 def _device_name(args: BenchSample) -> str:

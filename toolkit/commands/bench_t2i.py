@@ -17,9 +17,9 @@ allocated on a GPU).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
+
+from .bench_cells import measure
 
 ARCHS = ("sdxl", "sd3")
 T2I_MODES = ("lora-vanilla", "lora-free")
@@ -122,37 +122,11 @@ def guided_fns(arch: str, modes: list[str], batch: int, latent: int, device: str
 
 def cell(task: str, arch: str, batch: int, latent: int, repeats: int, device: str, dtype: str, rank: int) -> dict:
     """One subprocess: ``time`` alternates both modes (load hits them alike); ``mem-<mode>`` builds that mode only."""
-    import resource
-
-    import torch
-
     from ..core.sampling import DTYPES
 
     modes = list(T2I_MODES) if task == "time" else [task.removeprefix("mem-")]
     fns = guided_fns(arch, modes, batch, latent, device, DTYPES[dtype], rank)
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    with torch.no_grad():
-        for i in range((repeats if task == "time" else 1) + 1):  # round 0 is a warm-up
-            for m in modes:
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fns[m]()
-                if cuda:
-                    torch.cuda.synchronize()
-                if i:
-                    times[m].append(time.perf_counter() - start)
-    if task != "time":
-        peak = (
-            torch.cuda.max_memory_allocated() / 2**20
-            if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        )
-        return {"task": task, "peak_mb": peak}
-    return {"task": task, **{f"{m}_s": statistics.median(v) for m, v in times.items()}}
+    return {"task": task, **measure(task, fns, repeats, device)}
 
 
 def rows(args, worker) -> list[dict]:

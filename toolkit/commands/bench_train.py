@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -65,13 +64,12 @@ def _vae_folder(folder: str) -> str:
 
 
 def run(args: BenchTrain) -> int:
-    import lightning as L
     import torch
-    from lightning.pytorch.callbacks import Callback
 
     from priorswap.data import ImageFolderDataModule
 
     from ..training.module import DiTFineTune
+    from .train_timing import lightning_images_per_s, median_cells
 
     if args.family == "sd":
         from .bench_train_t2i import run_t2i
@@ -108,33 +106,8 @@ def run(args: BenchTrain) -> int:
             export_on_fit_end=False,
         )
 
-    class Clock(Callback):
-        def __init__(self):
-            self.start = self.stop = 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 2:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.stop = time.perf_counter()  # the last one stays: the end of the final step
-
     def lightning(cache: bool) -> float:
-        clock = Clock()
-        trainer = L.Trainer(
-            max_steps=args.steps + 2,
-            accelerator="auto",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-            limit_val_batches=0,
-            callbacks=[clock],
-        )
-        trainer.fit(module(), datamodule(cache))
-        return args.steps * args.batch_size / (clock.stop - clock.start)
+        return lightning_images_per_s(args, module(), datamodule(cache))
 
     def plain(cache: bool) -> float:
         """DiT train.py's loop around the same module and batches: no Trainer."""
@@ -168,13 +141,7 @@ def run(args: BenchTrain) -> int:
             torch.cuda.synchronize()
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
-    cells = {(kind, cache): [] for kind in ("plain", "lightning") for cache in (False, True)}
-    plain(True)  # builds the latent cache once, outside the timings
-    for _ in range(args.repeats):
-        for cache in (False, True):
-            for kind, fn in (("plain", plain), ("lightning", lightning)):
-                cells[(kind, cache)].append(fn(cache))
-    med = {k: statistics.median(v) for k, v in cells.items()}
+    med = median_cells(plain, lightning, args.repeats)
     what = f"random DiT-{args.size} on {latent}x{latent} latents ({args.resolution} px), SD-architecture VAE"
     return _report(args, med, what, "VAE encode on the fly", "latent cache")
 

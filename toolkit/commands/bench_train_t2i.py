@@ -10,7 +10,6 @@ far longer while Lightning's per-step cost stays the same.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 
@@ -18,12 +17,12 @@ import time
 def run_t2i(args) -> dict:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader, Dataset
 
     from ..training.t2i_module import T2IFineTune
     from ..training.text_cache import CachedT2IDataset, build_t2i_cache, collate_items, t2i_cache_dir
     from ..unet.tiny import save_sd
+    from .train_timing import lightning_images_per_s, median_cells
 
     work = tempfile.mkdtemp(prefix="priorswap-bench-t2i-")
     folder = save_sd(os.path.join(work, "sd"))
@@ -58,32 +57,8 @@ def run_t2i(args) -> dict:
         torch.manual_seed(0)
         return T2IFineTune(folder, export_on_fit_end=False)
 
-    class Clock(Callback):
-        start = stop = 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 2:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.stop = time.perf_counter()
-
     def lightning(cache: bool) -> float:
-        clock = Clock()
-        trainer = L.Trainer(
-            max_steps=args.steps + 2,
-            accelerator="auto",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-            limit_val_batches=0,
-            callbacks=[clock],
-        )
-        trainer.fit(module(), DM(cache))
-        return args.steps * args.batch_size / (clock.stop - clock.start)
+        return lightning_images_per_s(args, module(), DM(cache))
 
     def plain(cache: bool) -> float:
         m, dm = module(), DM(cache)
@@ -106,13 +81,7 @@ def run_t2i(args) -> dict:
             torch.cuda.synchronize()
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
-    cells = {(kind, cache): [] for kind in ("plain", "lightning") for cache in (False, True)}
-    plain(True)  # builds the cache once, outside the timings
-    for _ in range(args.repeats):
-        for cache in (False, True):
-            for kind, fn in (("plain", plain), ("lightning", lightning)):
-                cells[(kind, cache)].append(fn(cache))
-    med = {k: statistics.median(v) for k, v in cells.items()}
+    med = median_cells(plain, lightning, args.repeats)
     return {
         "med": med,
         "what": f"tiny random SD pipeline, {args.resolution} px (latents 1/2)",

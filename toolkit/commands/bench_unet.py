@@ -17,12 +17,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 
 from .. import checks
 from ..argspec import Command, arg
 from ..errors import PriorswapError
+from .bench_cells import seconds_of
 
 MODES = ("vanilla", "swapped", "swapped+offload")
 
@@ -182,18 +182,7 @@ def _import_model_classes() -> None:
 
 def _best_seconds(run, job: dict, cuda: bool) -> float:
     """The best of ``job["repeats"]`` (2) timings of ``run()``: other processes share the machine."""
-    import torch
-
-    seconds = float("inf")
-    for _ in range(job.get("repeats", 2)):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = min(seconds, time.perf_counter() - start)
-    return seconds
+    return min(seconds_of(run, cuda) for _ in range(job.get("repeats", 2)))
 
 
 def _result(job: dict, nets: list, seconds: float, cuda: bool, base_rss: float) -> dict:

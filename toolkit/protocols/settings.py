@@ -35,6 +35,16 @@ def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
     return k, n
 
 
+def shard_arg(help: str):
+    """``--shard K/N``: read as a string, parsed into (K, N) by :func:`parse_shard`."""
+    return arg(None, type=str, parse=parse_shard, metavar="K/N", help=help)
+
+
+def check_shard(shard: tuple[int, int] | None) -> None:
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise PriorswapError(f"--shard {shard[0]}/{shard[1]} is invalid; expected K/N with 0 <= K < N")
+
+
 def check_metrics(kind: str, metrics: list[str] | None) -> tuple[str, ...]:
     chosen = tuple(metrics) if metrics else DEFAULT_METRICS[kind]
     bad = [m for m in chosen if m not in ALLOWED[kind]]
@@ -90,12 +100,8 @@ class ProtocolRun:
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     offload: bool = arg(False, help="keep every network on the CPU except while it runs")
-    shard: tuple[int, int] | None = arg(
-        None,
-        type=str,
-        parse=parse_shard,
-        metavar="K/N",
-        help="sample only items i with i % N == K (one process per GPU), then run without it to score",
+    shard: tuple[int, int] | None = shard_arg(
+        "sample only items i with i % N == K (one process per GPU), then run without it to score"
     )
     clip: str | None = arg(
         "openai/clip-vit-large-patch14", group=METRIC_NETS, help="CLIPModel folder or hub id for CLIP-I/T/D"
@@ -171,8 +177,7 @@ class ProtocolRun:
         checks.check_scales("--guidance-scale", self.guidance_scales)
         checks.check_scales("--image-guidance", self.image_guidance if self.kind == "ip2p" else None)
         checks.check_scales("--text-guidance", self.text_guidance if self.kind == "ip2p" else None)
-        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
-            raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
+        check_shard(self.shard)
         checks.check_output_dir("--output-dir", self.output_dir)
         self.device = checks.resolve_device(self.device)
         checks.check_device(self.device, self.dtype)

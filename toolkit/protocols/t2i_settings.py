@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..argspec import arg
 from ..errors import PriorswapError
-from .settings import METRIC_NETS, parse_shard
+from .settings import METRIC_NETS, check_shard, parse_shard, shard_arg
 
 T2I_METRICS = ("clip_score", "fid", "fd_dinov2", "clip_i", "dino_sim")
 REFERENCE_METRICS = ("fid", "fd_dinov2")  # need --reference
@@ -57,12 +57,8 @@ class T2IEvalRun:
     device: str = arg("auto", help="cpu, cuda or cuda:N (auto: cuda when one is available)")
     dtype: str = arg("fp32", choices=checks.DTYPE_NAMES, help="weights and activations (fp16 needs CUDA)")
     prior_dtype: str | None = arg(None, choices=checks.DTYPE_NAMES, help="load each --priors MODEL in this precision")
-    shard: tuple[int, int] | None = arg(
-        None,
-        type=str,
-        parse=parse_shard,
-        metavar="K/N",
-        help="sample only prompts i with i % N == K (one process per GPU), then run without it to score",
+    shard: tuple[int, int] | None = shard_arg(
+        "sample only prompts i with i % N == K (one process per GPU), then run without it to score"
     )
     clip: str | None = arg(
         "openai/clip-vit-large-patch14", group=METRIC_NETS, help="CLIPModel folder or hub id (CLIP score, CLIP-I)"
@@ -121,8 +117,7 @@ class T2IEvalRun:
             raise PriorswapError("--prior-mix needs --priors")
         if checks.FREE_PRIOR in self.priors and not self.lora:
             raise PriorswapError("--priors base is the LoRA's adapter-off self; it needs --lora")
-        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
-            raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
+        check_shard(self.shard)
         for flag, folder in (("--reference", self.reference), ("--subject-images", self.subject_images)):
             if folder is not None and not os.path.isdir(os.path.expanduser(folder)):
                 raise PriorswapError(f"{flag} {folder!r} is not a folder")

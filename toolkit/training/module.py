@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 
-import lightning as L
 import torch
 from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
@@ -23,13 +21,13 @@ from ..dit.lora import LoRASpec
 from ..dit.models import build_dit, dit_scheduler_config
 from ..errors import PriorswapError
 from .diffusion_loss import DiffusionSchedule, vlb_bits
-from .fit_callbacks import default_callbacks
+from .fine_tune import FineTune, check_rate, ema_update
 from .label_table import disable_block_dropout, drop_labels
 from .labels import label_strategy
 from .vae import load_vae
 
 
-class DiTFineTune(L.LightningModule):
+class DiTFineTune(FineTune):
     """Fine-tune a pretrained DiT on new classes, or train one from random init (``pretrained: null``).
 
     Args:
@@ -87,10 +85,8 @@ class DiTFineTune(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not 0.0 <= cfg_dropout < 1.0:
-            raise PriorswapError(f"cfg_dropout must lie in [0, 1), got {cfg_dropout}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise PriorswapError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        check_rate("cfg_dropout", cfg_dropout)
+        check_rate("ema_decay", ema_decay)
         if lora is not None and not pretrained:
             raise PriorswapError("model.lora needs a pretrained base (model.pretrained): a LoRA adapts a base model")
         self.save_hyperparameters()
@@ -199,15 +195,6 @@ class DiTFineTune(L.LightningModule):
         """Dataset labels 0..K-1 -> label-table rows (a LoRA's classes sit after the base's null row)."""
         return self.label_strategy.class_ids(labels)
 
-    def configure_callbacks(self):
-        """The shared defaults (``fit_callbacks.py``): last.ckpt, saved on SIGTERM/Ctrl-C and written atomically,
-        LR and images/s logging, unless given."""
-        return default_callbacks(self)
-
-    # ThroughputMonitor reads this on every batch and warns on every fit when it is missing; None: FLOPs are not
-    # counted (it still logs batches and images per second)
-    flops_per_batch: float | None = None
-
     def configure_optimizers(self):
         """AdamW (DiT: lr 1e-4, no weight decay), with an optional linear warm-up for from-scratch runs."""
         opt = torch.optim.AdamW(
@@ -221,12 +208,6 @@ class DiTFineTune(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
 
     # -- data -> x0 -----------------------------------------------------------------------------
-    def _generator(self, salt: int) -> torch.Generator:
-        rank = self.global_rank if self._trainer is not None else 0
-        return torch.Generator("cpu").manual_seed(
-            (self.hparams.seed * 1_000_003 + self.global_step * 7919 + rank * 104_729 + salt) % (2**63)
-        )
-
     def _randn(self, shape, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=gen).to(self.device)
 
@@ -335,12 +316,6 @@ class DiTFineTune(L.LightningModule):
         net = self.ema.module if ema else copy.deepcopy(self.transformer)
         return self.label_strategy.denoiser(net, space, self.num_classes, ema)
 
-    def default_export_dir(self) -> str:
-        if self.hparams.export_dir:
-            return self.hparams.export_dir
-        log_dir = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
-        return os.path.join(log_dir, "export")
-
     def on_fit_end(self) -> None:
         if not self.hparams.export_on_fit_end:
             return
@@ -353,18 +328,3 @@ class DiTFineTune(L.LightningModule):
         """Save the EMA model as a diffusers DiT pipeline folder (+ id2label.json); a LoRA as its adapter folder
         (base reference + adapter safetensors + id2label.json, ``priorswap.toolkit.dit.lora_files``)."""
         return self.label_strategy.export(self, path)
-
-
-def ema_update(decay: float):
-    """EMA step with diffusers' warm-up cap: decay_n = min(decay, (1 + n) / (10 + n)) after n updates.
-
-    Without the cap, a short run's EMA keeps a large share of the initial weights (0.999^1000 = 37%).
-    """
-
-    @torch.no_grad()
-    def update(ema_params, params, num_averaged):
-        n = float(num_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(ema_params, params, 1 - d)
-
-    return update

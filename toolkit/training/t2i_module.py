@@ -9,23 +9,20 @@ seeded by (seed, global step, rank), so a resumed run continues exactly where an
 from __future__ import annotations
 
 import dataclasses
-import os
 
-import lightning as L
 import torch
 from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from torch.optim.swa_utils import AveragedModel
 
 from ..errors import PriorswapError
-from .fit_callbacks import default_callbacks
+from .fine_tune import FineTune, check_rate, ema_update
 from .lora import AdapterEMA
-from .module import ema_update
 from .t2i_export import T2ILoRA, add_lora, export_lora, export_pipeline
 from .t2i_loss import ddpm_loss, ddpm_noising, flow_density, flow_loss, flow_noising, predict, sdxl_time_ids
 from .t2i_text import encode, encode_null, family_encoders, load_pipeline
 
 
-class T2IFineTune(L.LightningModule):
+class T2IFineTune(FineTune):
     """Fine-tune a text-to-image diffusers pipeline on captioned images.
 
     Batches are the captioned datamodules' ({"pixels", "caption", "original_size", "crop_top_left", "index"}) or,
@@ -74,10 +71,8 @@ class T2IFineTune(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not 0.0 <= caption_dropout < 1.0:
-            raise PriorswapError(f"caption_dropout must lie in [0, 1), got {caption_dropout}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise PriorswapError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        check_rate("caption_dropout", caption_dropout)
+        check_rate("ema_decay", ema_decay)
         self.save_hyperparameters()
         if isinstance(lora, T2ILoRA):  # plain values in checkpoints (they are read weights-only)
             self.hparams["lora"] = dataclasses.asdict(lora)
@@ -154,25 +149,11 @@ class T2IFineTune(L.LightningModule):
         rows = encode(self.family, self.pipe, batch["caption"], self.device, self.hparams.max_sequence_length)
         return {"latent_mean": dist.mean, "latent_std": dist.std, **rows}
 
-    def configure_callbacks(self):
-        """The shared defaults (``fit_callbacks.py``): last.ckpt, saved on SIGTERM/Ctrl-C and written atomically,
-        LR and images/s logging, unless given."""
-        return default_callbacks(self)
-
-    # ThroughputMonitor reads this on every batch and warns when it is missing; None: FLOPs are not counted
-    flops_per_batch: float | None = None
-
     def configure_optimizers(self):
         params = [p for p in self.trained_nets().parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # -- one step -------------------------------------------------------------------------------
-    def _generator(self, salt: int) -> torch.Generator:
-        rank = self.global_rank if self._trainer is not None else 0
-        return torch.Generator("cpu").manual_seed(
-            (self.hparams.seed * 1_000_003 + self.global_step * 7919 + rank * 104_729 + salt) % (2**63)
-        )
-
     def draws(self, batch: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random number of one step, in a fixed order: latent draw, caption dropout, timesteps, noise."""
         if "latent_mean" in batch:
@@ -275,12 +256,6 @@ class T2IFineTune(L.LightningModule):
             or (k.startswith("ema.module.") and k[len("ema.module.") :] in names)
             or k == "ema.n_averaged"
         }
-
-    def default_export_dir(self) -> str:
-        if self.hparams.export_dir:
-            return self.hparams.export_dir
-        log_dir = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
-        return os.path.join(log_dir, "export")
 
     def on_fit_end(self) -> None:
         if self.hparams.export_on_fit_end and self.trainer.is_global_zero:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .. import checks
 from ..argspec import arg
 from ..errors import PriorswapError
-from ..protocols.settings import parse_shard
+from ..protocols.settings import check_shard, parse_shard, shard_arg
 from ..video.config import SPACINGS
 from ..video.options import VideoSamplingOptions
 from .suite import DIMENSIONS
@@ -80,13 +80,7 @@ class VideoEvalRun(VideoSamplingOptions):
         8.0, help="frame rate the videos are written at; Dynamic Degree reads each file's own rate, as VBench does"
     )
     seed: int = arg(0, help="video k of prompt i uses seed + i * videos_per_prompt + k")
-    shard: tuple[int, int] | None = arg(
-        None,
-        type=str,
-        parse=parse_shard,
-        metavar="K/N",
-        help="sample only prompts i with i % N == K, then run without it to score",
-    )
+    shard: tuple[int, int] | None = shard_arg("sample only prompts i with i % N == K, then run without it to score")
     dino_weights: str | None = arg(None, group=NETS, help="DINO ViT-B/16: dino_vitbase16_pretrain.pth")
     clip_b32: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-B/32: ViT-B-32.pt")
     clip_l14: str | None = arg(None, group=NETS, help="OpenAI CLIP ViT-L/14: ViT-L-14.pt")
@@ -127,7 +121,6 @@ class VideoEvalRun(VideoSamplingOptions):
                         FOLDERS[name](path)
                     else:
                         checks.check_input_file(flag, path)
-        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
-            raise PriorswapError(f"--shard {self.shard[0]}/{self.shard[1]} is invalid; expected K/N with 0 <= K < N")
+        check_shard(self.shard)
         checks.check_output_dir("--output-dir", self.output_dir)
         self.check_device()
