@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .errors import PriorswapError
+
+# bitsandbytes (pulled in by pyiqa, imported by peft when present) logs a warning on every import on a CPU machine
+# without its optional `kernels` package; nothing here quantizes, so only its errors are shown.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 # command -> module under priorswap.toolkit.commands: COMMANDS (sub-commands) and HELP, or a single COMMAND
 GROUPS = {
