@@ -1,6 +1,7 @@
-"""Tiny random DynamiCrafter / VideoCrafter1 checkpoints in the **released** layout, for tests and ``bench --tiny``.
+"""Random DynamiCrafter / VideoCrafter1 checkpoints in the **released** layout: tiny ones for tests and
+``bench --tiny``, and ones at the released size (the released YAMLs, open_clip's ViT-H-14) for the real-size test.
 
-Each is what upstream would write for a small YAML: ``{"state_dict": ...}`` with the schedule buffers and the
+Each is what upstream would write for its YAML: ``{"state_dict": ...}`` with the schedule buffers and the
 prefixes ``model.diffusion_model.`` (DynamiCrafter's fs MLP under its released 256 name ``framestride_embed``),
 ``first_stage_model.`` (the LDM VAE key layout), ``cond_stage_model.model.`` (OpenCLIP text tower),
 ``embedder.model.`` (OpenCLIP vision tower plus the text leftovers upstream keeps) and ``image_proj_model.``. It goes
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 import torch
 import yaml
 
-from .config import read_config
+from ..files import atomic_write
+from .config import VideoModelConfig, read_config, released_config_path
 from .ddim import alphas_cumprod
-from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip
+from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip, openclip_config
 from .resampler import Resampler, ResamplerConfig
 from .unet3d import UNet3D
 
@@ -169,50 +172,92 @@ def ldm_vae_state_dict(ddconfig: dict, embed_dim: int, generator: torch.Generato
     return sd
 
 
-def _randomise(module: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Every parameter drawn afresh (zero-initialised output layers made live, so mistakes show)."""
+def _randomise(module: torch.nn.Module, generator: torch.Generator, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every entry of ``module.state_dict()`` drawn afresh (zero-initialised output layers made live, so mistakes
+    show). Only the shapes are read, so ``module`` may live on the meta device."""
     out = {}
     for name, t in module.state_dict().items():
         if t.ndim >= 2:
-            out[name] = torch.randn(t.shape, generator=generator) / t[0].numel() ** 0.5
+            v = torch.randn(t.shape, generator=generator) / t[0].numel() ** 0.5
         elif name.endswith("alpha") or t.ndim == 0:
-            out[name] = 0.5 * torch.randn(t.shape, generator=generator)
+            v = 0.5 * torch.randn(t.shape, generator=generator)
         elif "norm" in name or name.startswith("ln") or ".ln_" in name:
-            out[name] = (1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(t.shape, generator=generator)
+            v = (1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(t.shape, generator=generator)
         else:
-            out[name] = 0.05 * torch.randn(t.shape, generator=generator)
+            v = 0.05 * torch.randn(t.shape, generator=generator)
+        out[name] = v.to(dtype)
     return out
+
+
+def _shape_only(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """A network built on the meta device: its state_dict's names and shapes, no memory and no initialisation (a
+    released-size UNet would otherwise hold its 5 GiB of default weights beside the random ones)."""
+    with torch.device("meta"):
+        return build()
+
+
+def random_checkpoint(
+    cfg: VideoModelConfig, openclip: dict, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """The released ``state_dict`` of a model of ``cfg`` (open_clip towers of config ``openclip``), random weights
+    in ``dtype``, plus the schedule buffers upstream keeps (always fp32, as upstream's)."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    unet = _randomise(_shape_only(lambda: UNet3D(cfg.unet)), g, dtype)
+    sd.update({f"model.diffusion_model.{k.replace('fps_embedding', 'framestride_embed')}": v for k, v in unet.items()})
+    del unet
+    vae_g = torch.Generator().manual_seed(1234)  # the two models share their frozen VAE and text tower, as the releases
+    vae = ldm_vae_state_dict(cfg.ddconfig, cfg.ddconfig["z_channels"], vae_g)
+    sd.update({f"first_stage_model.{k}": v.to(dtype) for k, v in vae.items()})
+    text_net = _shape_only(lambda: OpenCLIPTextEncoder(build_openclip(openclip), cfg.text.layer))
+    text = _randomise(text_net, torch.Generator().manual_seed(4321), dtype)
+    sd.update({f"cond_stage_model.model.{k}": v for k, v in text.items()})
+    if cfg.flavour == "dynamicrafter":
+        image = _randomise(_shape_only(lambda: OpenCLIPImageEncoder(build_openclip(openclip))), g, dtype)
+        sd.update({f"embedder.model.{k}": v for k, v in image.items()})
+        proj = _randomise(_shape_only(lambda: Resampler(ResamplerConfig(**cfg.resampler))), g, dtype)
+        sd.update({f"image_proj_model.{k}": v for k, v in proj.items()})
+    ac = alphas_cumprod(cfg)
+    sd["alphas_cumprod"] = ac
+    sd["betas"] = 1 - ac / torch.cat([torch.ones(1), ac[:-1]])
+    return sd
+
+
+def _write_checkpoint(folder: str, config_text: str, openclip: dict | None, seed: int, dtype: torch.dtype) -> dict:
+    """``config.yaml`` (``config_text``), the open_clip JSON (when the arch is not one open_clip ships) and
+    ``model.ckpt`` (written whole or not at all) in ``folder``; returns their paths (``openclip``: None when none)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "ckpt": os.path.join(folder, "model.ckpt"),
+        "config": os.path.join(folder, "config.yaml"),
+        "openclip": None,
+    }
+    with atomic_write(paths["config"]) as f:
+        f.write(config_text)
+    cfg = read_config(paths["config"])
+    if openclip is not None:
+        paths["openclip"] = os.path.join(folder, f"{cfg.text.arch}.json")
+        with atomic_write(paths["openclip"]) as f:
+            json.dump(openclip, f, indent=2)
+    clip = openclip_config(cfg.text.arch, paths["openclip"])
+    sd = random_checkpoint(cfg, clip, seed, dtype)
+    with atomic_write(paths["ckpt"], "wb") as f:
+        torch.save({"state_dict": sd}, f)
+    return paths
 
 
 def save_tiny_checkpoint(folder: str, flavour: str, seed: int = 0) -> dict[str, str]:
     """Write ``model.ckpt``, ``config.yaml`` and the open_clip JSON into ``folder``; returns their paths."""
-    os.makedirs(folder, exist_ok=True)
-    paths = {
-        k: os.path.join(folder, f)
-        for k, f in (("ckpt", "model.ckpt"), ("config", "config.yaml"), ("openclip", f"{ARCH}.json"))
-    }
-    with open(paths["config"], "w") as f:
-        yaml.safe_dump(tiny_yaml(flavour), f, sort_keys=False)
-    with open(paths["openclip"], "w") as f:
-        json.dump(OPENCLIP, f, indent=2)
-    cfg = read_config(paths["config"])
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-    unet = _randomise(UNet3D(cfg.unet), g)
-    sd.update({f"model.diffusion_model.{k.replace('fps_embedding', 'framestride_embed')}": v for k, v in unet.items()})
-    vae_g = torch.Generator().manual_seed(1234)  # the two models share their frozen VAE and text tower, as the releases
-    vae = ldm_vae_state_dict(cfg.ddconfig, 4, vae_g)
-    sd.update({f"first_stage_model.{k}": v for k, v in vae.items()})
-    text = _randomise(OpenCLIPTextEncoder(build_openclip(OPENCLIP)), torch.Generator().manual_seed(4321))
-    sd.update({f"cond_stage_model.model.{k}": v for k, v in text.items()})
-    if flavour == "dynamicrafter":
-        image = _randomise(OpenCLIPImageEncoder(build_openclip(OPENCLIP)), g)
-        sd.update({f"embedder.model.{k}": v for k, v in image.items()})
-        sd.update(
-            {f"image_proj_model.{k}": v for k, v in _randomise(Resampler(ResamplerConfig(**cfg.resampler)), g).items()}
-        )
-    ac = alphas_cumprod(cfg)
-    sd["alphas_cumprod"] = ac
-    sd["betas"] = 1 - ac / torch.cat([torch.ones(1), ac[:-1]])
-    torch.save({"state_dict": sd}, paths["ckpt"])
-    return paths
+    return _write_checkpoint(folder, yaml.safe_dump(tiny_yaml(flavour), sort_keys=False), OPENCLIP, seed, torch.float32)
+
+
+def save_released_size_checkpoint(
+    folder: str, flavour: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, str | None]:
+    """A random checkpoint at the released size: ``config.yaml`` is the released inference YAML (the one `priorswap
+    convert` reads by default), the towers open_clip's own ViT-H-14. The releases hold fp32 weights (DynamiCrafter-256
+    about 10 GB, VideoCrafter1 T2V 512 about 6 GB); ``dtype=torch.float16`` halves the file, and converts the same.
+    ``paths["openclip"]`` is None: the arch is open_clip's own."""
+    with open(released_config_path(flavour)) as f:
+        text = f.read()
+    return _write_checkpoint(folder, text, None, seed, dtype)
