@@ -25,7 +25,9 @@ METADATA = "metadata.jsonl"
 class HFCaptionedDataModule(CaptionedDataModule):
     """A Hugging Face dataset with an image column and a caption column (diffusers' train_text_to_image input).
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: a save_to_disk folder, a folder load_dataset reads (e.g. images plus metadata.jsonl), or a hub id.
         image_column: column holding the image.
         caption_column: column holding the caption: a string, or a list of strings of which each item and epoch
@@ -100,7 +102,9 @@ class CaptionedFolderDataModule(CaptionedDataModule):
     The convention of Hugging Face's imagefolder (and so of diffusers' --train_data_dir): every metadata.jsonl under
     `root` is read, in path order, and its `file_name`s are relative to its own folder.
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: the folder.
         caption_column: the key of each line that holds the caption (a string or a list of strings).
     """
@@ -190,7 +194,9 @@ class DreamBoothDataModule(CaptionedDataModule):
     batch also holds as many class images captioned with `class_prompt`, and ``T2IFineTune`` adds their loss times
     its `prior_loss_weight`; validation batches (val_fraction > 0) hold instance images only.
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: the folder of instance images (diffusers' --instance_data_dir).
         instance_prompt: the caption of every image, e.g. "a photo of sks dog".
         class_data_dir: prior preservation: a folder of images of the subject's class (diffusers'

@@ -257,8 +257,9 @@ class T2IFineTune(FineTune):
             return reduce_loss(per_sample, prior, h.prior_loss_weight)
         t = d["t"].to(x0.device)
         x_t, target = ddpm_noising(self.scheduler, x0, noise, t)
-        # Min-SNR weights every row, class rows included (diffusers' SD3 DreamBooth script weights both halves too;
-        # its SDXL one weights the instance half only, with another v formula: train_text_to_image.py's is used)
+        # Min-SNR weights every row, class rows too, as diffusers' SD3 DreamBooth script applies its loss weighting
+        # to both halves (its SDXL one weights the instance half only, with another v formula; the weights here are
+        # train_text_to_image.py's)
         weights = None if h.snr_gamma is None else min_snr_weights(self.scheduler, t, h.snr_gamma)
         per_sample = ddpm_loss(predict(self.family, self.net, x_t, t, cond, image_size), target, weights)
         return reduce_loss(per_sample, prior, h.prior_loss_weight)
