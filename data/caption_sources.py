@@ -5,15 +5,18 @@ Each source only lists its (image, caption) records and opens an image; Captione
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from PIL import Image
-
-from priorswap.data.captioned import CaptionedDataModule, CaptionRecord
+from priorswap.data.caption_crop import CaptionCrop
+from priorswap.data.captioned import CaptionedDataModule, CaptionedImages, CaptionRecord
+from priorswap.data.captioned_cache import CachedT2IDataset, t2i_cache_dir
+from priorswap.data.dreambooth_prior import PriorPairs, class_images, collate_prior_pairs, image_files
 from priorswap.data.hf import HFImages, is_local, load_hf_tables
 from priorswap.data.robust import FileImages, RobustImageDataset
+from priorswap.data.sampler import SeededItems
 from priorswap.toolkit.errors import PriorswapError
 
 METADATA = "metadata.jsonl"
@@ -22,7 +25,9 @@ METADATA = "metadata.jsonl"
 class HFCaptionedDataModule(CaptionedDataModule):
     """A Hugging Face dataset with an image column and a caption column (diffusers' train_text_to_image input).
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: a save_to_disk folder, a folder load_dataset reads (e.g. images plus metadata.jsonl), or a hub id.
         image_column: column holding the image.
         caption_column: column holding the caption: a string, or a list of strings of which each item and epoch
@@ -97,7 +102,9 @@ class CaptionedFolderDataModule(CaptionedDataModule):
     The convention of Hugging Face's imagefolder (and so of diffusers' --train_data_dir): every metadata.jsonl under
     `root` is read, in path order, and its `file_name`s are relative to its own folder.
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: the folder.
         caption_column: the key of each line that holds the caption (a string or a list of strings).
     """
@@ -183,12 +190,19 @@ class DreamBoothDataModule(CaptionedDataModule):
     """A DreamBooth folder: a few images of one subject, all captioned with `instance_prompt`.
 
     As diffusers' train_dreambooth reads --instance_data_dir: the image files directly in `root` (sorted by name),
-    each with the same prompt. Prior preservation (class images with a class prompt, paired into every batch) is not
-    built: train without it, or add the class images as a second, separately captioned source.
+    each with the same prompt. With `class_data_dir` (prior preservation, ``dreambooth_prior.py``), every training
+    batch also holds as many class images captioned with `class_prompt`, and ``T2IFineTune`` adds their loss times
+    its `prior_loss_weight`; validation batches (val_fraction > 0) hold instance images only.
 
-    Args (beyond CaptionedDataModule's):
+    The arguments beyond CaptionedDataModule's:
+
+    Args:
         root: the folder of instance images (diffusers' --instance_data_dir).
         instance_prompt: the caption of every image, e.g. "a photo of sks dog".
+        class_data_dir: prior preservation: a folder of images of the subject's class (diffusers'
+            --class_data_dir), e.g. made by the base model from class_prompt. None: no prior preservation.
+        class_prompt: the caption of every class image, e.g. "a photo of dog".
+        num_class_images: class images used (the first, by name); the folder must hold at least this many.
     """
 
     dataset_name = "dreambooth"
@@ -206,24 +220,25 @@ class DreamBoothDataModule(CaptionedDataModule):
         val_fraction: float = 0.0,
         drop_last: bool = False,
         t2i_cache: str | None = None,
+        class_data_dir: str | None = None,
+        class_prompt: str | None = None,
+        num_class_images: int = 100,
     ):
         if not isinstance(instance_prompt, str) or not instance_prompt.strip():
             raise PriorswapError(
                 f"instance_prompt must be a non-empty string, e.g. 'a photo of sks dog'; got {instance_prompt!r}"
             )
         self.instance_prompt = instance_prompt
+        self.class_files = class_images(class_data_dir, class_prompt, num_class_images)
+        self.class_data_dir = os.path.expanduser(class_data_dir) if class_data_dir else None
+        self.class_prompt, self.num_class_images = class_prompt, num_class_images
         super().__init__(
             root, resolution, center_crop, random_flip, batch_size, num_workers, seed, val_fraction, drop_last,
             t2i_cache=t2i_cache,
         )  # fmt: skip
 
     def _files(self) -> list[str]:
-        extensions = Image.registered_extensions()
-        return sorted(
-            p.name
-            for p in Path(self.root).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
-        )
+        return image_files(self.root)
 
     def check_root(self) -> None:
         if not Path(self.root).is_dir():
@@ -236,3 +251,38 @@ class DreamBoothDataModule(CaptionedDataModule):
 
     def _image_source(self, images: list[str]) -> RobustImageDataset:
         return FileImages(self.root, images, [0] * len(images), None)
+
+    # ---- prior preservation ------------------------------------------------------------------
+    def _class_dataset(self, train: bool) -> CaptionedImages:
+        n = len(self.class_files)
+        transform = CaptionCrop(self.resolution, self.center_crop or not train, self.flip and train)
+        source = FileImages(self.class_data_dir, self.class_files, [0] * n, None)
+        return CaptionedImages(source, list(range(n)), [self.class_prompt] * n, transform, self._skip_log)
+
+    def _pixel_dataset(self, ids: list[str], labels: list[int], train: bool):
+        items = super()._pixel_dataset(ids, labels, train)
+        return PriorPairs(items, self._class_dataset(train)) if train and self.class_files else items
+
+    def _t2i_parts(self, encoder_id: str) -> dict:
+        """The class images are cached beside train and val, keyed by their folder, files and prompt."""
+        parts = super()._t2i_parts(encoder_id)
+        if self.class_files:
+            key = {"root": os.path.abspath(self.class_data_dir), "files": self.class_files, "prompt": self.class_prompt}
+            identity = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+            folder = t2i_cache_dir(
+                os.path.expanduser(str(self.t2i_cache)), f"dreambooth_class-{identity}", encoder_id, self.resolution
+            )
+            meta = {"dataset": "dreambooth_class", "root": key["root"], "prompt": self.class_prompt}
+            parts["class"] = (folder, SeededItems(self._class_dataset(train=False), self.seed), meta)
+        return parts
+
+    def _serve_t2i(self) -> None:
+        super()._serve_t2i()
+        if self.class_files:
+            self._datasets["train"] = PriorPairs(self._datasets["train"], CachedT2IDataset(self._t2i_dirs["class"]))
+
+    def _loader(self, split: str):
+        loader = super()._loader(split)
+        if isinstance(self._datasets.get(split), PriorPairs):
+            loader.collate_fn = collate_prior_pairs  # the DataLoader reads it when iterated: pairs -> one batch
+        return loader

@@ -296,11 +296,7 @@ class CaptionedDataModule(ImageDataModule):
         trainer = getattr(self, "trainer", None)
         rank = rank if rank is not None else (trainer.global_rank if trainer is not None else 0)
         world_size = world_size if world_size is not None else (trainer.world_size if trainer is not None else 1)
-        split = self.split_indices()
-        for name in SPLITS:
-            folder = self.t2i_cache_dir(name, encoder_id)
-            pixels = SeededItems(self._pixel_dataset(list(split[name]), [0] * len(split[name]), train=False), self.seed)
-            meta = {"dataset": self.dataset_name, "root": os.path.abspath(self.root), "split": name}
+        for name, (folder, pixels, meta) in self._t2i_parts(encoder_id).items():
             build_t2i_cache(
                 folder, pixels, encode, meta, rank, world_size, batch_size or self.batch_size, chunk_size,
                 self.num_workers,
@@ -311,9 +307,22 @@ class CaptionedDataModule(ImageDataModule):
         incomplete = [str(f) for f in self._t2i_dirs.values() if not is_complete(f)]
         if incomplete and world_size == 1:
             raise PriorswapError(f"text-to-image cache {incomplete[0]} is still incomplete after encoding")
+        self._serve_t2i()
+        return dict(self._t2i_dirs)
+
+    def _t2i_parts(self, encoder_id: str) -> dict[str, tuple[Path, SeededItems, dict]]:
+        """What the cache encodes, by name: (folder, items, metadata) of train and val (a source may add parts)."""
+        split, parts = self.split_indices(), {}
+        for name in SPLITS:
+            pixels = SeededItems(self._pixel_dataset(list(split[name]), [0] * len(split[name]), train=False), self.seed)
+            meta = {"dataset": self.dataset_name, "root": os.path.abspath(self.root), "split": name}
+            parts[name] = (self.t2i_cache_dir(name, encoder_id), pixels, meta)
+        return parts
+
+    def _serve_t2i(self) -> None:
+        """Serve the built cache's rows as the splits' datasets."""
         for name in SPLITS:
             self._datasets[name] = CachedT2IDataset(self._t2i_dirs[name])
-        return dict(self._t2i_dirs)
 
     def _loader(self, split: str):
         if self.t2i_cache is not None and split not in self._t2i_dirs:

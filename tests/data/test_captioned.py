@@ -322,3 +322,84 @@ def test_resume_continues_the_order_of_an_uninterrupted_run(tmp_path):
     resumed = fit(tmp_path / "cut", ckpt_path=str(tmp_path / "cut" / "last.ckpt"))
     assert [s for s, *_ in full] == list(range(7)) and [s for s, *_ in resumed] == [4, 5, 6]
     assert resumed == full[4:]  # same items, crops, flips (pixel sums) in the same order
+
+
+# -- DreamBooth prior preservation ----------------------------------------------------------------------------
+def dreambooth_with_class(tmp_path, n_instance=2, n_class=3, **kwargs):
+    root = tmp_path / "instance"
+    for i in range(n_instance):
+        coded_png(root / f"{i}.png", 16, 16)
+    classes = tmp_path / "class"
+    for i in range(n_class):
+        coded_png(classes / f"c{i}.png", 20, 16)
+    kwargs = dict(resolution=16, batch_size=2, num_workers=0, center_crop=True, num_class_images=n_class, **kwargs)
+    return DreamBoothDataModule(str(root), "a sks dog", class_data_dir=str(classes), class_prompt="a dog", **kwargs)
+
+
+def test_prior_preservation_batches_hold_instance_then_class_examples(tmp_path, caplog):
+    dm = dreambooth_with_class(tmp_path)
+    dm.setup()
+    batches = _epoch(dm, 0)
+    assert [len(b["caption"]) for b in batches] == [4, 2]  # an epoch is max(2 instance, 3 class) pairs
+    for b in batches:
+        n = len(b["caption"]) // 2
+        assert b["caption"] == ["a sks dog"] * n + ["a dog"] * n
+        assert b["prior"].tolist() == [False] * n + [True] * n
+        assert b["original_size"].tolist() == [[16, 16]] * n + [[16, 20]] * n and b["pixels"].shape[0] == 2 * n
+    assert sorted(i for b in batches for i in b["index"][b["prior"]].tolist()) == [0, 1, 2]  # every class image
+    # an unreadable class image is reported and skipped with its pair, so the halves stay the same size
+    (tmp_path / "class" / "c1.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING):
+        rows = [b["prior"].tolist() for b in _epoch(dm, 1)]
+    assert sorted(len(r) for r in rows) == [2, 2] and all(r == [False, True] for r in rows)
+    assert dm.pop_skipped() == [str(tmp_path / "class" / "c1.png")]
+    assert "skipping unreadable image" in caplog.text and "c1.png" in caplog.text
+    held_out = dreambooth_with_class(tmp_path / "v", n_instance=4, val_fraction=0.5)
+    held_out.setup()
+    val = next(iter(held_out.val_dataloader()))
+    assert "prior" not in val and val["caption"] == ["a sks dog"] * 2  # validation: instance images only
+
+
+def test_prior_preservation_cache_holds_both_sets(tmp_path):
+    dm = dreambooth_with_class(tmp_path, t2i_cache=str(tmp_path / "cache"))
+    encoded = []
+
+    def encode(batch):  # a stand-in for the fine-tune's encoder: the caption's length is its "embedding"
+        encoded.append(list(batch["caption"]))
+        mean = batch["pixels"][:, :, ::2, ::2]
+        lengths = torch.tensor([float(len(c)) for c in batch["caption"]])
+        return {"latent_mean": mean, "latent_std": mean.abs(), "prompt_embeds": lengths[:, None]}
+
+    dm.setup()
+    dirs = dm.build_t2i_cache(encode, "fake-encoder")
+    assert set(dirs) == {"train", "val", "class"} and sum(encoded, []).count("a dog") == 3
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["prior"].tolist() == [False, False, True, True]
+    assert batch["prompt_embeds"][:, 0].tolist() == [len("a sks dog")] * 2 + [len("a dog")] * 2
+    again = dreambooth_with_class(tmp_path, t2i_cache=str(tmp_path / "cache"))
+    again.setup()
+    encoded.clear()
+    assert again.build_t2i_cache(encode, "fake-encoder") == dirs and encoded == []  # reused, not encoded again
+
+
+def test_prior_preservation_refusals_are_one_line(tmp_path):
+    root = str(coded_png(tmp_path / "inst" / "0.png", 16, 16).parent)
+    few = tmp_path / "few"
+    for i in range(3):
+        coded_png(few / f"{i}.png", 16, 16)
+    (few / "notes.txt").write_text("not an image")
+
+    def build(**kwargs):
+        return lambda: DreamBoothDataModule(root, "a sks dog", **{"class_prompt": "a dog", **kwargs})
+
+    one_line(
+        f"class_data_dir {few} holds 3 images, num_class_images needs 5: put 2 more images of 'a dog' there",
+        build(class_data_dir=str(few), num_class_images=5),
+    )
+    one_line(
+        f"class_data_dir {tmp_path / 'none'} does not exist, num_class_images needs 100",
+        build(class_data_dir=str(tmp_path / "none")),
+    )
+    one_line("class_prompt 'a dog' is set but class_data_dir is not", build())
+    one_line("needs class_prompt", build(class_data_dir=str(few), class_prompt=None, num_class_images=3))
+    assert len(build(class_data_dir=str(few), num_class_images=2)().class_files) == 2  # the first 2, by name

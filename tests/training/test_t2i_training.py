@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
-from diffusers.training_utils import compute_loss_weighting_for_sd3
+from diffusers.training_utils import compute_loss_weighting_for_sd3, compute_snr
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
+from priorswap.toolkit.errors import PriorswapError
 from priorswap.toolkit.training.t2i_export import T2ILoRA
 from priorswap.toolkit.training.t2i_loss import predict
 from priorswap.toolkit.training.t2i_module import T2IFineTune
@@ -353,3 +354,71 @@ def test_pixart_lora_exports_a_peft_adapter_folder(folders, tmp_path):
         )
         ema = predict(module.family, module.ema.module["net"], x, t, cond, (32, 32))
     assert torch.allclose(loaded, ema, atol=1e-5) and not torch.allclose(loaded, base, atol=1e-5)
+
+
+# -- loss options: Min-SNR-gamma, offset noise, DreamBooth prior preservation ------------------------------------
+def sd_pred_target(folder, b, d, noise):
+    """A hand-written SD step without caption dropout: (per-sample MSE (B,), scheduler), diffusers' parts."""
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    dist = pipe.vae.encode(b["pixels"]).latent_dist
+    x0 = (dist.mean + dist.std * d["latent_noise"]) * pipe.vae.config.scaling_factor
+    sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    x_t = sched.add_noise(x0, noise, d["t"])
+    target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, noise, d["t"])
+    pe, _ = clip_states(pipe.tokenizer, pipe.text_encoder, b["caption"], None)
+    pred = pipe.unet(x_t, d["t"], encoder_hidden_states=pe).sample
+    return F.mse_loss(pred, target, reduction="none").mean([1, 2, 3]), sched
+
+
+@pytest.mark.parametrize("name", ["sd", "sd_v"])
+def test_snr_gamma_is_train_text_to_image_min_snr_weighting(folders, name):
+    module = T2IFineTune(folders[name], snr_gamma=5.0, caption_dropout=0.0, export_on_fit_end=False)
+    b, d = batch(), draws(module, 2, False)
+    d["drop"], d["t"] = torch.tensor([False, False]), torch.tensor([3, 700])  # one clipped (SNR > 5), one not
+    loss = module.diffusion_loss(b, draws=d)
+    mse, sched = sd_pred_target(folders[name], b, d, d["noise"])
+    snr = compute_snr(sched, d["t"])
+    assert snr[0] > 5 > snr[1]
+    weights = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr if name == "sd" else snr + 1)
+    assert torch.allclose(loss, (mse * weights).mean(), rtol=1e-5)
+    assert not torch.allclose(loss, mse.mean(), rtol=1e-3)
+
+
+def test_noise_offset_draws_and_adds_a_per_channel_offset(folders):
+    module = T2IFineTune(folders["sd"], noise_offset=0.1, caption_dropout=0.0, export_on_fit_end=False)
+    b = batch()
+    d = module.draws(b, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the documented order: latent draw, dropout, timesteps, noise, offset
+    latent_noise, _, t = (
+        torch.randn(2, 4, 16, 16, generator=g),
+        torch.rand(2, generator=g),
+        torch.randint(0, 1000, (2,), generator=g),
+    )
+    noise, offset = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 4, 1, 1, generator=g)
+    assert torch.equal(d["noise_offset"], offset) and torch.equal(d["t"], t)
+    mse, _ = sd_pred_target(folders["sd"], b, {"latent_noise": latent_noise, "t": t}, noise + 0.1 * offset)
+    assert torch.allclose(module.diffusion_loss(b, draws=d), mse.mean(), rtol=1e-5)
+    plain = T2IFineTune(folders["sd"], caption_dropout=0.0, export_on_fit_end=False)
+    assert "noise_offset" not in plain.draws(b, torch.Generator().manual_seed(5))  # off: the draws of before
+
+
+def test_prior_preservation_loss_is_instance_plus_weighted_class_loss(folders):
+    module = T2IFineTune(folders["sd"], prior_loss_weight=0.5, caption_dropout=0.0, export_on_fit_end=False)
+    b = batch(4)
+    b["prior"] = torch.tensor([False, False, True, True])
+    d = module.draws(b, torch.Generator().manual_seed(2))
+    mse, _ = sd_pred_target(folders["sd"], b, d, d["noise"])
+    instance, prior = mse.chunk(2)  # the two halves of one forward, as diffusers' DreamBooth scripts split it
+    loss = module.diffusion_loss(b, draws=d)
+    assert torch.allclose(loss, instance.mean() + 0.5 * prior.mean(), rtol=1e-5)
+    assert not torch.allclose(loss, mse.mean(), rtol=1e-3)
+
+
+def test_loss_options_sd3_does_not_have_are_refused_before_it_loads(folders):
+    for kwargs, match in [
+        ({"snr_gamma": 5.0}, "set model.weighting_scheme"),
+        ({"noise_offset": 0.1}, "no noise offset"),
+    ]:
+        with pytest.raises(PriorswapError, match=match) as error:
+            T2IFineTune(folders["sd3"], **kwargs)
+        assert "\n" not in str(error.value)

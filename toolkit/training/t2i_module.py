@@ -18,8 +18,20 @@ from ..errors import PriorswapError
 from .fine_tune import FineTune, check_rate, ema_update
 from .lora import AdapterEMA
 from .t2i_export import T2ILoRA, add_lora, export_lora, export_pipeline
-from .t2i_loss import ddpm_loss, ddpm_noising, flow_density, flow_loss, flow_noising, predict, sdxl_time_ids
-from .t2i_text import encode, encode_null, family_encoders, load_pipeline
+from .t2i_loss import (
+    check_loss_options,
+    ddpm_loss,
+    ddpm_noising,
+    flow_density,
+    flow_loss,
+    flow_noising,
+    min_snr_weights,
+    offset_noise,
+    predict,
+    reduce_loss,
+    sdxl_time_ids,
+)
+from .t2i_text import encode, encode_null, family_encoders, load_pipeline, read_family
 
 
 class T2IFineTune(FineTune):
@@ -27,6 +39,7 @@ class T2IFineTune(FineTune):
 
     Batches are the captioned datamodules' ({"pixels", "caption", "original_size", "crop_top_left", "index"}) or,
     with a cache (``text_cache.py``), cached rows (latents and caption conditions instead of pixels and captions).
+    A DreamBooth batch with prior preservation also holds "prior" (B,): True on its class rows.
 
     Args:
         pretrained: diffusers text-to-image pipeline folder or hub id (SD1.x/2.x, SDXL, SD3/SD3.5, PixArt-alpha/Sigma).
@@ -43,6 +56,16 @@ class T2IFineTune(FineTune):
         logit_std: SD3 logit-normal standard deviation.
         mode_scale: SD3 ``mode`` scheme scale.
         precondition_outputs: SD3: train on x_0 = pred * (-sigma) + x_t against x_0 (diffusers' script's default).
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's recommendation): each
+            sample's MSE is weighted by min(SNR, gamma) / SNR (eps prediction) or min(SNR, gamma) / (SNR + 1)
+            (v prediction), as diffusers' train_text_to_image.py --snr_gamma. None: plain MSE. SD/SDXL/PixArt only;
+            SD3 weights its flow loss by weighting_scheme instead.
+        noise_offset: offset noise scale: the training noise gets noise_offset * N(0, 1) per sample and channel
+            added (constant over the image), as diffusers' --noise_offset (e.g. 0.05-0.1), so the model can learn
+            very dark or bright images. 0: off. SD/SDXL/PixArt only.
+        prior_loss_weight: DreamBooth prior preservation (the datamodule's class_data_dir and class_prompt): the
+            loss is the instance images' loss plus this times the class images' loss. Used only when batches
+            hold class rows.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         compile: torch.compile the denoiser.
         export_dir: folder of the export (a pipeline folder, or a LoRA folder); default <run folder>/export.
@@ -64,6 +87,9 @@ class T2IFineTune(FineTune):
         logit_std: float = 1.0,
         mode_scale: float = 1.29,
         precondition_outputs: bool = True,
+        snr_gamma: float | None = None,
+        noise_offset: float = 0.0,
+        prior_loss_weight: float = 1.0,
         gradient_checkpointing: bool = False,
         compile: bool = False,
         export_dir: str | None = None,
@@ -73,6 +99,7 @@ class T2IFineTune(FineTune):
         super().__init__()
         check_rate("caption_dropout", caption_dropout)
         check_rate("ema_decay", ema_decay)
+        check_loss_options(read_family(pretrained)[2], snr_gamma, noise_offset, prior_loss_weight)
         self.save_hyperparameters()
         if isinstance(lora, T2ILoRA):  # plain values in checkpoints (they are read weights-only)
             self.hparams["lora"] = dataclasses.asdict(lora)
@@ -155,7 +182,8 @@ class T2IFineTune(FineTune):
 
     # -- one step -------------------------------------------------------------------------------
     def draws(self, batch: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """Every random number of one step, in a fixed order: latent draw, caption dropout, timesteps, noise."""
+        """Every random number of one step, in a fixed order: latent draw, caption dropout, timesteps, noise, and
+        with ``noise_offset`` the (B, C, 1, 1) offset draw."""
         if "latent_mean" in batch:
             b, shape = batch["latent_mean"].shape[0], batch["latent_mean"].shape
         else:
@@ -171,6 +199,8 @@ class T2IFineTune(FineTune):
         else:
             out["t"] = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen)
         out["noise"] = torch.randn(shape, generator=gen)
+        if self.hparams.noise_offset:  # drawn last and only when on, so runs without it keep their draws
+            out["noise_offset"] = torch.randn(shape[:2] + (1, 1), generator=gen)
         return out
 
     def to_x0(self, batch: dict, latent_noise: torch.Tensor) -> torch.Tensor:
@@ -215,16 +245,24 @@ class T2IFineTune(FineTune):
         image_size = (x0.shape[-2] * f, x0.shape[-1] * f)
         cond = self.conditions(batch, d["drop"], image_size)
         noise = d["noise"].to(x0.device, x0.dtype)
+        if "noise_offset" in d:
+            noise = offset_noise(noise, d["noise_offset"], self.hparams.noise_offset)
+        h, prior = self.hparams, batch.get("prior")
         if self.flow:
             idx = (d["u"] * self.scheduler.config.num_train_timesteps).long()
             t, sigmas = self.scheduler.timesteps[idx].to(x0.device), self.scheduler.sigmas[idx].to(x0.device)
             x_t = flow_noising(x0, noise, sigmas)
             pred = predict(self.family, self.net, x_t, t, cond, image_size)
-            h = self.hparams
-            return flow_loss(pred, x0, noise, x_t, sigmas, h.weighting_scheme, h.precondition_outputs)
+            per_sample = flow_loss(pred, x0, noise, x_t, sigmas, h.weighting_scheme, h.precondition_outputs)
+            return reduce_loss(per_sample, prior, h.prior_loss_weight)
         t = d["t"].to(x0.device)
         x_t, target = ddpm_noising(self.scheduler, x0, noise, t)
-        return ddpm_loss(predict(self.family, self.net, x_t, t, cond, image_size), target)
+        # Min-SNR weights every row, class rows too, as diffusers' SD3 DreamBooth script applies its loss weighting
+        # to both halves (its SDXL one weights the instance half only, with another v formula; the weights here are
+        # train_text_to_image.py's)
+        weights = None if h.snr_gamma is None else min_snr_weights(self.scheduler, t, h.snr_gamma)
+        per_sample = ddpm_loss(predict(self.family, self.net, x_t, t, cond, image_size), target, weights)
+        return reduce_loss(per_sample, prior, h.prior_loss_weight)
 
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable (reported by the datamodule)

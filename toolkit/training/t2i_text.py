@@ -41,9 +41,9 @@ FAMILIES = {
 }
 
 
-def load_pipeline(ref: str, what: str = "model.pretrained"):
-    """(family, pipeline) of a diffusers text-to-image folder or hub id, every component loaded by ``core.loading``."""
-
+def read_family(ref: str, what: str = "model.pretrained") -> tuple[str, dict, Family]:
+    """(local folder, model_index.json, family) of a pipeline, from its index alone: options the family refuses are
+    refused from this, before the weights load."""
     ref = locate(ref, what)
     index = read_model_index(ref, what)
     cls_name = str(index.get("_class_name", ""))
@@ -53,7 +53,14 @@ def load_pipeline(ref: str, what: str = "model.pretrained"):
         raise PriorswapError(
             f"{what} {ref!r} is a {cls_name or 'pipeline of unknown class'}; text-to-image fine-tunes take {known}"
         )
-    cls = getattr(diffusers, cls_name)
+    return ref, index, family
+
+
+def load_pipeline(ref: str, what: str = "model.pretrained"):
+    """(family, pipeline) of a diffusers text-to-image folder or hub id, every component loaded by ``core.loading``."""
+
+    ref, index, family = read_family(ref, what)
+    cls = getattr(diffusers, str(index["_class_name"]))
     params = inspect.signature(cls.__init__).parameters
     parts = {}
     for name in params:
