@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 from diffusers import AutoencoderKL
 from huggingface_hub import hf_hub_download
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..core.hub import cached, fetch_error, unreachable_reason
 from ..errors import PriorswapError
 from ..files import atomic_dir
-from .checkpoint import check_schedule, load_strict, looks_like, read_state_dict, split
+from .checkpoint import check_schedule, load_safetensors_strict, load_strict, looks_like, read_state_dict, split
 from .config import VideoModelConfig, read_config, released_config_path
 from .ddim import alphas_cumprod
 from .encoders import OpenCLIPImageEncoder, OpenCLIPTextEncoder, build_openclip, openclip_config
@@ -195,8 +195,8 @@ def load_video_model(
         path = os.path.join(folder, f"{name}.safetensors")
         if not os.path.isfile(path):
             raise PriorswapError(f"{what} {ref!r} lacks {name}.safetensors; convert it again")
-        load_strict(net, load_file(path), name.replace("_", " "), path, None)
         net.eval().requires_grad_(False).to(device=device, dtype=dtype)
+        load_safetensors_strict(net, path, name.replace("_", " "))
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), torch_dtype=dtype).eval().requires_grad_(False)
     return VideoModel(
         flavour,
