@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -207,9 +206,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._select()
         if self._skip_log is None:  # one file per process, so DDP ranks count separately
-            fd, path = tempfile.mkstemp(prefix="priorswap-skipped-", suffix=".log")
-            os.close(fd)
-            self._skip_log = SkipLog(path)
+            self._skip_log = SkipLog.create()
         self._datasets = {s: self._pixel_dataset(self.split[s], self._labels[s], train=s == "train") for s in SPLITS}
         trainer = getattr(self, "trainer", None)
         if trainer is not None:

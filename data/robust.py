@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +21,19 @@ from torch.utils.data import Dataset, default_collate
 log = logging.getLogger(__name__)
 
 
+PREFIX = "priorswap-skipped-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class SkipLog:
     """Append-only record of skipped items, shared across processes through a file path."""
 
@@ -27,6 +41,20 @@ class SkipLog:
         self.path = path
         self._read_upto = 0
         Path(path).touch()
+
+    @classmethod
+    def create(cls) -> SkipLog:
+        """A fresh log in the temporary folder, named after this process. A process killed before its teardown
+        (a preempted or OOM-killed rank) cannot remove its own, so the files of processes no longer running are
+        removed here first."""
+        tmp = Path(tempfile.gettempdir())
+        for old in tmp.glob(f"{PREFIX}*-*.log"):
+            pid = old.name[len(PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                old.unlink(missing_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=".log")
+        os.close(fd)
+        return cls(path)
 
     def add(self, name: str) -> None:
         line = (name.replace("\n", " ") + "\n").encode()

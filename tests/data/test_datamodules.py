@@ -90,6 +90,30 @@ def test_corrupt_image_is_skipped_and_counted_across_workers(tmp_path, caplog):
     assert dm.skipped_total == 2
 
 
+def test_a_killed_process_skip_log_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    """A rank killed before teardown leaves its skip log in the temporary folder; the next setup removes the logs of
+    processes no longer running and keeps those of running ones (another job's live rank)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp / f"priorswap-skipped-{int(gone.stdout)}-abc.log"
+    live = tmp / f"priorswap-skipped-{os.getppid()}-def.log"
+    dead.write_text("x.jpg\n")
+    live.write_text("y.jpg\n")
+    root = make_food101(tmp_path / "food", classes=2, per_class=2)
+    dm = Food101DataModule(root, resolution=8, batch_size=2, num_workers=0)
+    dm.setup("fit")
+    own = [p for p in tmp.iterdir() if p.name.startswith(f"priorswap-skipped-{os.getpid()}-")]
+    assert not dead.exists() and live.exists() and len(own) == 1
+    dm.teardown("fit")
+    assert sorted(p.name for p in tmp.iterdir()) == [live.name]
+
+
 def test_state_dict_restores_split_and_lightning_saves_it(tmp_path):
     root = make_sun397(tmp_path / "d", classes=3, per_class=6, corrupt=1)
     dm = SUN397DataModule(root, resolution=8, batch_size=4, num_workers=0, seed=1, val_fraction=0.3)
