@@ -19,19 +19,22 @@ def check_rate(name: str, value: float) -> None:
         raise PriorswapError(f"{name} must lie in [0, 1), got {value}")
 
 
-def ema_update(decay: float):
+class ema_update:  # noqa: N801 - used as a function: ``AveragedModel(net, multi_avg_fn=ema_update(decay))``
     """EMA step with diffusers' warm-up cap: decay_n = min(decay, (1 + n) / (10 + n)) after n updates.
 
-    Without the cap, a short run's EMA keeps a large share of the initial weights (0.999^1000 = 37%).
+    Without the cap, a short run's EMA keeps a large share of the initial weights (0.999^1000 = 37%). A class rather
+    than a closure, so a module holding it pickles (``ddp_spawn`` and notebook launchers send the module to each
+    process by pickling it).
     """
 
-    @torch.no_grad()
-    def update(ema_params, params, num_averaged):
-        n = float(num_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(ema_params, params, 1 - d)
+    def __init__(self, decay: float):
+        self.decay = decay
 
-    return update
+    @torch.no_grad()
+    def __call__(self, ema_params, params, num_averaged) -> None:
+        n = float(num_averaged)
+        d = min(self.decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
 
 
 class FineTune(L.LightningModule):
