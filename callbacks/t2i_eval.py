@@ -36,8 +36,8 @@ from priorswap.toolkit.metrics import CLIPSimilarity, FeatureExtractor, FeatureS
 from priorswap.toolkit.metrics.factory import metric_name as fd_metric_name
 from priorswap.toolkit.t2i.load import inspect_pipeline, load_pipeline
 from priorswap.toolkit.t2i.pairing import check_pairing
-from priorswap.toolkit.t2i.run import Settings, T2IJob, family_arguments
-from priorswap.toolkit.t2i.swap import Prior, null_condition
+from priorswap.toolkit.t2i.run import Settings, T2IJob
+from priorswap.toolkit.t2i.swap import Prior
 from priorswap.toolkit.t2i.timeline import Timeline
 from priorswap.toolkit.training.t2i_export import pipeline_with
 
@@ -206,12 +206,6 @@ class T2IPriorSwapEval(Callback):
         job = T2IJob(pipe, self.info, prompts, settings)
         if self.free:
             job.prior, job.prior_pipe = Prior(None, job.timeline), pipe
-            if not hasattr(pipe, "disable_lora"):  # PixArt: no loader, no text-encoder LoRA; the null is the base's
-                call = {**family_arguments(pipe, self.info, settings), "height": job.size()[0], "width": job.size()[1]}
-                for n in {
-                    len(prompts[i : i + settings.batch_size]) for i in range(0, len(prompts), settings.batch_size)
-                }:
-                    job.prior.nulls[n] = null_condition(pipe, self.info.denoiser, n, call, adapters_off=False)
         else:
             den = getattr(self.prior_pipe, self.prior_info.denoiser)
             job.prior = Prior(den, Timeline.of(self.prior_pipe.scheduler.config, self.prior_info.flow))

@@ -67,6 +67,21 @@ def pixart(tmp_path_factory):
     return tiny.save_pixart(str(root / "sigma"), seed=2), tiny.save_pixart(str(root / "alpha"), seed=2, sigma=False)
 
 
+@pytest.fixture(scope="module")
+def pixart_lora(pixart, tmp_path_factory):
+    """A transformer LoRA of the PixArt-Sigma folder as peft itself writes it (``PeftModel.save_pretrained``):
+    diffusers has no PixArt LoRA loader, so this folder is the format."""
+    from diffusers import PixArtTransformer2DModel
+    from peft import LoraConfig, get_peft_model
+
+    folder = str(tmp_path_factory.mktemp("pixart_lora") / "lora")
+    net = PixArtTransformer2DModel.from_pretrained(pixart[0], subfolder="transformer")
+    peft = get_peft_model(net, LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    randomize_lora(peft)
+    peft.save_pretrained(folder)
+    return folder
+
+
 def cli(tmp_path, *args, capsys=None) -> dict:
     out = tmp_path / "o.npz"
     code = main(
@@ -95,18 +110,23 @@ def close(a, b, tol=2):
 
 # -- vanilla is diffusers' own pipeline call ---------------------------------------------------------
 @pytest.mark.parametrize("family", ["sdxl", "sd3", "pixart_sigma"])
-def test_vanilla_equals_the_diffusers_pipeline_with_the_lora_loaded(family, sdxl, sd3, pixart, tmp_path, capsys):
+def test_vanilla_equals_the_diffusers_pipeline_with_the_lora_loaded(
+    family, sdxl, sd3, pixart, pixart_lora, tmp_path, capsys
+):
     from diffusers import DiffusionPipeline
+    from peft import PeftModel
 
     extra = {}
     if family == "sdxl":
         path, lora = sdxl
     elif family == "sd3":
         path, lora, _ = sd3
-    else:  # PixArt has no LoRA loader in diffusers: a full fine-tune; its tiny size has no resolution-binning table
-        (path, _), lora, extra = pixart, None, {"use_resolution_binning": False}
+    else:  # its tiny size has no resolution-binning table
+        (path, _), lora, extra = pixart, pixart_lora, {"use_resolution_binning": False}
     pipe = DiffusionPipeline.from_pretrained(path)
-    if lora:
+    if family == "pixart_sigma":  # no diffusers loader: peft's own, merged into the transformer
+        pipe.transformer = PeftModel.from_pretrained(pipe.transformer, lora).merge_and_unload()
+    else:
         pipe.load_lora_weights(lora)
     ref = diffusers_call(pipe, **extra)
     data = cli(tmp_path, "--model", path, *(["--lora", lora] if lora else []), capsys=capsys)
@@ -180,6 +200,15 @@ def test_free_prior_equals_the_two_model_swap(sdxl, tmp_path, capsys):
     free = cli(tmp_path, "--model", path, "--lora", lora, "--prior", "base", capsys=capsys)["arr_0"]
     two = cli(tmp_path, "--model", path, "--lora", lora, "--prior", path, capsys=capsys)["arr_0"]
     assert close(free, two, 1)
+
+
+def test_pixart_lora_free_prior_equals_the_two_model_swap(pixart, pixart_lora, tmp_path, capsys):
+    """A PixArt LoRA (peft folder): its adapter-off self in the mixed batch == the base as a second pipeline."""
+    path = pixart[0]
+    free = cli(tmp_path, "--model", path, "--lora", pixart_lora, "--prior", "base", "--compare", capsys=capsys)
+    two = cli(tmp_path, "--model", path, "--lora", pixart_lora, "--prior", path, capsys=capsys)["arr_0"]
+    assert close(free["arr_0"], two, 1)
+    assert not close(free["arr_0"], free["vanilla"], 2)  # the swap changed the images
 
 
 def test_pixart_sigma_prior_for_a_v_prediction_sdxl_equals_a_hand_loop(sdxl, pixart, tmp_path, capsys):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import diffusers
 import torch
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 from ..core.hub import first_line
 from ..core.loading import component_class, locate, model_name, read_model_index
@@ -103,26 +105,52 @@ def load_pipeline(info: Info, dtype: torch.dtype, device: str, what: str = "--mo
     return pipe.to(device)
 
 
+PEFT_FOLDER = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+
+
+def is_peft_folder(path: str) -> bool:
+    return all(os.path.isfile(os.path.join(path, name)) for name in PEFT_FOLDER)
+
+
 def check_lora_file(info: Info, lora: str) -> str:
-    """``lora`` expanded, or a one-line error: missing file, or a pipeline diffusers has no LoRA loader for."""
-    if not info.takes_lora:
-        raise PriorswapError(
-            f"--lora: diffusers has no LoRA loader for {info.pipeline}; merge the LoRA into a full fine-tune and "
-            "pass it as --model (with the base as --prior)"
-        )
+    """``lora`` expanded, or a one-line error: missing, or not a format this pipeline's LoRAs come in."""
     path = os.path.expanduser(lora)
     if not os.path.exists(path):
         raise PriorswapError(f"--lora {lora!r} does not exist")
+    if not info.takes_lora and not is_peft_folder(path):
+        raise PriorswapError(
+            f"--lora: diffusers has no LoRA loader for {info.pipeline}; pass a peft adapter folder "
+            f"({' + '.join(PEFT_FOLDER)}, what `priorswap fit` exports for it), or merge the LoRA into a full "
+            "fine-tune and pass it as --model (with the base as --prior)"
+        )
     return path
 
 
+def load_peft_folder(net: torch.nn.Module, folder: str) -> None:
+    """A peft adapter folder (``PeftModel.save_pretrained``'s layout) injected into ``net`` in place, so the pipeline
+    keeps its own denoiser object and the free prior can switch the adapter layers off."""
+    config = LoraConfig.from_pretrained(folder)
+    state = load_file(os.path.join(folder, PEFT_FOLDER[1]))
+    inject_adapter_in_model(config, net)
+    result = set_peft_model_state_dict(net, {k.removeprefix("base_model.model."): v for k, v in state.items()})
+    if result.unexpected_keys:
+        raise ValueError(
+            f"{len(result.unexpected_keys)} weights match no adapter layer, e.g. {result.unexpected_keys[0]}"
+        )
+
+
 def load_lora(pipe, info: Info, lora: str) -> None:
-    """Load a LoRA file or folder onto the denoiser (and text encoders) with diffusers' own ``load_lora_weights``."""
+    """Load a LoRA onto the denoiser (and text encoders): diffusers' own ``load_lora_weights``, or for a pipeline
+    diffusers has no LoRA loader for (PixArt), peft's adapter folder onto the denoiser."""
+    path = check_lora_file(info, lora)
     try:
-        pipe.load_lora_weights(check_lora_file(info, lora))
+        if info.takes_lora:
+            pipe.load_lora_weights(path)
+        else:
+            load_peft_folder(getattr(pipe, info.denoiser), path)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise PriorswapError(
-            f"--lora {lora!r} is not a LoRA of {info.name!r} that diffusers reads ({first_line(e)})"
+            f"--lora {lora!r} is not a LoRA of {info.name!r} that diffusers or peft reads ({first_line(e)})"
         ) from None
     if not any("lora" in n for n, _ in getattr(pipe, info.denoiser).named_parameters()) and not any(
         "lora" in n for enc in text_encoders(pipe) for n, _ in enc.named_parameters()

@@ -177,6 +177,9 @@ def null_condition(pipe, denoiser: str, n: int, call: dict, adapters_off: bool) 
     module = getattr(pipe, denoiser)
     args = {**call, "prompt": [""] * n, "guidance_scale": 2.0, "num_inference_steps": 1, "output_type": "latent"}
     args["generator"] = torch.Generator("cpu").manual_seed(0)
+    # only the text encoders' adapters shape the null; a pipeline without diffusers' LoRA loader (PixArt: a peft
+    # folder on the transformer, never on T5) has none to switch off
+    adapters_off = adapters_off and hasattr(pipe, "disable_lora")
     if adapters_off:
         pipe.disable_lora()
     pipe.set_progress_bar_config(disable=True)  # one aborted step: no bar
