@@ -50,6 +50,10 @@ def family_arguments(pipe, info: Info, s: Settings) -> dict[str, Any]:
         args["negative_prompt"] = s.negative_prompt
     if info.pipeline in PIXART_BINNED_SIZES:
         args["use_resolution_binning"] = pipe.transformer.config.sample_size in PIXART_BINNED_SIZES[info.pipeline]
+        # prompts as given, as training encodes them (encode_prompt's default): PixArt's __call__ would otherwise
+        # lowercase and strip them where beautifulsoup4 and ftfy happen to be installed, and warn on every call
+        # where they are not
+        args["clean_caption"] = False
     return args
 
 
