@@ -135,6 +135,8 @@ def test_demo_killed_mid_fine_tune_resumes_and_matches_an_uninterrupted_run(tmp_
     from safetensors.torch import load_file
 
     run = tmp_path / "killed" / "tb" / "finetunes" / "large_limited-s0-n600-t30"
+    # the never-stopped demo runs beside the killed one (one thread each, on separate output folders)
+    whole = _demo_process(tmp_path / "whole")
     proc = _demo_process(tmp_path / "killed")
     deadline = time.monotonic() + 300
     while not (run / "hparams.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -150,7 +152,6 @@ def test_demo_killed_mid_fine_tune_resumes_and_matches_an_uninterrupted_run(tmp_
     out2, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out2[-3000:]
     assert "priorswap: resuming" in out2 or f"Restored all states from the checkpoint at {last}" in out2, out2[-3000:]
-    whole = _demo_process(tmp_path / "whole")
     out3, _ = whole.communicate(timeout=600)
     assert whole.returncode == 0, out3[-3000:]
     name = "transformer/diffusion_pytorch_model.safetensors"

@@ -417,37 +417,9 @@ def test_missing_weights_say_what_to_download(folders, capsys, tmp_path):
         load_cc_projection(str(broken))
 
 
-def test_bench_unet_prints_table_and_json(capsys):
-    code, out, err = _cli(
-        capsys,
-        "bench",
-        "unet",
-        "--tiny",
-        "--kind",
-        "vd",
-        "--modes",
-        "vanilla",
-        "swapped",
-        "--steps",
-        "2",
-        "--num-samples",
-        "1",
-        "--repeats",
-        "1",
-        "--device",
-        "cpu",
-        "--json",
-    )
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
-    rows = {r["mode"]: r for r in result["rows"]}
-    assert set(rows) == {"vanilla", "swapped"} and "s/sample" in out
-    assert rows["swapped"]["weights_mb"] > rows["vanilla"]["weights_mb"] > 0
-    assert all(r["peak_mb"] > 0 and r["s_per_sample"] > 0 for r in rows.values())
-
-
-def test_bench_unet_tiny_never_reads_the_tests_folder(tmp_path):
-    """Shipped code must not depend on tests/: any open of a file under a tests/ folder fails the run."""
+def test_bench_unet_prints_table_and_json_and_never_reads_the_tests_folder(tmp_path):
+    """`bench unet --tiny` prints its table and JSON; shipped code must not depend on tests/: any open of a file under
+    a tests/ folder fails the run."""
     guard = (
         "import os, sys\n"
         "def hook(event, args):\n"
@@ -470,14 +442,16 @@ def test_bench_unet_tiny_never_reads_the_tests_folder(tmp_path):
             "vd",
             "--modes",
             "vanilla",
+            "swapped",
             "--steps",
-            "1",
+            "2",
             "--num-samples",
             "1",
             "--repeats",
             "1",
             "--device",
             "cpu",
+            "--json",
         ],
         capture_output=True,
         text=True,
@@ -485,4 +459,7 @@ def test_bench_unet_tiny_never_reads_the_tests_folder(tmp_path):
         env=env,
     )
     assert res.returncode == 0, res.stderr
-    assert "vanilla" in res.stdout
+    rows = {r["mode"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])["rows"]}
+    assert set(rows) == {"vanilla", "swapped"} and "s/sample" in res.stdout
+    assert rows["swapped"]["weights_mb"] > rows["vanilla"]["weights_mb"] > 0
+    assert all(r["peak_mb"] > 0 and r["s_per_sample"] > 0 for r in rows.values())
