@@ -264,20 +264,24 @@ class ImageDataModule(L.LightningDataModule):
                     f"latent_cache={self.latent_cache} is set but build_latent_cache(encode, "
                     "encoder_id) was not called; the training module calls it in setup()"
                 )
-            dataset, collate = CachedLatentDataset(self._latent_dirs[split], flip=self.flip and train), None
+            dataset = CachedLatentDataset(self._latent_dirs[split], flip=self.flip and train)
         else:
-            dataset, collate = self._datasets[split], collate_drop_none
+            dataset = self._datasets[split]
         sampler = ResumableSampler(len(dataset), seed=self.seed, shuffle=train)
         return DataLoader(
             SeededItems(dataset, self.seed),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self._collate(split),
             drop_last=self.drop_last and train,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _collate(self, split: str):
+        """How ``split``'s items become a batch: unreadable images dropped (cached latents: torch's default)."""
+        return None if self.latent_cache is not None else collate_drop_none
 
     def train_dataloader(self) -> DataLoader:
         """Seeded per-epoch order, placed by the optimiser step: a resumed run skips the batches already seen."""

@@ -281,8 +281,7 @@ class DreamBoothDataModule(CaptionedDataModule):
         if self.class_files:
             self._datasets["train"] = PriorPairs(self._datasets["train"], CachedT2IDataset(self._t2i_dirs["class"]))
 
-    def _loader(self, split: str):
-        loader = super()._loader(split)
+    def _collate(self, split: str):
         if isinstance(self._datasets.get(split), PriorPairs):
-            loader.collate_fn = collate_prior_pairs  # the DataLoader reads it when iterated: pairs -> one batch
-        return loader
+            return collate_prior_pairs  # (instance, class) pairs -> instance rows, then class rows
+        return super()._collate(split)

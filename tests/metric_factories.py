@@ -201,3 +201,12 @@ def write_imagereward(folder: str, seed: int = 0) -> dict[str, str]:
     weights = os.path.join(folder, "ImageReward.pt")
     torch.save(imagereward_state(med, seed=seed), weights)
     return {"weights": weights, "config": os.path.join(folder, "med_config.json"), "tokenizer": tokenizer}
+
+
+def tiny_conv_features():
+    """A seeded 32-d conv feature network standing in for Inception/DINOv2 in the evaluation callbacks' tests."""
+    from priorswap.toolkit.metrics import ModuleExtractor
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    return ModuleExtractor(net, 32, "tiny-conv")

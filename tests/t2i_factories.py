@@ -158,3 +158,13 @@ def sd3_modular_pipeline(transformer: torch.nn.Module):
     pipe = StableDiffusion3T2ICoreDenoiseStep().init_pipeline()
     pipe.update_components(transformer=transformer, scheduler=flow_scheduler())
     return pipe
+
+
+def randomize_lora(*nets: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> None:
+    """Seeded random LoRA B matrices (peft starts them at zero, which makes a fresh adapter the identity)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in nets:
+            for name, p in net.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(scale * torch.randn(p.shape, generator=gen))

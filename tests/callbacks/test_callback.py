@@ -19,14 +19,7 @@ from priorswap.toolkit.training.module import DiTFineTune
 
 from factories import save_dit_pipeline
 from fakedata import make_food101
-
-
-def features():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
-    )
-    return ModuleExtractor(net, 32, "tiny-conv")
+from metric_factories import tiny_conv_features as features
 
 
 def classifier():

@@ -14,29 +14,20 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import lightning as L
 import numpy as np
 import pytest
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from priorswap.callbacks import T2IPriorSwapEval
 from priorswap.data.caption_sources import CaptionedFolderDataModule
-from priorswap.toolkit.metrics import ModuleExtractor
 from priorswap.toolkit.training.t2i_export import T2ILoRA
 from priorswap.toolkit.training.t2i_module import T2IFineTune
 from priorswap.toolkit.unet.tiny import save_image, save_sd
 
-from metric_factories import write_tiny_clip
+from metric_factories import tiny_conv_features, write_tiny_clip
+from t2i_factories import randomize_lora
 
 PROMPTS = ["a red cat", "two dogs", "blue sky"]
-
-
-def features() -> ModuleExtractor:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
-    )
-    return ModuleExtractor(net, 32, "tiny-conv")
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +47,14 @@ def run(tmp, setup, devices: int) -> tuple[dict, dict]:
     base, images, clip = setup
     cb = T2IPriorSwapEval(
         prompts=PROMPTS, samples_per_prompt=1, steps=2, batch_size=2, seed=3, every_n_steps=None,
-        reference=images, extractor=features(), clip_model=clip, stats_cache=None,
+        reference=images, extractor=tiny_conv_features(), clip_model=clip, stats_cache=None,
         output=str(tmp / "t2i_eval.jsonl"),
     )  # fmt: skip
     module = T2IFineTune(base, lora=T2ILoRA(rank=2), lr=0.0, ema_decay=0.5, export_on_fit_end=False)
     # peft starts B at zero (the LoRA is the identity) and lr = 0 keeps it there: give the live and EMA adapters the
     # same weights, so the free prior really differs from vanilla
-    for net in (module.net, module.ema.module["net"]):
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    randomize_lora(module.net)
+    randomize_lora(module.ema.module["net"])
     dm = CaptionedFolderDataModule(images, resolution=32, center_crop=True, batch_size=1, num_workers=0)
     trainer = L.Trainer(
         max_steps=1, accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",

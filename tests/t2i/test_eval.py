@@ -23,17 +23,9 @@ from priorswap.toolkit.t2i import tiny  # noqa: E402
 from priorswap.toolkit.unet import tiny as uf  # noqa: E402
 
 import metric_factories as mf  # noqa: E402
+from t2i_factories import randomize_lora  # noqa: E402
 
 PROMPTS, SEED, STEPS, SCALE = ["a cat", "a red dog", "a blue house"], 3, "2", "6"
-
-
-def randomize_lora(*nets, seed=0, scale=0.3):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for net in nets:
-            for name, p in net.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(scale * torch.randn(p.shape, generator=gen))
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,9 @@ import torch
 from priorswap.toolkit.cli import main
 from priorswap.toolkit.t2i import tiny
 
+from t2i_factories import randomize_lora
+
 PROMPTS, SEED, STEPS, SCALE = ["a cat", "a red dog"], 3, 3, 6.0
-
-
-def randomize_lora(*nets, seed=0, scale=0.3):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for net in nets:
-            for name, p in net.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(scale * torch.randn(p.shape, generator=gen))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from priorswap.toolkit.training.t2i_export import T2ILoRA
 from priorswap.toolkit.training.t2i_module import T2IFineTune
 from priorswap.toolkit.unet.tiny import save_image, save_sd
 
+from metric_factories import tiny_conv_features
 from repo_paths import RECIPES as RECIPES_DIR
 from trainers import trainer
 
@@ -114,16 +115,6 @@ data:
 
 
 # -- the prompt evaluation callback -----------------------------------------------------------------------------------
-def tiny_features():
-    from priorswap.toolkit.metrics import ModuleExtractor
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
-    )
-    return ModuleExtractor(net, 32, "tiny-conv")
-
-
 def sample_cli(tmp_path, model, prompts, *extra):
     from priorswap.toolkit.cli import main
 
@@ -156,7 +147,7 @@ def test_eval_rows_equal_sample_t2i_on_the_exported_lora(bases, tmp_path):
     root = captioned_folder(tmp_path / "imgs", n=6)
     cb = T2IPriorSwapEval(
         prompts=["a red cat", "two dogs"], samples_per_prompt=2, steps=2, batch_size=3, seed=5, every_n_steps=None,
-        reference=root, extractor=tiny_features(), clip_model=str(write_tiny_clip(str(tmp_path / "clip")) and tmp_path / "clip"),
+        reference=root, extractor=tiny_conv_features(), clip_model=str(write_tiny_clip(str(tmp_path / "clip")) and tmp_path / "clip"),
         stats_cache=None,
     )  # fmt: skip
     module = T2IFineTune(bases["sd"], lora=T2ILoRA(rank=2), lr=5e-2, ema_decay=0.5, export_on_fit_end=False)

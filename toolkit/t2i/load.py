@@ -106,6 +106,7 @@ def load_pipeline(info: Info, dtype: torch.dtype, device: str, what: str = "--mo
 
 
 PEFT_FOLDER = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+PEFT_PREFIX = "base_model.model."  # its weight names: the PeftModel wrapper's path to the adapted network
 
 
 def is_peft_folder(path: str) -> bool:
@@ -132,7 +133,7 @@ def load_peft_folder(net: torch.nn.Module, folder: str) -> None:
     config = LoraConfig.from_pretrained(folder)
     state = load_file(os.path.join(folder, PEFT_FOLDER[1]))
     inject_adapter_in_model(config, net)
-    result = set_peft_model_state_dict(net, {k.removeprefix("base_model.model."): v for k, v in state.items()})
+    result = set_peft_model_state_dict(net, {k.removeprefix(PEFT_PREFIX): v for k, v in state.items()})
     if result.unexpected_keys:
         raise ValueError(
             f"{len(result.unexpected_keys)} weights match no adapter layer, e.g. {result.unexpected_keys[0]}"

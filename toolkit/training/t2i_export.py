@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors.torch import save_file
 
 from ..files import atomic_dir
+from ..t2i.load import PEFT_FOLDER, PEFT_PREFIX
 from .t2i_text import TEXT_LORA_TARGETS, Family
 
 
@@ -72,8 +73,8 @@ def export_lora(pipe, family: Family, nets: dict[str, torch.nn.Module], path: st
         if not hasattr(type(pipe), "save_lora_weights"):
             net = nets["net"]
             net.peft_config["default"].save_pretrained(tmp)
-            state = {f"base_model.model.{k}": v.contiguous() for k, v in get_peft_model_state_dict(net).items()}
-            save_file(state, os.path.join(tmp, "adapter_model.safetensors"))
+            state = {PEFT_PREFIX + k: v.contiguous() for k, v in get_peft_model_state_dict(net).items()}
+            save_file(state, os.path.join(tmp, PEFT_FOLDER[1]))
             return path
         # the SD3 loader reads the transformer's peft names as they are (converting drops its attention keys)
         layers = {f"{family.net}_lora_layers": _lora_state(nets["net"], convert=family.name != "sd3")}
